@@ -1,0 +1,40 @@
+"""lstm-mt: neural machine translation with an explicit, gate-by-gate LSTM.
+
+Where things live (one module per concern, in the order a sentence travels):
+
+    cell.py       LSTMCell and LSTM, the gate equations and their fast path
+    attention.py  Bahdanau and Luong (dot, general) attention
+    encoder.py    embeddings, bidirectional LSTM encoder, bridge to the decoder
+    decoder.py    attentional, input-feeding decoder with step() for search
+    model.py      Seq2Seq and ModelConfig, built from config
+    tokenizer.py  SentencePiece training, caching, encoding, decoding
+    data.py       corpora (Multi30k, Tatoeba, custom), mirrors/downloads, batching
+    cli.py        the `lstm-mt` command
+
+The main classes are importable from the package itself (``from lstm_mt import LSTM``);
+they are loaded on first use so that ``lstm-mt --help`` does not wait for PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "LSTMCell": "lstm_mt.cell",
+    "LSTM": "lstm_mt.cell",
+    "Seq2Seq": "lstm_mt.model",
+    "ModelConfig": "lstm_mt.model",
+    "build_model": "lstm_mt.model",
+    "LstmMtError": "lstm_mt.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lstm_mt' has no attribute {name!r}")

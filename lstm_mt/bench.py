@@ -1,0 +1,190 @@
+"""Time lstm-mt's explicit LSTM against torch.nn.LSTM (same weights, same process).
+
+Prints a table of median times and ratios (ours / torch) for full sequences
+(forward+backward = "train", forward under no_grad = "infer") and for a decoder-style
+loop of single steps against nn.LSTMCell, plus peak memory on CUDA.
+
+    lstm-mt bench                 # the standard shapes, CPU
+    lstm-mt bench --quick         # the headline shape only (H=512, T=30, B=64)
+    lstm-mt bench --device cuda   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from lstm_mt.cell import LSTM, LSTMCell
+
+
+@dataclass
+class Shape:
+    hidden: int
+    layers: int
+    bidirectional: bool
+    length: int
+    batch: int
+    input: int = 256
+
+    def label(self) -> str:
+        kind = "bi" if self.bidirectional else "uni"
+        return f"H={self.hidden} L={self.layers} {kind} T={self.length} B={self.batch}"
+
+
+HEADLINE = Shape(hidden=512, layers=1, bidirectional=False, length=30, batch=64)
+SHAPES = [
+    HEADLINE,
+    Shape(256, 1, False, 30, 64),
+    Shape(1024, 1, False, 30, 64),
+    Shape(512, 2, False, 30, 64),
+    Shape(256, 2, True, 50, 32),
+    Shape(512, 1, True, 10, 128),
+]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], None], device: torch.device, repeats: int, warmup: int = 3) -> float:
+    """Median wall time of ``fn`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def interleaved(fns: dict[str, Callable[[], None]], device: torch.device, repeats: int) -> dict[str, float]:
+    """Median times of several functions, measured in alternation so drift hits all alike."""
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_sequence(shape: Shape, device: torch.device, repeats: int) -> dict[str, float]:
+    """Train (fwd+bwd) and inference (fwd) times for full sequences."""
+    ref = torch.nn.LSTM(shape.input, shape.hidden, shape.layers, bidirectional=shape.bidirectional).to(device)
+    ours = LSTM.from_torch(ref)
+    x = torch.randn(shape.length, shape.batch, shape.input, device=device)
+
+    def train(module: torch.nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            module.zero_grad(set_to_none=True)
+            output, _ = module(x)
+            output.sum().backward()
+        return run
+
+    def infer(module: torch.nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                module(x)
+        return run
+
+    t = interleaved({"torch_train": train(ref), "ours_train": train(ours)}, device, repeats)
+    t.update(interleaved({"torch_infer": infer(ref), "ours_infer": infer(ours)}, device, repeats))
+    return t
+
+
+def bench_decoder_steps(shape: Shape, device: torch.device, repeats: int) -> dict[str, float]:
+    """A teacher-forced decoder loop of single steps: train (fwd+bwd) and inference."""
+    ref = torch.nn.LSTMCell(shape.input, shape.hidden).to(device)
+    ours = LSTMCell.from_torch(ref)
+    xs = torch.randn(shape.length, shape.batch, shape.input, device=device)
+
+    def loop(cell: torch.nn.Module, backward: bool) -> Callable[[], None]:
+        def run() -> None:
+            cell.zero_grad(set_to_none=True)
+            with torch.set_grad_enabled(backward):
+                h = xs.new_zeros(shape.batch, shape.hidden)
+                c = torch.zeros_like(h)
+                total = 0
+                for x in xs:
+                    h, c = cell(x, (h, c))
+                    total = total + h.sum()
+                if backward:
+                    total.backward()
+        return run
+
+    t = interleaved({"torch_step_train": loop(ref, True), "ours_step_train": loop(ours, True)}, device, repeats)
+    t.update(interleaved({"torch_step_infer": loop(ref, False), "ours_step_infer": loop(ours, False)}, device, repeats))
+    return t
+
+
+def peak_memory_mb(shape: Shape, device: torch.device) -> tuple[float, float]:
+    """Peak CUDA memory (MB) of one training step, torch then ours."""
+    ref = torch.nn.LSTM(shape.input, shape.hidden, shape.layers, bidirectional=shape.bidirectional).to(device)
+    ours = LSTM.from_torch(ref)
+    x = torch.randn(shape.length, shape.batch, shape.input, device=device)
+    peaks = []
+    for module in (ref, ours):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        output, _ = module(x)
+        output.sum().backward()
+        sync(device)
+        peaks.append(torch.cuda.max_memory_allocated(device) / 2**20)
+    return peaks[0], peaks[1]
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """`lstm-mt bench`: print the comparison tables."""
+    parser = argparse.ArgumentParser(
+        prog="lstm-mt bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="only the headline shape")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    shapes = [HEADLINE] if args.quick else SHAPES
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"median of {args.repeats}, times in ms")
+
+    print("\n| shape | train torch | train ours | ratio | infer torch | infer ours | ratio |"
+          + (" peak MB torch | peak MB ours |" if device.type == "cuda" else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if device.type == "cuda" else ""))
+    for shape in shapes:
+        t = bench_sequence(shape, device, args.repeats)
+        row = (f"| {shape.label()} | {t['torch_train']:.1f} | {t['ours_train']:.1f} | "
+               f"{t['ours_train'] / t['torch_train']:.2f}× | {t['torch_infer']:.1f} | {t['ours_infer']:.1f} | "
+               f"{t['ours_infer'] / t['torch_infer']:.2f}× |")
+        if device.type == "cuda":
+            row += " {:.0f} | {:.0f} |".format(*peak_memory_mb(shape, device))
+        print(row, flush=True)
+
+    print("\nDecoder-style loop of single steps (LSTMCell vs nn.LSTMCell):\n")
+    print("| shape | train torch | train ours | ratio | infer torch | infer ours | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for shape in [HEADLINE] if args.quick else [HEADLINE, Shape(512, 1, False, 30, 5), Shape(1024, 1, False, 30, 64)]:
+        t = bench_decoder_steps(shape, device, args.repeats)
+        print(f"| {shape.label()} | {t['torch_step_train']:.1f} | {t['ours_step_train']:.1f} | "
+              f"{t['ours_step_train'] / t['torch_step_train']:.2f}× | {t['torch_step_infer']:.1f} | "
+              f"{t['ours_step_infer']:.1f} | {t['ours_step_infer'] / t['torch_step_infer']:.2f}× |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The `lstm-mt` command: one entry point, one subcommand per job.
+
+Each subcommand lives in the module that does the work and is imported only when run,
+so `lstm-mt --help` stays fast. Errors in the user's input (`LstmMtError`) are printed as
+one line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable, NamedTuple, Optional
+
+from lstm_mt.errors import LstmMtError
+
+
+class Subcommand(NamedTuple):
+    """Where a subcommand's ``main(argv)`` lives and what it does."""
+
+    target: str  # "module:function", called with the remaining arguments
+    summary: str
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "bench": Subcommand("lstm_mt.bench:main", "time the explicit LSTM against torch.nn.LSTM"),
+}
+
+USAGE = """usage: lstm-mt <command> [args...]
+
+Neural machine translation with an explicit, gate-by-gate LSTM.
+
+commands:
+{commands}
+
+Run `lstm-mt <command> --help` for a command's options."""
+
+
+def usage() -> str:
+    width = max(len(name) for name in SUBCOMMANDS)
+    lines = [f"  {name.ljust(width)}  {cmd.summary}" for name, cmd in SUBCOMMANDS.items()]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def resolve(target: str) -> Callable[[list[str]], Optional[int]]:
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Dispatch ``argv`` (default: the process arguments) to a subcommand."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if argv else 2)
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"lstm-mt: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        status = resolve(SUBCOMMANDS[name].target)(rest)
+    except LstmMtError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status or 0)

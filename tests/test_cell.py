@@ -1,0 +1,153 @@
+"""The explicit LSTM against torch.nn.LSTM / nn.LSTMCell with copied weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from lstm_mt.cell import GATE_NAMES, LSTM, LSTMCell
+
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max((x - y).abs().max().item() for x, y in zip(a, b))
+
+
+def outputs_and_grads(module, run, inputs, weights):
+    """Run ``run(module)``, reduce with fixed random weights, return outputs and all grads."""
+    output, (h_n, c_n) = run(module)
+    loss = sum((t * w).sum() for t, w in zip((output, h_n, c_n), weights))
+    grads = torch.autograd.grad(loss, list(inputs) + list(module.parameters()))
+    return [output, h_n, c_n], list(grads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("variable_lengths", [False, True])
+def test_lstm_matches_torch(dtype, num_layers, bidirectional, variable_lengths):
+    torch.manual_seed(num_layers * 10 + bidirectional * 2 + variable_lengths)
+    steps, batch, inputs, hidden = 7, 5, 6, 8
+    reference = torch.nn.LSTM(inputs, hidden, num_layers, bidirectional=bidirectional).to(dtype)
+    ours = LSTM.from_torch(reference)
+    lengths = torch.tensor([7, 3, 5, 1, 7]) if variable_lengths else torch.full((batch,), steps)
+    x = torch.randn(steps, batch, inputs, dtype=dtype, requires_grad=True)
+    directions = 2 if bidirectional else 1
+    h0 = torch.randn(num_layers * directions, batch, hidden, dtype=dtype, requires_grad=True)
+    c0 = torch.randn_like(h0, requires_grad=True)
+
+    def run_reference(module):
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        output, state = module(packed, (h0, c0))
+        return pad_packed_sequence(output, total_length=steps)[0], state
+
+    expected, expected_grads = None, None
+    weights = None
+    output, state = run_reference(reference)
+    weights = [torch.randn_like(output), torch.randn_like(state[0]), torch.randn_like(state[1])]
+    expected, expected_grads = outputs_and_grads(reference, run_reference, (x, h0, c0), weights)
+    actual, actual_grads = outputs_and_grads(ours, lambda m: m(x, lengths, (h0, c0)), (x, h0, c0), weights)
+
+    assert max_diff(actual, expected) < TOLERANCE[dtype]
+    assert max_diff(actual_grads, expected_grads) < TOLERANCE[dtype]
+
+
+def test_lstm_accepts_packed_sequence_and_batch_first():
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(4, 6, 2, bidirectional=True, batch_first=True).double()
+    ours = LSTM.from_torch(reference)
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    lengths = torch.tensor([2, 5, 4])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected_out, (expected_h, expected_c) = reference(packed)
+    actual_out, (actual_h, actual_c) = ours(packed)
+    assert torch.equal(actual_out.batch_sizes, expected_out.batch_sizes)
+    assert max_diff([actual_out.data, actual_h, actual_c], [expected_out.data, expected_h, expected_c]) < 1e-10
+
+    padded_out, _ = ours(x, lengths)  # batch_first padded input gives the same numbers
+    expected_padded, _ = pad_packed_sequence(expected_out, batch_first=True)
+    assert max_diff([padded_out], [expected_padded]) < 1e-10
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_padding_never_changes_real_positions(dtype):
+    """A sequence alone gives the same outputs and final state as inside a padded batch."""
+    torch.manual_seed(1)
+    lstm = LSTM(5, 7, num_layers=2, bidirectional=True).to(dtype)
+    long = torch.randn(9, 1, 5, dtype=dtype)
+    short = torch.randn(4, 1, 5, dtype=dtype)
+    alone_out, (alone_h, alone_c) = lstm(short)
+    garbage = torch.randn(5, 1, 5, dtype=dtype) * 100  # padding content must not matter
+    batch = torch.cat([long, torch.cat([short, garbage])], dim=1)
+    out, (h, c) = lstm(batch, torch.tensor([9, 4]))
+    assert max_diff([out[:4, 1:2], h[:, 1:2], c[:, 1:2]], [alone_out, alone_h, alone_c]) < TOLERANCE[dtype]
+    assert out[4:, 1].abs().max() == 0  # padded positions are zero
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cell_matches_torch_cell(dtype):
+    torch.manual_seed(2)
+    reference = torch.nn.LSTMCell(6, 9).to(dtype)
+    ours = LSTMCell.from_torch(reference)
+    x = torch.randn(4, 6, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(4, 9, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(4, 9, dtype=dtype, requires_grad=True)
+    weights = [torch.randn(4, 9, dtype=dtype) for _ in range(2)]
+
+    def run(cell):
+        h, c = cell(x, (h0, c0))
+        h2, c2 = cell(x * 0.5, (h, c))  # two steps, so gradients flow through a state
+        loss = (h2 * weights[0]).sum() + (c2 * weights[1]).sum()
+        return [h2, c2], list(torch.autograd.grad(loss, [x, h0, c0, *cell.parameters()]))
+
+    expected, expected_grads = run(reference)
+    actual, actual_grads = run(ours)
+    assert max_diff(actual, expected) < TOLERANCE[dtype]
+    assert max_diff(actual_grads, expected_grads) < TOLERANCE[dtype]
+
+
+def test_cell_gates_follow_the_equations():
+    """Each named gate block, applied by hand, gives the cell's output (a known answer)."""
+    torch.manual_seed(3)
+    cell = LSTMCell(3, 4).double()
+    x, h, c = (torch.randn(2, n, dtype=torch.float64) for n in (3, 4, 4))
+    gates = cell.gate_parameters()
+    assert list(gates) == list(GATE_NAMES)
+
+    def affine(name):
+        p = gates[name]
+        return x @ p["W_x"].T + h @ p["W_h"].T + p["b"]
+
+    i, f, o = (torch.sigmoid(affine(n)) for n in ("input", "forget", "output"))
+    candidate = torch.tanh(affine("candidate"))
+    c_expected = f * c + i * candidate
+    h_expected = o * torch.tanh(c_expected)
+    h_actual, c_actual = cell(x, (h, c))
+    assert torch.allclose(h_actual, h_expected, atol=1e-12)
+    assert torch.allclose(c_actual, c_expected, atol=1e-12)
+
+
+def test_gradcheck_layer_recurrence():
+    """The hand-written backward against numerical differentiation, padding included."""
+    from lstm_mt.cell import _LayerRecurrence
+
+    torch.manual_seed(4)
+    steps, batch, hidden = 5, 3, 4
+    x_proj = torch.randn(steps, batch, 4 * hidden, dtype=torch.float64, requires_grad=True)
+    weight_hh = torch.randn(4 * hidden, hidden, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(batch, hidden, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(batch, hidden, dtype=torch.float64, requires_grad=True)
+    batch_sizes = [3, 3, 2, 1, 1]  # lengths 5, 2, 4 sorted: 5, 4, 2
+    assert torch.autograd.gradcheck(
+        lambda *args: _LayerRecurrence.apply(*args, batch_sizes), (x_proj, weight_hh, h0, c0)
+    )
+
+
+def test_rejects_bad_lengths():
+    lstm = LSTM(3, 4)
+    with pytest.raises(ValueError, match="lengths"):
+        lstm(torch.randn(5, 2, 3), torch.tensor([6, 2]))
+    with pytest.raises(ValueError, match="lengths"):
+        lstm(torch.randn(5, 2, 3), torch.tensor([0, 2]))
