@@ -1,0 +1,138 @@
+"""The target side: an attentional LSTM decoder with input feeding (Luong et al., 2015).
+
+One step, for the previous target token ``y`` and the previous attentional vector ``h̃'``::
+
+    x  = [embed(y); h̃']                  input feeding: the last step's attention informs this one
+    h  = stacked LSTM cells(x, state)    dropout between layers
+    c, a = attention(h_top, memory)      context and weights over the source, padding masked
+    h̃  = dropout(tanh(W_c·[c; h_top]))   the attentional vector, fed to the generator and the next step
+
+`Decoder.step` is that step, for incremental decoding (greedy, beam search);
+`Decoder.forward` runs it over a whole target prefix for teacher forcing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from lstm_mt.attention import Attention
+from lstm_mt.cell import LSTMCell
+from lstm_mt.encoder import BatchRows, Bridge, EncoderOutput, TokenEmbedding
+
+
+@dataclasses.dataclass
+class DecoderState(BatchRows):
+    """Everything a decoding step carries to the next one, all batch first.
+
+    ``hidden``, ``cell`` ``[B, layers, H]``: the LSTM states.
+    ``attentional`` ``[B, out_size]``: the last attentional vector h̃ (input feeding).
+    ``keys`` ``[B, S, K]``: the attention's projection of the memory, computed once in
+    `Decoder.init_state` and kept here so that it follows the state's rows when beam
+    search expands or reorders them.
+    """
+
+    hidden: Tensor
+    cell: Tensor
+    attentional: Tensor
+    keys: Tensor
+
+
+class StackedLSTMCells(nn.Module):
+    """One time step through a stack of `LSTMCell` layers, with dropout between layers."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.layers = nn.ModuleList(
+            LSTMCell(input_size if layer == 0 else hidden_size, hidden_size) for layer in range(num_layers)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Step ``x`` ``[B, input]`` from ``state`` ``(h, c)``, each ``[B, layers, H]``.
+
+        Returns the top layer's output ``[B, H]`` and the new ``(h, c)``.
+        """
+        h_prev, c_prev = state
+        hs, cs = [], []
+        layer_input = x
+        for index, cell in enumerate(self.layers):
+            if index > 0:
+                layer_input = self.dropout(layer_input)
+            h, c = cell(layer_input, (h_prev[:, index], c_prev[:, index]))
+            hs.append(h)
+            cs.append(c)
+            layer_input = h
+        return layer_input, (torch.stack(hs, dim=1), torch.stack(cs, dim=1))
+
+
+class Decoder(nn.Module):
+    """Attentional, input-feeding LSTM decoder; see the module docstring for the equations.
+
+    ``embedding`` may be the encoder's (shared embeddings); ``attention`` takes the top
+    hidden state as its query and the encoder memory as its memory; ``bridge`` gives the
+    initial LSTM state. ``out_size`` is the size of the attentional vector h̃, which is what
+    the generator reads (and must equal the embedding size to tie the two).
+    """
+
+    def __init__(
+        self,
+        embedding: TokenEmbedding,
+        attention: Attention,
+        bridge: Bridge,
+        memory_size: int,
+        hidden_size: int,
+        num_layers: int,
+        out_size: int,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.attention = attention
+        self.bridge = bridge
+        self.out_size = out_size
+        self.cells = StackedLSTMCells(embedding.embedding_dim + out_size, hidden_size, num_layers, dropout)
+        self.combine = nn.Linear(memory_size + hidden_size, out_size, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def init_state(self, encoder_out: EncoderOutput) -> DecoderState:
+        """The state before the first target token: bridged LSTM state, zero h̃, attention keys."""
+        hidden, cell = self.bridge(encoder_out)
+        memory = encoder_out.memory
+        return DecoderState(
+            hidden=hidden,
+            cell=cell,
+            attentional=memory.new_zeros(memory.shape[0], self.out_size),
+            keys=self.attention.project_memory(memory),
+        )
+
+    def step(
+        self, prev_tokens: Tensor, state: DecoderState, encoder_out: EncoderOutput
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """One decoding step for ``prev_tokens`` ``[B]``.
+
+        Returns the attentional vector h̃ ``[B, out_size]``, the new state and the
+        attention weights ``[B, S]``.
+        """
+        x = torch.cat([self.embedding(prev_tokens), state.attentional], dim=1)
+        top, (hidden, cell) = self.cells(x, (state.hidden, state.cell))
+        context, weights = self.attention(top, state.keys, encoder_out.memory, encoder_out.mask)
+        attentional = self.dropout(torch.tanh(self.combine(torch.cat([context, top], dim=1))))
+        return attentional, DecoderState(hidden, cell, attentional, state.keys), weights
+
+    def forward(self, tgt_in: Tensor, encoder_out: EncoderOutput) -> tuple[Tensor, Tensor]:
+        """Teacher forcing over ``tgt_in`` ``[B, T]`` (BOS-prefixed targets).
+
+        Returns h̃ for every position ``[B, T, out_size]`` and the attention ``[B, T, S]``.
+        """
+        state = self.init_state(encoder_out)
+        outputs, attention = [], []
+        for t in range(tgt_in.shape[1]):
+            attentional, state, weights = self.step(tgt_in[:, t], state, encoder_out)
+            outputs.append(attentional)
+            attention.append(weights)
+        return torch.stack(outputs, dim=1), torch.stack(attention, dim=1)

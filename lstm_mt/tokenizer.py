@@ -1,0 +1,262 @@
+"""SentencePiece subwords: training (on the training split only), caching, encoding, decoding.
+
+Every model built here has the same special ids (pad=0, unk=1, bos=2, eos=3), so model code
+can use them as constants. A :class:`Tokenizer` serializes to a dict of bytes, which a
+checkpoint stores to re-tokenize and detokenize without the original files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import sentencepiece as spm
+
+from lstm_mt.errors import LstmMtError
+
+if TYPE_CHECKING:  # the data package imports this module, so import its config lazily
+    from lstm_mt.data.config import SubwordConfig
+
+log = logging.getLogger(__name__)
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+MODEL_TYPES = ("unigram", "bpe")
+SPM_SEED = 0  # SentencePiece's sampling seed, fixed so a retrain gives the same model
+CACHE_FORMAT = 1  # bump when training arguments change, to invalidate old cached models
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (respects affinity masks, unlike os.cpu_count())."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+class Tokenizer:
+    """One joint SentencePiece model, or one per side, with the project's fixed special ids.
+
+    Encoding returns plain subword ids (no bos/eos; batching adds them). Decoding stops at the
+    first eos and ignores pad and bos, so a padded model output can be decoded as is.
+    """
+
+    pad_id = PAD_ID
+    unk_id = UNK_ID
+    bos_id = BOS_ID
+    eos_id = EOS_ID
+
+    def __init__(
+        self, src_model: bytes, tgt_model: Optional[bytes] = None, model_files: Sequence[str] = ()
+    ) -> None:
+        self.joint = tgt_model is None
+        self._protos = {"src": src_model, "tgt": src_model if tgt_model is None else tgt_model}
+        self._src = _processor(src_model, "source")
+        self._tgt = self._src if self.joint else _processor(self._protos["tgt"], "target")
+        self.model_files = list(model_files)
+
+    @classmethod
+    def from_files(cls, src_model: str | Path, tgt_model: Optional[str | Path] = None) -> Tokenizer:
+        """Load ``.model`` file(s) written by SentencePiece (joint when ``tgt_model`` is None)."""
+        paths = [Path(src_model)] + ([Path(tgt_model)] if tgt_model is not None else [])
+        protos = [_read_model(p) for p in paths]
+        return cls(protos[0], protos[1] if len(protos) > 1 else None, [str(p) for p in paths])
+
+    def to_bytes_dict(self) -> dict[str, bytes]:
+        """Serialized model(s): {"joint": ...} or {"src": ..., "tgt": ...}."""
+        if self.joint:
+            return {"joint": self._protos["src"]}
+        return {"src": self._protos["src"], "tgt": self._protos["tgt"]}
+
+    @classmethod
+    def from_bytes_dict(cls, data: dict[str, bytes]) -> Tokenizer:
+        """Rebuild a tokenizer from :meth:`to_bytes_dict` output (e.g. stored in a checkpoint)."""
+        if "joint" in data:
+            return cls(data["joint"])
+        if "src" in data and "tgt" in data:
+            return cls(data["src"], data["tgt"])
+        raise LstmMtError(f"tokenizer data has keys {sorted(data)}; expected 'joint' or 'src' and 'tgt'")
+
+    @property
+    def src_vocab_size(self) -> int:
+        """Number of source ids, special ids included."""
+        return self._src.get_piece_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        """Number of target ids, special ids included."""
+        return self._tgt.get_piece_size()
+
+    def encode_src(self, texts: Sequence[str]) -> list[list[int]]:
+        """Subword ids of each source sentence (no bos/eos)."""
+        return _encode(self._src, texts)
+
+    def encode_tgt(self, texts: Sequence[str]) -> list[list[int]]:
+        """Subword ids of each target sentence (no bos/eos)."""
+        return _encode(self._tgt, texts)
+
+    def decode_src(self, ids: Sequence[int]) -> str:
+        """Detokenized source text of ``ids`` (up to the first eos, pad/bos ignored)."""
+        return self._src.decode(_strip_specials(ids))
+
+    def decode_tgt(self, ids: Sequence[int]) -> str:
+        """Detokenized target text of ``ids`` (up to the first eos, pad/bos ignored)."""
+        return self._tgt.decode(_strip_specials(ids))
+
+    def pieces_src(self, text: str) -> list[str]:
+        """Subword strings of a source sentence, e.g. for labelling attention plots."""
+        return self._src.encode(text, out_type=str)
+
+    def pieces_tgt(self, text: str) -> list[str]:
+        """Subword strings of a target sentence."""
+        return self._tgt.encode(text, out_type=str)
+
+    def normalize_src(self, text: str) -> str:
+        """``text`` as encode-then-decode returns it (nmt_nfkc normalization; unknown characters aside)."""
+        return _normalize(self._src, text)
+
+    def normalize_tgt(self, text: str) -> str:
+        """``text`` as encode-then-decode gives it back on the target side."""
+        return _normalize(self._tgt, text)
+
+
+def train_or_load_tokenizer(
+    cfg: SubwordConfig, src_train: Sequence[str], tgt_train: Sequence[str], cache_dir: str | Path
+) -> Tokenizer:
+    """The tokenizer for these training sentences and settings, trained once and then reused.
+
+    Models live in ``<cache_dir>/spm/<key>/``, where key hashes the training text and every
+    setting that changes the model, so changed data or settings never reuse a stale model.
+    """
+    _check_settings(cfg)
+    settings = _settings(cfg)
+    folder = Path(cache_dir) / "spm" / _cache_key(settings, src_train, tgt_train)
+    names = ["joint.model"] if cfg.joint else ["src.model", "tgt.model"]
+    paths = [folder / name for name in names]
+    if all(p.is_file() for p in paths):
+        log.info("SentencePiece: reusing %s", ", ".join(map(str, paths)))
+        return Tokenizer.from_files(*paths)
+    sides = [list(src_train) + list(tgt_train)] if cfg.joint else [src_train, tgt_train]
+    for path, lines in zip(paths, sides):
+        log.info("SentencePiece: training %s %s (vocab %d) on %d sentences",
+                 "joint" if cfg.joint else path.stem, cfg.model_type, cfg.vocab_size, len(lines))
+        _write_atomic(path, train_model(cfg, lines))
+    _write_atomic(folder / "settings.json", json.dumps(settings, indent=2).encode())
+    return Tokenizer.from_files(*paths)
+
+
+def train_model(cfg: SubwordConfig, sentences: Sequence[str]) -> bytes:
+    """Train one SentencePiece model on ``sentences`` and return its serialized bytes."""
+    writer = io.BytesIO()
+    spm.set_random_generator_seed(SPM_SEED)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=writer,
+            model_type=cfg.model_type,
+            vocab_size=cfg.vocab_size,
+            character_coverage=cfg.character_coverage,
+            byte_fallback=cfg.byte_fallback,
+            input_sentence_size=cfg.max_sentences,
+            shuffle_input_sentence=True,
+            num_threads=available_cores(),
+            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+            pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        # keep SentencePiece's own sentence, drop its "INTERNAL: file.cc(744) [check]" prefix
+        reason = re.sub(r"^.*\]\s*", "", str(e).strip().splitlines()[-1]) if str(e).strip() else repr(e)
+        raise LstmMtError(f"SentencePiece training failed with data.spm settings: {reason}") from None
+    return writer.getvalue()
+
+
+def _settings(cfg: SubwordConfig) -> dict:
+    return {
+        "format": CACHE_FORMAT,
+        "sentencepiece": spm.__version__,
+        "model_type": cfg.model_type,
+        "vocab_size": cfg.vocab_size,
+        "joint": cfg.joint,
+        "character_coverage": cfg.character_coverage,
+        "byte_fallback": cfg.byte_fallback,
+        "max_sentences": cfg.max_sentences,
+    }
+
+
+def _cache_key(settings: dict, src: Sequence[str], tgt: Sequence[str]) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for lines in (src, tgt):
+        digest.update(f"\0{len(lines)}\0".encode())
+        digest.update("\n".join(lines).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:16]
+
+
+def _check_settings(cfg: SubwordConfig) -> None:
+    if cfg.model_type not in MODEL_TYPES:
+        raise LstmMtError(f"data.spm.model_type={cfg.model_type}: choose one of {', '.join(MODEL_TYPES)}")
+    if cfg.vocab_size <= EOS_ID + 1:
+        raise LstmMtError(f"data.spm.vocab_size={cfg.vocab_size}: must be larger than {EOS_ID + 1}")
+    if not 0 < cfg.character_coverage <= 1:
+        raise LstmMtError(f"data.spm.character_coverage={cfg.character_coverage}: must be in (0, 1]")
+
+
+def _processor(proto: bytes, side: str) -> spm.SentencePieceProcessor:
+    try:
+        sp = spm.SentencePieceProcessor(model_proto=proto)
+    except RuntimeError as e:
+        raise LstmMtError(f"{side} SentencePiece model cannot be loaded ({e})") from None
+    ids = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
+    if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+        raise LstmMtError(
+            f"{side} SentencePiece model has special ids pad,unk,bos,eos={ids}; "
+            f"lstm-mt needs {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}"
+        )
+    return sp
+
+
+def _read_model(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise LstmMtError(f"{path}: cannot read SentencePiece model ({e.strerror})") from None
+
+
+def _encode(sp: spm.SentencePieceProcessor, texts: Sequence[str]) -> list[list[int]]:
+    if isinstance(texts, str):
+        raise TypeError("encode_src/encode_tgt take a list of sentences, not one string")
+    return sp.encode(list(texts), out_type=int, num_threads=available_cores())
+
+
+def _strip_specials(ids: Sequence[int]) -> list[int]:
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    kept = []
+    for i in ids:
+        if i == EOS_ID:
+            break
+        if i not in (PAD_ID, BOS_ID):
+            kept.append(int(i))
+    return kept
+
+
+def _normalize(sp: spm.SentencePieceProcessor, text: str) -> str:
+    # SentencePiece marks spaces (and a leading dummy prefix) with U+2581; decode turns them back.
+    return sp.normalize(text).replace("\u2581", " ").removeprefix(" ")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
