@@ -1,0 +1,130 @@
+"""Tests for lstm_mt.tokenizer on real Multi30k text: round trips, fixed special ids,
+serialization to bytes, and the training cache."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+import sentencepiece as spm
+import torch
+
+from lstm_mt import tokenizer as tokenizer_module
+from lstm_mt.data import MIRROR_ENV, DataConfig, SubwordConfig, load_split
+from lstm_mt.errors import LstmMtError
+from lstm_mt.tokenizer import Tokenizer, train_or_load_tokenizer
+
+MIRROR = Path(os.environ.get(MIRROR_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """Multi30k de-en train (first 8000 pairs, to keep training fast) and full val."""
+    if not (MIRROR / "multi30k" / "raw").is_dir():
+        pytest.skip(f"no data mirror at {MIRROR}")
+    cfg = DataConfig(src="de", tgt="en", mirror=str(MIRROR))
+    train, val = load_split(cfg, "train"), load_split(cfg, "val")
+    return train.src_lines[:8000], train.tgt_lines[:8000], val
+
+
+@pytest.fixture(scope="module")
+def joint(corpus, tmp_path_factory):
+    src, tgt, _ = corpus
+    cache = tmp_path_factory.mktemp("spm-cache")
+    return train_or_load_tokenizer(SubwordConfig(vocab_size=2000), src, tgt, cache), cache
+
+
+def test_special_ids_are_fixed(joint):
+    tok = joint[0]
+    assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id) == (0, 1, 2, 3)
+    sp = spm.SentencePieceProcessor(model_proto=tok.to_bytes_dict()["joint"])
+    assert [sp.id_to_piece(i) for i in range(4)] == ["<pad>", "<unk>", "<s>", "</s>"]
+    assert sp.get_piece_size() == tok.src_vocab_size == tok.tgt_vocab_size == 2000
+
+
+def test_round_trip_on_every_val_line(joint, corpus):
+    tok, (_, _, val) = joint[0], corpus
+    for line, ids in zip(val.src_lines, tok.encode_src(val.src_lines)):
+        assert tok.decode_src(ids) == tok.normalize_src(line), line
+    for line, ids in zip(val.tgt_lines, tok.encode_tgt(val.tgt_lines)):
+        assert tok.decode_tgt(ids) == tok.normalize_tgt(line), line
+    assert tok.normalize_src("Zwei  Männer\u00a0gehen ") == "Zwei Männer gehen"
+
+
+def test_decode_stops_at_eos_and_ignores_pad_and_bos(joint):
+    tok = joint[0]
+    ids = tok.encode_tgt(["A dog runs through the grass."])[0]
+    assert 1 not in ids, "no unknown pieces in a plain sentence"
+    padded = [tok.bos_id, *ids, tok.eos_id, *ids, tok.pad_id, tok.pad_id]
+    assert tok.decode_tgt(padded) == "A dog runs through the grass."
+    assert tok.decode_tgt(torch.tensor(padded)) == "A dog runs through the grass."
+    assert tok.decode_tgt([tok.eos_id, *ids]) == ""
+
+
+def test_pieces_spell_the_sentence(joint):
+    tok = joint[0]
+    pieces = tok.pieces_src("Ein Mann fährt Fahrrad.")
+    assert len(pieces) > 1 and all(isinstance(p, str) for p in pieces)
+    assert "".join(pieces).replace("\u2581", " ").strip() == "Ein Mann fährt Fahrrad."
+
+
+def test_bytes_round_trip_gives_the_same_tokenizer(joint, corpus):
+    tok, val = joint[0], corpus[2]
+    data = tok.to_bytes_dict()
+    assert list(data) == ["joint"] and isinstance(data["joint"], bytes)
+    rebuilt = Tokenizer.from_bytes_dict(data)
+    assert rebuilt.joint and rebuilt.src_vocab_size == tok.src_vocab_size
+    assert rebuilt.encode_src(val.src_lines) == tok.encode_src(val.src_lines)
+    with pytest.raises(LstmMtError, match="expected 'joint' or 'src' and 'tgt'"):
+        Tokenizer.from_bytes_dict({"model": data["joint"]})
+
+
+def test_cache_reuses_models_and_retrains_on_change(joint, corpus, monkeypatch):
+    tok, cache = joint
+    src, tgt, _ = corpus
+
+    def must_not_train(cfg, sentences):
+        raise AssertionError("the cached model should have been reused")
+
+    monkeypatch.setattr(tokenizer_module, "train_model", must_not_train)
+    again = train_or_load_tokenizer(SubwordConfig(vocab_size=2000), src, tgt, cache)
+    assert again.model_files == tok.model_files
+    assert Path(tok.model_files[0]).parent.parent == cache / "spm"
+    assert (Path(tok.model_files[0]).parent / "settings.json").is_file()
+    changes = [(SubwordConfig(vocab_size=1999), src), (SubwordConfig(vocab_size=2000), src[:-1])]
+    for changed_cfg, changed_src in changes:
+        with pytest.raises(AssertionError, match="should have been reused"):
+            train_or_load_tokenizer(changed_cfg, changed_src, tgt, cache)
+
+
+def test_separate_bpe_vocabularies(corpus, tmp_path):
+    src, tgt, val = corpus
+    tok = train_or_load_tokenizer(SubwordConfig(model_type="bpe", vocab_size=600, joint=False),
+                                  src[:3000], tgt[:3000], tmp_path)
+    assert not tok.joint
+    assert [Path(p).name for p in tok.model_files] == ["src.model", "tgt.model"]
+    assert set(tok.to_bytes_dict()) == {"src", "tgt"}
+    assert tok.src_vocab_size == tok.tgt_vocab_size == 600
+    assert "▁Mann" in tok.pieces_src("Ein Mann") and "▁man" in tok.pieces_tgt("A man")
+    line = val.src_lines[0]
+    assert tok.decode_src(tok.encode_src([line])[0]) == tok.normalize_src(line)
+    rebuilt = Tokenizer.from_bytes_dict(tok.to_bytes_dict())
+    assert rebuilt.encode_tgt(val.tgt_lines[:50]) == tok.encode_tgt(val.tgt_lines[:50])
+
+
+def test_bad_settings_are_reported(corpus, tmp_path):
+    src, tgt, _ = corpus
+    with pytest.raises(LstmMtError, match=r"^SentencePiece training failed .*Vocabulary size too high \(5000\)"):
+        train_or_load_tokenizer(SubwordConfig(vocab_size=5000), src[:100], tgt[:100], tmp_path)
+    with pytest.raises(LstmMtError, match="data.spm.model_type=word: choose one of unigram, bpe"):
+        train_or_load_tokenizer(SubwordConfig(model_type="word"), src, tgt, tmp_path)
+
+
+def test_models_with_other_special_ids_are_refused(corpus):
+    writer = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus[0][:500]), model_writer=writer,
+                                   vocab_size=200, minloglevel=2)  # SentencePiece defaults: unk=0, bos=1, eos=2
+    with pytest.raises(LstmMtError, match=r"special ids pad,unk,bos,eos=\(-1, 0, 1, 2\)"):
+        Tokenizer(writer.getvalue())
