@@ -13,11 +13,18 @@ Storage follows `torch.nn.LSTM` so weights copy both ways: ``W_g·[h, x]`` is ke
 ``weight_ih[g]·x + weight_hh[g]·h`` with the four gates stacked in the order
 i, f, C̃ (called ``g`` by PyTorch), o. `LSTMCell.gate_parameters()` names each block.
 
-Speed lives in one place, `_LayerRecurrence`: a whole layer direction runs with its input
-projection done for all time steps in one matrix product, the recurrence in a tight loop
-that skips padded positions, and a hand-written backward pass that computes the weight
-gradients once over the whole sequence instead of once per step. `lstm_step` holds the
-gate equations both paths share.
+`lstm_step` is the textbook version of one step. The code that runs in training and
+decoding applies the very same equations through a fast path kept in one section below
+("Fast path"), checked against `lstm_step` and `torch.nn.LSTM` by the tests:
+
+- a whole layer direction (`_LayerRecurrence`) projects the inputs of all time steps in
+  one matrix product, runs the recurrence in a tight loop over preallocated buffers that
+  skips padded positions, and has a hand-written backward pass that computes the weight
+  gradient once over the whole sequence instead of once per step;
+- a single step (`_CellStep`, used by the decoder) has a hand-written backward too;
+- on CPU in float32 the per-step matrix products go to oneDNN (PyTorch's bundled kernel
+  library, the one `torch.nn.LSTM` uses), with the recurrent weight packed once per call;
+- tanh is computed as 2σ(2x) − 1, so that all four gates take one sigmoid kernel.
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ class LSTMCell(nn.Module):
     """One LSTM step: ``(h, c) = cell(x, (h_prev, c_prev))``.
 
     Same parameters and results as `torch.nn.LSTMCell`; `from_torch` copies one.
+    `forward` takes the fast path; `step_with_gates` spells the equations out and also
+    returns the gate values, for inspection.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
@@ -99,23 +108,28 @@ class LSTMCell(nn.Module):
             gates[name] = {"W_x": self.weight_ih[rows], "W_h": self.weight_hh[rows], "b": bias}
         return gates
 
-    def preactivations(self, x: Tensor, h_prev: Tensor) -> Tensor:
-        """``W·[h, x] + b`` for all four gates at once: ``[batch, 4 * hidden]``."""
-        pre = F.linear(x, self.weight_ih, self.bias_ih)
-        if self.bias_hh is not None:
-            pre = pre + self.bias_hh
-        return torch.addmm(pre, h_prev, self.weight_hh.t())
+    def combined_bias(self) -> Optional[Tensor]:
+        """``b = b_ih + b_hh`` (PyTorch keeps two biases where the equations have one)."""
+        return None if self.bias_ih is None else self.bias_ih + self.bias_hh
 
-    def forward(
-        self, x: Tensor, state: Optional[tuple[Tensor, Tensor]] = None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, state: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
         """One step for a batch: ``x`` is ``[batch, input]``; returns ``(h, c)``, each ``[batch, hidden]``."""
-        if state is None:
-            zeros = x.new_zeros(x.shape[0], self.hidden_size)
-            state = (zeros, zeros)
-        h_prev, c_prev = state
-        h, c, _ = lstm_step(self.preactivations(x, h_prev), c_prev)
-        return h, c
+        h_prev, c_prev = self._state_or_zeros(x, state)
+        return _CellStep.apply(x, h_prev, c_prev, self.weight_ih, self.weight_hh, self.combined_bias())
+
+    def step_with_gates(
+        self, x: Tensor, state: Optional[tuple[Tensor, Tensor]] = None
+    ) -> tuple[Tensor, Tensor, GateActivations]:
+        """`forward` written out with `lstm_step`, also returning i, f, C̃ and o."""
+        h_prev, c_prev = self._state_or_zeros(x, state)
+        preactivations = F.linear(x, self.weight_ih, self.combined_bias()) + F.linear(h_prev, self.weight_hh)
+        return lstm_step(preactivations, c_prev)
+
+    def _state_or_zeros(self, x: Tensor, state: Optional[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        if state is not None:
+            return state
+        zeros = x.new_zeros(x.shape[0], self.hidden_size)
+        return zeros, zeros
 
     @classmethod
     def from_torch(cls, cell: nn.LSTMCell) -> "LSTMCell":
@@ -131,48 +145,142 @@ class LSTMCell(nn.Module):
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
 
 
-class _RepeatedProduct:
-    """``other + x @ weight.T`` for a weight used at every time step.
+# ---------------------------------------------------------------------------------------
+# Fast path: the same equations, arranged for speed. Everything below is private.
+# ---------------------------------------------------------------------------------------
 
-    On CPU in float32 the weight is packed once for oneDNN (PyTorch's bundled matmul
-    library, the one `torch.nn.LSTM` uses), which is markedly faster than the default
-    matmul for these thin products; elsewhere, or if oneDNN is unavailable, `torch.addmm`.
-    """
-
-    def __init__(self, weight: Tensor) -> None:
-        self.weight_t = weight.t()
-        self.packed = _onednn_pack(weight)
-
-    def __call__(self, x: Tensor, other: Tensor) -> Tensor:
-        if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, None, "add")
-        return torch.addmm(other, x, self.weight_t)
-
-    def product(self, x: Tensor) -> Tensor:
-        """``x @ weight.T``."""
-        if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
-        return x.mm(self.weight_t)
+_ONEDNN_WORKS: Optional[bool] = None  # decided on first use: does this PyTorch build run oneDNN's linear?
 
 
-_ONEDNN_WORKS: Optional[bool] = None  # decided on first use: does this build run the packed op?
-
-
-def _onednn_pack(weight: Tensor) -> Optional[Tensor]:
-    """The weight packed for oneDNN, or None where oneDNN cannot be used for it."""
+def _onednn_usable(weight: Tensor) -> bool:
+    """Whether oneDNN can take products with ``weight`` (CPU float32, supported build)."""
     global _ONEDNN_WORKS
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or _ONEDNN_WORKS is False:
-        return None
-    try:
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
-        if _ONEDNN_WORKS is None:
-            probe = torch.ops.mkldnn._linear_pointwise.binary(
-                weight.new_ones(1, weight.shape[1]), weight.new_zeros(1, weight.shape[0]), packed, None, "add"
-            )
-            _ONEDNN_WORKS = bool(torch.allclose(probe[0], weight.detach().sum(1), rtol=1e-4, atol=1e-4))
-    except (AttributeError, RuntimeError):
-        _ONEDNN_WORKS = False
-    return packed if _ONEDNN_WORKS else None
+        return False
+    if _ONEDNN_WORKS is None:
+        try:
+            w = torch.arange(6, dtype=torch.float32).view(2, 3)
+            x = torch.ones(1, 3)
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, None)
+            plain = torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+            added = torch.ops.mkldnn._linear_pointwise.binary(x, plain, packed, None, "add")
+            _ONEDNN_WORKS = bool(torch.equal(added, 2 * w.sum(1, keepdim=True).t()))
+        except (AttributeError, RuntimeError):
+            _ONEDNN_WORKS = False
+    return _ONEDNN_WORKS
+
+
+class _Product:
+    """``x @ weight.T`` (plus a bias or another tensor) for a weight used many times.
+
+    On CPU in float32 it runs on oneDNN, with the weight packed into oneDNN's layout
+    when ``pack`` (worth it when one call makes many products); elsewhere `torch.addmm`.
+    """
+
+    def __init__(self, weight: Tensor, pack: bool = False) -> None:
+        self.weight = weight.detach()
+        self.onednn = _onednn_usable(self.weight) and self.weight.is_contiguous()
+        if self.onednn and pack:
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(self.weight, None)
+
+    def __call__(self, x: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+        """``x @ weight.T + bias``."""
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "none", [], "")
+        return F.linear(x, self.weight, bias)
+
+    def add_to(self, other: Tensor, x: Tensor) -> Tensor:
+        """``other + x @ weight.T`` as a new tensor."""
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.weight, None, "add")
+        return torch.addmm(other, x, self.weight.t())
+
+
+def _tanh(x: Tensor, out: Tensor) -> Tensor:
+    """``out = tanh(x) = 2σ(2x) − 1``: PyTorch's CPU sigmoid kernel is several times faster than its tanh."""
+    return torch.mul(x, 2, out=out).sigmoid_().mul_(2).sub_(1)
+
+
+def _activate_gates(pre: Tensor, out: Tensor) -> None:
+    """``out = [σ(pre_i), σ(pre_f), tanh(pre_C̃), σ(pre_o)]`` in one sigmoid; overwrites ``pre``."""
+    H = pre.shape[1] // 4
+    pre[:, 2 * H : 3 * H].mul_(2)
+    torch.sigmoid(pre, out=out)
+    out[:, 2 * H : 3 * H].mul_(2).sub_(1)  # C̃ = tanh(·) = 2σ(2·) − 1
+
+
+def _forward_step(pre: Tensor, c_prev: Tensor, act: Tensor, c: Tensor, tanh_c: Tensor, h: Tensor) -> None:
+    """One step of the equations from ``pre = W·[h, x] + b``, into the given buffers.
+
+    Fills ``act`` with i, f, C̃, o (``act`` may be ``pre`` itself), ``c`` with C,
+    ``tanh_c`` with tanh(C) and ``h`` with the new hidden state.
+    """
+    _activate_gates(pre, act)
+    i, f, g, o = act.chunk(4, dim=1)
+    torch.mul(f, c_prev, out=c).addcmul_(i, g)  # C = f*C_prev + i*C̃
+    torch.mul(o, _tanh(c, out=tanh_c), out=h)  # h = o*tanh(C)
+
+
+def _backward_factors(gates: Tensor, tanh_c: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
+    """The parts of the gate derivatives that do not depend on the incoming gradients.
+
+    With σ' = σ(1-σ) and tanh' = 1 - tanh²: ``dpre_i = dC·C̃·i(1-i)``,
+    ``dpre_f = dC·C_prev·f(1-f)``, ``dpre_C̃ = dC·i·(1-C̃²)``, ``dpre_o = dh·tanh(C)·o(1-o)``,
+    and C gets ``dh·o·(1-tanh²C)`` through h. Works on any leading shape (one step, or
+    all steps at once). Returns the four factors stacked like the gates, and the last one.
+    """
+    i, f, g, o = gates.chunk(4, dim=-1)
+    factors = torch.empty_like(gates)
+    f_i, f_f, f_g, f_o = factors.chunk(4, dim=-1)
+    torch.addcmul(i, i, i, value=-1, out=f_i).mul_(g)
+    torch.addcmul(f, f, f, value=-1, out=f_f).mul_(c_prev)
+    torch.mul(g, g, out=f_g).neg_().add_(1).mul_(i)
+    torch.addcmul(o, o, o, value=-1, out=f_o).mul_(tanh_c)
+    dc_from_dh = torch.mul(tanh_c, tanh_c).neg_().add_(1).mul_(o)
+    return factors, dc_from_dh
+
+
+def _gate_gradients(factors: Tensor, dc_from_dh: Tensor, dh: Tensor, dc: Tensor, out: Tensor) -> Tensor:
+    """``out = dL/dpre`` for one step; adds h's share to ``dc`` in place and returns it."""
+    H = dh.shape[1]
+    dc.addcmul_(dh, dc_from_dh)
+    torch.mul(factors[:, : 3 * H].unflatten(1, (3, H)), dc.unsqueeze(1), out=out[:, : 3 * H].unflatten(1, (3, H)))
+    torch.mul(factors[:, 3 * H :], dh, out=out[:, 3 * H :])
+    return dc
+
+
+class _CellStep(torch.autograd.Function):
+    """One step of `LSTMCell` with a hand-written backward (fewer, larger kernels than autograd's)."""
+
+    @staticmethod
+    def forward(ctx, x, h_prev, c_prev, weight_ih, weight_hh, bias):  # type: ignore[override]
+        pre = _Product(weight_hh).add_to(_Product(weight_ih)(x, bias), h_prev)
+        training = any(ctx.needs_input_grad)
+        act = torch.empty_like(pre) if training else pre
+        c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
+        _forward_step(pre, c_prev, act, c, tanh_c, h)
+        if training:
+            ctx.save_for_backward(x, h_prev, c_prev, weight_ih, weight_hh, act, tanh_c)
+            ctx.has_bias = bias is not None
+        return h, c
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h, grad_c):  # type: ignore[override]
+        x, h_prev, c_prev, weight_ih, weight_hh, act, tanh_c = ctx.saved_tensors
+        factors, dc_from_dh = _backward_factors(act, tanh_c, c_prev)
+        grad_pre = torch.empty_like(act)
+        dc = _gate_gradients(factors, dc_from_dh, grad_h, grad_c.clone(), grad_pre)
+        need = ctx.needs_input_grad
+        H = c_prev.shape[1]
+        return (
+            grad_pre.mm(weight_ih) if need[0] else None,
+            grad_pre.mm(weight_hh) if need[1] else None,
+            dc * act[:, H : 2 * H] if need[2] else None,  # C_prev reaches C through f
+            grad_pre.t().mm(x) if need[3] else None,
+            grad_pre.t().mm(h_prev) if need[4] else None,
+            grad_pre.sum(0) if ctx.has_bias and need[5] else None,
+        )
 
 
 class _LayerRecurrence(torch.autograd.Function):
@@ -183,34 +291,23 @@ class _LayerRecurrence(torch.autograd.Function):
     running at step t (the batch is sorted by length, longest first, so they are the
     first rows). Returns every step's ``h`` and ``C`` as ``[T, B, H]``, zero on padding.
 
-    Forward applies `lstm_step`'s equations in place into preallocated buffers; backward
-    runs only the dh/dC recurrence step by step and leaves the weight gradient to one
-    large matrix product over all steps.
+    Backward runs only the dh/dC recurrence step by step and leaves the weight gradient
+    to one large matrix product over all steps.
     """
 
     @staticmethod
     def forward(ctx, x_proj, weight_hh, h0, c0, batch_sizes):  # type: ignore[override]
         steps, batch, _ = x_proj.shape
         H = weight_hh.shape[1]
-        recurrent = _RepeatedProduct(weight_hh)
-        hs = x_proj.new_empty(steps, batch, H)
-        cs = x_proj.new_empty(steps, batch, H)
+        recurrent = _Product(weight_hh, pack=True)
+        hs, cs, tanh_cs = (x_proj.new_empty(steps, batch, H) for _ in range(3))
         training = any(ctx.needs_input_grad[:4])
         gates = x_proj.new_empty(steps, batch, 4 * H) if training else None
-        tanh_cs = x_proj.new_empty(steps, batch, H) if training else None
         h_prev, c_prev = h0, c0
         for t, n in enumerate(batch_sizes):
-            pre = recurrent(h_prev[:n], x_proj[t, :n])  # W·[h, x] + b for all four gates
+            pre = recurrent.add_to(x_proj[t, :n], h_prev[:n])  # W·[h, x] + b, all four gates
             act = gates[t, :n] if training else pre
-            torch.sigmoid(pre[:, : 2 * H], out=act[:, : 2 * H])  # i = σ(·), f = σ(·)
-            torch.tanh(pre[:, 2 * H : 3 * H], out=act[:, 2 * H : 3 * H])  # C̃ = tanh(·)
-            torch.sigmoid(pre[:, 3 * H :], out=act[:, 3 * H :])  # o = σ(·)
-            i, f, g, o = act.chunk(4, dim=1)
-            c = torch.mul(f, c_prev[:n], out=cs[t, :n]).addcmul_(i, g)  # C = f*C_prev + i*C̃
-            if training:
-                torch.mul(torch.tanh(c, out=tanh_cs[t, :n]), o, out=hs[t, :n])  # h = o*tanh(C)
-            else:
-                torch.tanh(c, out=hs[t, :n]).mul_(o)  # h = o*tanh(C)
+            _forward_step(pre, c_prev[:n], act, cs[t, :n], tanh_cs[t, :n], hs[t, :n])
             if n < batch:
                 hs[t, n:] = 0
                 cs[t, n:] = 0
@@ -226,30 +323,25 @@ class _LayerRecurrence(torch.autograd.Function):
         weight_hh, h0, c0, hs, cs, gates, tanh_cs = ctx.saved_tensors
         batch_sizes = ctx.batch_sizes
         steps, batch, H = hs.shape
-        factors, dc_from_dh = _backward_factors(gates, tanh_cs, cs, c0)
+        c_prev = torch.cat([c0.unsqueeze(0), cs[:-1]])
+        factors, dc_from_dh = _backward_factors(gates, tanh_cs, c_prev)
         forget = gates[:, :, H : 2 * H]
-        back_through_hh = _RepeatedProduct(weight_hh.t().contiguous())  # dpre @ W_hh
+        through_hh = _Product(weight_hh.t().contiguous(), pack=True)  # dpre ↦ dpre @ W_hh
 
         grad_pre = gates.new_empty(steps, batch, 4 * H)
         dh_total = grad_hs.clone()  # dL/dh_t: from the outputs, plus from step t+1 below
         dc_total = grad_cs.clone()  # dL/dC_t likewise
-        dh0 = dc0 = None
         for t in range(steps - 1, -1, -1):
             n = batch_sizes[t]
-            dh, dc = dh_total[t, :n], dc_total[t, :n]
-            dc.addcmul_(dh, dc_from_dh[t, :n])  # h = o*tanh(C) also depends on C
-            pre = grad_pre[t, :n]
-            torch.mul(factors[t, :n, : 3 * H].unflatten(1, (3, H)), dc.unsqueeze(1),
-                      out=pre[:, : 3 * H].unflatten(1, (3, H)))  # dpre for i, f, C̃
-            torch.mul(factors[t, :n, 3 * H :], dh, out=pre[:, 3 * H :])  # dpre for o
+            dh = dh_total[t, :n]
+            dc = _gate_gradients(factors[t, :n], dc_from_dh[t, :n], dh, dc_total[t, :n], grad_pre[t, :n])
             if n < batch:
                 grad_pre[t, n:] = 0
             if t > 0:
-                dh_total[t - 1, :n] = back_through_hh(pre, dh_total[t - 1, :n])
+                dh_total[t - 1, :n] = through_hh.add_to(dh_total[t - 1, :n], grad_pre[t, :n])
                 dc_total[t - 1, :n].addcmul_(dc, forget[t, :n])
-            else:
-                dh0 = back_through_hh.product(pre)
-                dc0 = dc * forget[0]
+        dh0 = through_hh(grad_pre[0])
+        dc0 = dc_total[0] * forget[0]
 
         grad_w_hh = None
         if ctx.needs_input_grad[1]:
@@ -258,27 +350,6 @@ class _LayerRecurrence(torch.autograd.Function):
             if steps > 1:
                 grad_w_hh.addmm_(grad_pre[1:].flatten(0, 1).t(), hs[:-1].flatten(0, 1))
         return grad_pre, grad_w_hh, dh0, dc0, None
-
-
-def _backward_factors(gates: Tensor, tanh_cs: Tensor, cs: Tensor, c0: Tensor) -> tuple[Tensor, Tensor]:
-    """The parts of the gate derivatives that do not depend on the backward recurrence.
-
-    With σ' = σ(1-σ) and tanh' = 1 - tanh², for every step at once:
-    ``dpre_i = dC·C̃·i(1-i)``, ``dpre_f = dC·C_prev·f(1-f)``, ``dpre_C̃ = dC·i·(1-C̃²)``,
-    ``dpre_o = dh·tanh(C)·o(1-o)``, and ``dC += dh·o·(1-tanh²C)``. Returns the four
-    factors stacked like the gates, and the last one.
-    """
-    i, f, g, o = gates.chunk(4, dim=2)
-    factors = torch.empty_like(gates)
-    f_i, f_f, f_g, f_o = factors.chunk(4, dim=2)
-    torch.addcmul(i, i, i, value=-1, out=f_i).mul_(g)
-    torch.addcmul(f, f, f, value=-1, out=f_f)
-    f_f[0].mul_(c0)
-    f_f[1:].mul_(cs[:-1])
-    torch.mul(g, g, out=f_g).neg_().add_(1).mul_(i)
-    torch.addcmul(o, o, o, value=-1, out=f_o).mul_(tanh_cs)
-    dc_from_dh = torch.mul(tanh_cs, tanh_cs).neg_().add_(1).mul_(o)
-    return factors, dc_from_dh
 
 
 def _reverse_within_lengths(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
@@ -434,10 +505,7 @@ def _run_direction(
     reverse: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One layer direction over a length-sorted, time-major batch: ``(outputs, h_n, c_n)``."""
-    bias = None
-    if cell.bias_ih is not None:
-        bias = cell.bias_ih + cell.bias_hh
-    x_proj = F.linear(x, cell.weight_ih, bias)  # W_x·x_t + b for every step in one product
+    x_proj = _input_projection(cell, x)  # W_x·x_t + b for every step in one product
     if reverse:
         x_proj = _reverse_within_lengths(x_proj, lengths)
     hs, cs = _LayerRecurrence.apply(x_proj, cell.weight_hh, h0, c0, batch_sizes)
@@ -450,6 +518,14 @@ def _run_direction(
     if reverse:
         hs = _reverse_within_lengths(hs, lengths)
     return hs, h_last, c_last
+
+
+def _input_projection(cell: LSTMCell, x: Tensor) -> Tensor:
+    """``W_x·x_t + b`` for all steps of ``x`` ``[T, B, I]`` at once."""
+    bias = cell.combined_bias()
+    if torch.is_grad_enabled() and (x.requires_grad or cell.weight_ih.requires_grad):
+        return F.linear(x, cell.weight_ih, bias)
+    return _Product(cell.weight_ih)(x.reshape(-1, x.shape[-1]), bias).view(*x.shape[:-1], -1)
 
 
 def _repack_like(output: Tensor, packed: PackedSequence) -> PackedSequence:

@@ -151,3 +151,43 @@ def test_rejects_bad_lengths():
         lstm(torch.randn(5, 2, 3), torch.tensor([6, 2]))
     with pytest.raises(ValueError, match="lengths"):
         lstm(torch.randn(5, 2, 3), torch.tensor([0, 2]))
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_both_matmul_backends_match_torch(monkeypatch, onednn):
+    """float32 on CPU runs on oneDNN when the build has it; the plain-torch fallback must agree too."""
+    import lstm_mt.cell as cell_module
+
+    if not onednn:
+        monkeypatch.setattr(cell_module, "_ONEDNN_WORKS", False)
+    elif not cell_module._onednn_usable(torch.zeros(1)):
+        pytest.skip("this PyTorch build has no usable oneDNN linear")
+    torch.manual_seed(5)
+    reference = torch.nn.LSTM(6, 8, 2, bidirectional=True)
+    ours = LSTM.from_torch(reference)
+    x = torch.randn(5, 3, 6, requires_grad=True)
+    expected, _ = reference(x)
+    actual, _ = ours(x)
+    assert max_diff([actual], [expected]) < 1e-5
+    (g_expected,) = torch.autograd.grad(expected.sum(), x)
+    (g_actual,) = torch.autograd.grad(actual.sum(), x)
+    assert max_diff([g_actual], [g_expected]) < 1e-5
+    with torch.no_grad():  # the inference path (no saved gates, oneDNN input projection)
+        assert max_diff([ours(x)[0]], [expected]) < 1e-5
+
+    ref_cell = torch.nn.LSTMCell(6, 8)
+    cell = LSTMCell.from_torch(ref_cell)
+    h, c = torch.randn(3, 8), torch.randn(3, 8)
+    assert max_diff(list(cell(x[0], (h, c))), list(ref_cell(x[0], (h, c)))) < 1e-5
+
+
+def test_fast_step_equals_the_written_out_equations():
+    """LSTMCell.forward (fast path) against step_with_gates (lstm_step, the textbook form)."""
+    torch.manual_seed(6)
+    cell = LSTMCell(5, 7)
+    x, h, c = torch.randn(4, 5), torch.randn(4, 7), torch.randn(4, 7)
+    h_fast, c_fast = cell(x, (h, c))
+    h_slow, c_slow, gates = cell.step_with_gates(x, (h, c))
+    assert max_diff([h_fast, c_fast], [h_slow, c_slow]) < 1e-6
+    assert torch.allclose(c_slow, gates.f * c + gates.i * gates.g)
+    assert torch.allclose(h_slow, gates.o * torch.tanh(c_slow))
