@@ -1,0 +1,45 @@
+"""Run a subcommand as a Hydra application, the one way every `lstm-mt` command does it.
+
+`run_hydra(task, config_name, argv)` gives each subcommand Hydra's full command line
+(``key=value`` overrides, ``--cfg job``, ``--help``, ``-m`` sweeps, ``hydra.run.dir=...``)
+with the YAML configs in the repository's ``configs/`` folder, and turns an
+`LstmMtError` raised by the task into one ``error: ...`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import hydra
+from omegaconf import DictConfig
+
+from lstm_mt.errors import LstmMtError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def run_hydra(task: Callable[[DictConfig], Any], config_name: str, argv: list[str], prog: str) -> Optional[int]:
+    """Run ``task(cfg)`` with the config ``configs/<config_name>.yaml`` and ``argv`` overrides."""
+    if not CONFIG_DIR.is_dir():
+        raise LstmMtError(f"config folder {CONFIG_DIR} not found: install lstm-mt with `pip install -e .`")
+
+    failure: list[LstmMtError] = []
+
+    def guarded(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except LstmMtError as error:
+            failure.append(error)
+            return None
+
+    saved_argv = sys.argv
+    sys.argv = [prog, *argv]
+    try:
+        hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(guarded)()
+    finally:
+        sys.argv = saved_argv
+    if failure:
+        raise failure[0]
+    return 0
