@@ -30,6 +30,8 @@ decoding applies the very same equations through a fast path kept in one section
 from __future__ import annotations
 
 import math
+import weakref
+from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
@@ -63,6 +65,56 @@ def lstm_step(preactivations: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor, G
     c = f * c_prev + i * g
     h = o * torch.tanh(c)
     return h, c, GateActivations(i, f, g, o)
+
+
+@dataclass
+class GateRecord:
+    """What one LSTM cell computed, recorded by `GateRecorder`.
+
+    For a whole-sequence layer run (encoder): tensors ``[T, B, H]`` in the sentence's own
+    time order (also for the backward direction), batch rows in the caller's order,
+    padded positions zero; ``lengths`` gives the real lengths. For a single step
+    (decoder): ``[B, H]`` and ``lengths`` None. ``g`` is the candidate C̃.
+    """
+
+    cell: "LSTMCell"
+    reverse: bool
+    i: Tensor
+    f: Tensor
+    g: Tensor
+    o: Tensor
+    c: Tensor
+    h: Tensor
+    lengths: Optional[Tensor] = None
+
+
+class GateRecorder:
+    """Records the gates, cell states and outputs of every LSTM call made while it is active.
+
+        with GateRecorder() as recorder:
+            model(src, src_lengths, tgt_in)
+        recorder.records          # GateRecord list, in call order
+
+    When no recorder is active the fast path pays one ``is None`` check per call: no
+    extra work or memory in training and decoding.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[GateRecord] = []
+
+    def __enter__(self) -> "GateRecorder":
+        global _ACTIVE_RECORDER
+        if _ACTIVE_RECORDER is not None:
+            raise RuntimeError("a GateRecorder is already active")
+        _ACTIVE_RECORDER = self
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _ACTIVE_RECORDER
+        _ACTIVE_RECORDER = None
+
+
+_ACTIVE_RECORDER: Optional[GateRecorder] = None
 
 
 class LSTMCell(nn.Module):
@@ -114,6 +166,10 @@ class LSTMCell(nn.Module):
 
     def forward(self, x: Tensor, state: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
         """One step for a batch: ``x`` is ``[batch, input]``; returns ``(h, c)``, each ``[batch, hidden]``."""
+        if _ACTIVE_RECORDER is not None:
+            h, c, gates = self.step_with_gates(x, state)
+            _ACTIVE_RECORDER.records.append(GateRecord(self, False, *(t.detach() for t in (*gates, c, h))))
+            return h, c
         h_prev, c_prev = self._state_or_zeros(x, state)
         return _CellStep.apply(x, h_prev, c_prev, self.weight_ih, self.weight_hh, self.combined_bias())
 
@@ -170,6 +226,32 @@ def _onednn_usable(weight: Tensor) -> bool:
     return _ONEDNN_WORKS
 
 
+_PACKED_WEIGHTS: dict[int, tuple[tuple, Tensor]] = {}  # id(weight) -> (what it was packed from, packed)
+
+
+def _packed(weight: Tensor) -> Tensor:
+    """``weight`` in oneDNN's packed layout, reused until the weight changes.
+
+    A weight counts as changed when its storage or its version counter (bumped by every
+    in-place update: optimizer steps, ``load_state_dict``) differs, so inference pays
+    for packing once. Updates through ``weight.data`` bypass the version counter and are
+    not supported while the packed copy is cached.
+    """
+    if not isinstance(weight, nn.Parameter):  # a temporary: nothing to reuse
+        return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+    try:
+        source = (weight.data_ptr(), weight._version, tuple(weight.shape))
+    except RuntimeError:  # inference tensors have no version counter: pack every time
+        return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+    entry = _PACKED_WEIGHTS.get(id(weight))
+    if entry is None or entry[0] != source:
+        if entry is None:
+            weakref.finalize(weight, _PACKED_WEIGHTS.pop, id(weight), None)
+        entry = (source, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+        _PACKED_WEIGHTS[id(weight)] = entry
+    return entry[1]
+
+
 class _Product:
     """``x @ weight.T`` (plus a bias or another tensor) for a weight used many times.
 
@@ -181,7 +263,7 @@ class _Product:
         self.weight = weight.detach()
         self.onednn = _onednn_usable(self.weight) and self.weight.is_contiguous()
         if self.onednn and pack:
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(self.weight, None)
+            self.weight = _packed(weight)
 
     def __call__(self, x: Tensor, bias: Optional[Tensor] = None) -> Tensor:
         """``x @ weight.T + bias``."""
@@ -418,7 +500,7 @@ class LSTM(nn.Module):
             x = x.transpose(0, 1)
         steps, batch = x.shape[0], x.shape[1]
 
-        order = None
+        order = unsort = None
         if lengths is not None:
             lengths = torch.as_tensor(lengths).cpu()
             _check_lengths(lengths, steps, batch)
@@ -426,14 +508,17 @@ class LSTM(nn.Module):
                 lengths = None
             else:
                 lengths, order = torch.sort(lengths, descending=True, stable=True)
-                x = x.index_select(1, order.to(x.device))
-        batch_sizes = [batch] * steps if lengths is None else (lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1).tolist()
+                unsort = torch.empty_like(order)
+                unsort[order] = torch.arange(batch)
+                order, unsort = order.to(x.device), unsort.to(x.device)
+                x = x.index_select(1, order)
+        batch_sizes = _batch_sizes(lengths, steps, batch)
 
         if state is None:
             zeros = x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
             state = (zeros, zeros)
         elif order is not None:
-            state = tuple(s.index_select(1, order.to(s.device)) for s in state)
+            state = (state[0].index_select(1, order), state[1].index_select(1, order))
 
         h_n, c_n = [], []
         layer_input = x
@@ -444,7 +529,7 @@ class LSTM(nn.Module):
             for direction, cell in enumerate(cells):
                 k = layer * self.num_directions + direction
                 hs, h_last, c_last = _run_direction(
-                    cell, layer_input, state[0][k], state[1][k], lengths, batch_sizes, reverse=direction == 1
+                    cell, layer_input, state[0][k], state[1][k], lengths, batch_sizes, direction == 1, unsort
                 )
                 outputs.append(hs)
                 h_n.append(h_last)
@@ -452,10 +537,7 @@ class LSTM(nn.Module):
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
 
         output, h_n, c_n = layer_input, torch.stack(h_n), torch.stack(c_n)
-        if order is not None:
-            unsort = torch.empty_like(order)
-            unsort[order] = torch.arange(batch)
-            unsort = unsort.to(output.device)
+        if unsort is not None:
             output, h_n, c_n = output.index_select(1, unsort), h_n.index_select(1, unsort), c_n.index_select(1, unsort)
         if packed is not None:
             return _repack_like(output, packed), (h_n, c_n)
@@ -488,6 +570,13 @@ class LSTM(nn.Module):
         )
 
 
+def _batch_sizes(lengths: Optional[Tensor], steps: int, batch: int) -> list[int]:
+    """How many sequences of a length-sorted batch are still running at each step."""
+    if lengths is None:
+        return [batch] * steps
+    return (lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1).tolist()
+
+
 def _check_lengths(lengths: Tensor, steps: int, batch: int) -> None:
     if lengths.shape != (batch,):
         raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
@@ -503,12 +592,18 @@ def _run_direction(
     lengths: Optional[Tensor],
     batch_sizes: list[int],
     reverse: bool,
+    unsort: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One layer direction over a length-sorted, time-major batch: ``(outputs, h_n, c_n)``."""
+    """One layer direction over a length-sorted, time-major batch: ``(outputs, h_n, c_n)``.
+
+    ``unsort`` (rows back to the caller's order) is only needed to record gates.
+    """
     x_proj = _input_projection(cell, x)  # W_x·x_t + b for every step in one product
     if reverse:
         x_proj = _reverse_within_lengths(x_proj, lengths)
     hs, cs = _LayerRecurrence.apply(x_proj, cell.weight_hh, h0, c0, batch_sizes)
+    if _ACTIVE_RECORDER is not None:
+        _record_layer(_ACTIVE_RECORDER, cell, x_proj, h0, hs, cs, lengths, reverse, unsort)
     if lengths is None:
         h_last, c_last = hs[-1], cs[-1]
     else:
@@ -518,6 +613,33 @@ def _run_direction(
     if reverse:
         hs = _reverse_within_lengths(hs, lengths)
     return hs, h_last, c_last
+
+
+@torch.no_grad()
+def _record_layer(
+    recorder: GateRecorder,
+    cell: LSTMCell,
+    x_proj: Tensor,
+    h0: Tensor,
+    hs: Tensor,
+    cs: Tensor,
+    lengths: Optional[Tensor],
+    reverse: bool,
+    unsort: Optional[Tensor],
+) -> None:
+    """Recompute a layer run's gates from its inputs and states (one product) and record them."""
+    h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
+    _, _, gates = lstm_step((x_proj + F.linear(h_prev, cell.weight_hh)).flatten(0, 1), cs.flatten(0, 1))
+    tensors = [t.view_as(x_proj[..., : cell.hidden_size]) for t in gates] + [cs, hs]
+    if lengths is not None:
+        real = (torch.arange(hs.shape[0]).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2).to(hs.device)
+        tensors = [t * real for t in tensors]
+    if reverse:
+        tensors = [_reverse_within_lengths(t, lengths) for t in tensors]
+    if unsort is not None:
+        tensors = [t.index_select(1, unsort) for t in tensors]
+        lengths = lengths.index_select(0, unsort.cpu())
+    recorder.records.append(GateRecord(cell, reverse, *(t.detach() for t in tensors), lengths=lengths))
 
 
 def _input_projection(cell: LSTMCell, x: Tensor) -> Tensor:

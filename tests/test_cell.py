@@ -191,3 +191,72 @@ def test_fast_step_equals_the_written_out_equations():
     assert max_diff([h_fast, c_fast], [h_slow, c_slow]) < 1e-6
     assert torch.allclose(c_slow, gates.f * c + gates.i * gates.g)
     assert torch.allclose(h_slow, gates.o * torch.tanh(c_slow))
+
+
+def test_packed_weights_follow_in_place_updates():
+    """Inference reuses packed weights; an optimizer step or load_state_dict must invalidate them."""
+    torch.manual_seed(7)
+    reference = torch.nn.LSTM(4, 6)
+    ours = LSTM.from_torch(reference)
+    x = torch.randn(5, 2, 4)
+    optimizer = torch.optim.Adam(ours.parameters(), lr=0.1)
+    with torch.no_grad():
+        before = ours(x)[0]
+    ours(x)[0].sum().backward()
+    optimizer.step()
+    reference.load_state_dict({
+        f"{name}_l0": getattr(ours.layers[0][0], name).detach() for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    })
+    with torch.no_grad():
+        after = ours(x)[0]
+        assert max_diff([after], [reference(x)[0]]) < 1e-5
+        assert max_diff([after], [before]) > 1e-3
+        ours.load_state_dict(LSTM.from_torch(torch.nn.LSTM(4, 6)).state_dict())
+        assert max_diff([ours(x)[0]], [after]) > 1e-3
+
+
+def test_recorded_gates_reproduce_the_outputs():
+    """Re-applying C_t = f*C_{t-1} + i*C̃ and h = o*tanh(C) to recorded gates gives the layer's outputs."""
+    from lstm_mt.cell import GateRecorder
+
+    torch.manual_seed(8)
+    lstm = LSTM(4, 5, num_layers=2, bidirectional=True).double()
+    x = torch.randn(6, 3, 4, dtype=torch.float64)
+    lengths = torch.tensor([4, 6, 2])
+    with GateRecorder() as recorder:
+        output, (h_n, _) = lstm(x, lengths)
+    assert len(recorder.records) == 4  # 2 layers x 2 directions
+    for k, record in enumerate(recorder.records):
+        layer, direction = divmod(k, 2)
+        for b, length in enumerate(lengths.tolist()):
+            times = range(length) if not record.reverse else range(length - 1, -1, -1)
+            c_prev = torch.zeros(5, dtype=torch.float64)
+            for t in times:
+                c = record.f[t, b] * c_prev + record.i[t, b] * record.g[t, b]
+                assert torch.allclose(c, record.c[t, b], atol=1e-12)
+                assert torch.allclose(record.o[t, b] * torch.tanh(c), record.h[t, b], atol=1e-12)
+                c_prev = c
+            if layer == 1:
+                assert torch.allclose(record.h[:length, b], output[:length, b, direction * 5 : (direction + 1) * 5])
+            last = length - 1 if not record.reverse else 0
+            assert torch.allclose(record.h[last, b], h_n[k, b])
+        assert torch.all((record.i >= 0) & (record.i <= 1))
+
+    cell = LSTMCell(4, 5).double()
+    with GateRecorder() as recorder:
+        h, c = cell(x[0])
+    (record,) = recorder.records
+    assert torch.allclose(record.c, record.i * record.g) and torch.equal(record.h, h)
+
+
+def test_recording_off_leaves_outputs_unchanged():
+    from lstm_mt.cell import GateRecorder
+
+    torch.manual_seed(9)
+    lstm = LSTM(4, 5, bidirectional=True)
+    x = torch.randn(6, 3, 4)
+    lengths = torch.tensor([4, 6, 2])
+    plain, _ = lstm(x, lengths)
+    with GateRecorder():
+        recorded, _ = lstm(x, lengths)
+    assert torch.equal(plain, recorded)
