@@ -171,7 +171,9 @@ class LSTMCell(nn.Module):
             _ACTIVE_RECORDER.records.append(GateRecord(self, False, *(t.detach() for t in (*gates, c, h))))
             return h, c
         h_prev, c_prev = self._state_or_zeros(x, state)
-        return _CellStep.apply(x, h_prev, c_prev, self.weight_ih, self.weight_hh, self.combined_bias())
+        inputs = _autocast_inputs(x, h_prev, c_prev, self.weight_ih, self.weight_hh, self.combined_bias())
+        with _autocast_off(x):
+            return _CellStep.apply(*inputs)
 
     def step_with_gates(
         self, x: Tensor, state: Optional[tuple[Tensor, Tensor]] = None
@@ -601,7 +603,9 @@ def _run_direction(
     x_proj = _input_projection(cell, x)  # W_x·x_t + b for every step in one product
     if reverse:
         x_proj = _reverse_within_lengths(x_proj, lengths)
-    hs, cs = _LayerRecurrence.apply(x_proj, cell.weight_hh, h0, c0, batch_sizes)
+    inputs = _autocast_inputs(x_proj, cell.weight_hh, h0, c0)
+    with _autocast_off(x):
+        hs, cs = _LayerRecurrence.apply(*inputs, batch_sizes)
     if _ACTIVE_RECORDER is not None:
         _record_layer(_ACTIVE_RECORDER, cell, x_proj, h0, hs, cs, lengths, reverse, unsort)
     if lengths is None:
@@ -640,6 +644,20 @@ def _record_layer(
         tensors = [t.index_select(1, unsort) for t in tensors]
         lengths = lengths.index_select(0, unsort.cpu())
     recorder.records.append(GateRecord(cell, reverse, *(t.detach() for t in tensors), lengths=lengths))
+
+
+def _autocast_inputs(*tensors: Optional[Tensor]) -> list[Optional[Tensor]]:
+    """Under autocast, the recurrence runs wholly in the autocast dtype (as cuDNN's LSTM does)."""
+    device_type = tensors[0].device.type
+    if not torch.is_autocast_enabled(device_type):
+        return list(tensors)
+    dtype = torch.get_autocast_dtype(device_type)
+    return [None if t is None else t.to(dtype) for t in tensors]
+
+
+def _autocast_off(x: Tensor) -> torch.autocast:
+    """A context in which autocast leaves the (already cast) recurrence alone."""
+    return torch.autocast(x.device.type, enabled=False)
 
 
 def _input_projection(cell: LSTMCell, x: Tensor) -> Tensor:

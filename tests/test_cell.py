@@ -260,3 +260,20 @@ def test_recording_off_leaves_outputs_unchanged():
     with GateRecorder():
         recorded, _ = lstm(x, lengths)
     assert torch.equal(plain, recorded)
+
+
+def test_autocast_bf16_runs_in_bf16_with_fp32_gradients():
+    torch.manual_seed(10)
+    lstm = LSTM(6, 8, bidirectional=True)
+    cell = LSTMCell(6, 8)
+    x = torch.randn(5, 3, 6)
+    lengths = torch.tensor([5, 2, 4])
+    expected, _ = lstm(x, lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, _ = lstm(x, lengths)
+        h, _ = cell(x[0])
+    assert output.dtype == torch.bfloat16 and h.dtype == torch.bfloat16
+    assert (output.float() - expected).abs().max() < 0.05  # bf16 keeps ~3 significant digits
+    (output.float().sum() + h.float().sum()).backward()
+    for p in (*lstm.parameters(), *cell.parameters()):
+        assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
