@@ -22,6 +22,7 @@ class Subcommand(NamedTuple):
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "train": Subcommand("lstm_mt.train:main", "train a model (Hydra config + overrides)"),
     "bench": Subcommand("lstm_mt.bench:main", "time the explicit LSTM against torch.nn.LSTM"),
 }
 

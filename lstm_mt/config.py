@@ -1,0 +1,91 @@
+"""Typed configuration of `lstm-mt train`, registered in Hydra's ConfigStore.
+
+`TrainJobConfig` is the schema of the whole job (``data``, ``model``, ``train``, ``seed``,
+``device``). ``configs/train.yaml`` starts its defaults list with it (``train_schema``),
+so every group file merged on top (``data/multi30k.yaml``, ``model/small.yaml``,
+``train/default.yaml``) and every command-line override is checked against these
+dataclasses: an unknown key or a wrongly typed value stops Hydra with a message naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+from lstm_mt.data.config import DataConfig
+from lstm_mt.model import ModelConfig
+
+SCHEMA_NAME = "train_schema"  # the first entry of configs/train.yaml's defaults list
+
+
+@dataclass
+class TrainConfig:
+    """How to train (the ``train`` config group; ``configs/train/default.yaml`` holds the defaults).
+
+    Optimization: ``optimizer`` adam | adamw, ``lr``, ``betas``, ``weight_decay``,
+    ``label_smoothing``, ``clip_norm`` (0: no clipping), ``accumulate`` (batches per update).
+    Schedule: ``schedule`` plateau | inverse_sqrt | constant; ``warmup_steps`` ramps the
+    rate up linearly first (any schedule); plateau multiplies it by ``plateau_factor`` when
+    more than ``plateau_patience`` validations in a row did not improve ``early_stop_metric``,
+    never below ``min_lr``.
+    Length: ``max_epochs``, ``max_steps`` (updates; 0: no limit), early stopping after
+    ``patience`` validations without improvement (0: never).
+    Batches: ``max_tokens`` padded tokens per batch and per rank; ``max_train_examples`` keeps
+    only the first N training pairs (quick runs, tests).
+    Validation every ``valid_every`` updates (0: after each epoch): loss, perplexity, BLEU.
+    Checkpoints at each validation and every ``save_every`` updates (0: only at validations);
+    the last ``keep_last`` are kept, plus best.pt and last.pt. ``resume``: a checkpoint path, or
+    ``auto`` for the newest one in the run directory (a fresh start when there is none).
+    ``precision``: auto (bf16/fp16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.
+    ``num_threads``: torch.set_num_threads (0: PyTorch's default).
+    Output: ``quiet`` prints plain log lines instead of progress bars, every ``log_every``
+    updates (also the period of ``train`` records in metrics.jsonl); ``tensorboard`` also
+    writes TensorBoard events (needs the tensorboard package).
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    accumulate: int = 1
+    schedule: str = "plateau"
+    warmup_steps: int = 0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 1
+    min_lr: float = 1e-5
+    max_epochs: int = 30
+    max_steps: int = 0
+    patience: int = 5
+    early_stop_metric: str = "bleu"
+    max_tokens: int = 4096
+    max_train_examples: Optional[int] = None
+    valid_every: int = 0
+    save_every: int = 0
+    keep_last: int = 3
+    resume: Optional[str] = None
+    precision: str = "auto"
+    num_threads: int = 0
+    quiet: bool = False
+    log_every: int = 100
+    tensorboard: bool = False
+
+
+@dataclass
+class TrainJobConfig:
+    """Everything `lstm-mt train` reads: corpus, model, training, seed and device (auto | cpu | cuda[:N])."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 1
+    device: str = "auto"
+
+
+def register_configs() -> None:
+    """Put the schemas into Hydra's ConfigStore (idempotent); call before composing ``train``."""
+    store = ConfigStore.instance()
+    store.store(name=SCHEMA_NAME, node=TrainJobConfig)

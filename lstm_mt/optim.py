@@ -1,0 +1,119 @@
+"""Optimizer and learning-rate schedule for training, built from the ``train`` config.
+
+The schedule is one small object with plain-number state (so it resumes exactly from a
+checkpoint): the rate of update ``n`` is ``lr × warmup(n) × decay(n) × plateau_scale``,
+where warmup ramps up linearly over ``warmup_steps``, decay is 1 or ``sqrt(warmup / n)``
+after warmup (inverse_sqrt), and plateau_scale is multiplied by ``plateau_factor`` whenever
+more than ``plateau_patience`` validations in a row did not improve (as torch's
+ReduceLROnPlateau counts), never taking the rate below ``min_lr``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Optional
+
+import torch
+
+from lstm_mt.config import TrainConfig
+from lstm_mt.errors import LstmMtError
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SCHEDULES = ("plateau", "inverse_sqrt", "constant")
+METRIC_MODES = {"bleu": "max", "loss": "min"}  # how each validation metric improves
+
+
+def build_optimizer(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over ``parameters`` with ``train.lr``, ``train.betas``, ``train.weight_decay``."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise LstmMtError(f"train.optimizer={cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if len(cfg.betas) != 2:
+        raise LstmMtError(f"train.betas={list(cfg.betas)} must have two values")
+    if cfg.lr <= 0:
+        raise LstmMtError(f"train.lr={cfg.lr} must be positive")
+    return OPTIMIZERS[cfg.optimizer](
+        parameters, lr=cfg.lr, betas=(float(cfg.betas[0]), float(cfg.betas[1])), weight_decay=cfg.weight_decay
+    )
+
+
+class MetricTracker:
+    """The best value of a validation metric so far and how many validations since it improved."""
+
+    def __init__(self, metric: str) -> None:
+        if metric not in METRIC_MODES:
+            raise LstmMtError(f"train.early_stop_metric={metric!r} is not one of {', '.join(METRIC_MODES)}")
+        self.metric = metric
+        self.best: Optional[float] = None
+        self.since_best = 0
+
+    def observe(self, value: float) -> bool:
+        """Record one validation's value; True when it is a new best."""
+        better = self.best is None or (value > self.best if METRIC_MODES[self.metric] == "max" else value < self.best)
+        if better:
+            self.best, self.since_best = value, 0
+        else:
+            self.since_best += 1
+        return better
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain numbers for a checkpoint."""
+        return {"metric": self.metric, "best": self.best, "since_best": self.since_best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (only when it tracked the same metric)."""
+        if state["metric"] == self.metric:
+            self.best, self.since_best = state["best"], int(state["since_best"])
+
+
+class Schedule:
+    """The learning rate of every update: warmup, then constant, inverse-sqrt or reduce-on-plateau."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        if cfg.schedule not in SCHEDULES:
+            raise LstmMtError(f"train.schedule={cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if cfg.warmup_steps < 0:
+            raise LstmMtError(f"train.warmup_steps={cfg.warmup_steps} must be >= 0")
+        self.kind = cfg.schedule
+        self.base_lr = cfg.lr
+        self.warmup_steps = cfg.warmup_steps
+        self.plateau_factor = cfg.plateau_factor
+        self.plateau_patience = cfg.plateau_patience
+        self.min_lr = cfg.min_lr
+        self.plateau = MetricTracker(cfg.early_stop_metric)
+        self.plateau_scale = 1.0
+
+    def lr(self, step: int) -> float:
+        """The rate for update number ``step + 1`` (``step`` updates are done)."""
+        n = step + 1
+        rate = self.base_lr * (min(1.0, n / self.warmup_steps) if self.warmup_steps else 1.0)
+        if self.kind == "inverse_sqrt":
+            rate *= math.sqrt(max(self.warmup_steps, 1) / max(n, self.warmup_steps, 1))
+        elif self.kind == "plateau":
+            rate *= self.plateau_scale
+        return rate
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        """Set the rate for the next update on every parameter group; returns it."""
+        lr = self.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def observe(self, value: float) -> None:
+        """After a validation: on a plateau schedule, lower the rate when ``value`` stopped improving."""
+        if self.kind != "plateau":
+            return
+        self.plateau.observe(value)
+        if self.plateau.since_best > self.plateau_patience:
+            self.plateau_scale = max(self.plateau_scale * self.plateau_factor, self.min_lr / self.base_lr)
+            self.plateau.since_best = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain numbers for a checkpoint."""
+        return {"plateau": self.plateau.state_dict(), "plateau_scale": self.plateau_scale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`."""
+        self.plateau.load_state_dict(state["plateau"])
+        self.plateau_scale = float(state["plateau_scale"])

@@ -1,0 +1,850 @@
+"""`lstm-mt train`: the training loop, configured by Hydra (``configs/train.yaml``).
+
+One run: prepare the train and valid splits (never a test split), build the model and
+optimizer, then repeat epochs of token-bucketed batches. Each update accumulates
+``train.accumulate`` batches of label-smoothed cross-entropy (summed over target tokens and
+divided by the update's token count, across all ranks), clips the gradient norm and steps
+Adam/AdamW; the learning rate comes from `lstm_mt.optim.Schedule`. Validation (loss,
+perplexity, sacreBLEU of greedy output) runs every ``train.valid_every`` updates or after
+each epoch and drives best.pt, the plateau schedule and early stopping.
+
+The run directory (Hydra's, e.g. ``runs/train/<time>``) receives:
+
+    metrics.jsonl           one JSON object per line: {"kind": "train" | "valid" | "end", "step", ...}
+    checkpoints/step_<N>.pt the last ``train.keep_last`` checkpoints
+    checkpoints/last.pt     the newest checkpoint, best.pt the best by ``train.early_stop_metric``
+    tensorboard/            with ``train.tensorboard=true``
+
+Checkpoints (`lstm_mt.checkpoint`, written atomically, read with ``weights_only``) hold the
+documented keys (model, config, tokenizer, vocab_sizes, step = updates done, epoch =
+epochs completed) and what resuming needs: optimizer, schedule, scaler, best (the tracked
+metric), validated_at, sampler (the batch iterator's epoch and position), rng (per rank:
+torch, python random, cuda), world_size, data (PreparedData.record()) and metrics (the
+latest validation). Resuming restores all of it, so a run stopped at any update boundary
+and resumed ends with exactly the parameters of an uninterrupted run (same device and
+thread count). SIGINT/SIGTERM set a flag that the loop checks between updates: it saves a
+checkpoint and exits with status 128 + signal number.
+
+Data parallel: started by ``torchrun``, every rank takes every ``world_size``-th batch
+(gloo on CPU, nccl on CUDA); rank 0 alone validates (and broadcasts the result), writes
+logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import nn
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
+from lstm_mt.config import TrainConfig, TrainJobConfig, register_configs
+from lstm_mt.data import Batch, BatchIterator, EncodedDataset, PreparedData, prepare_data
+from lstm_mt.errors import LstmMtError
+from lstm_mt.hydra_app import run_hydra
+from lstm_mt.loss import check_smoothing, label_smoothed_nll
+from lstm_mt.metrics import corpus_bleu
+from lstm_mt.model import Seq2Seq, build_model
+from lstm_mt.optim import MetricTracker, Schedule, build_optimizer
+from lstm_mt.search import greedy_search
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+TRAINING_KEYS = ("optimizer", "schedule", "scaler", "best", "sampler", "rng", "step", "epoch")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def main(argv: list[str]) -> Optional[int]:
+    """``lstm-mt train [overrides...]``: Hydra's command line over ``configs/train.yaml``."""
+    register_configs()
+    return run_hydra(_train_in_hydra_run, "train", argv, prog="lstm-mt train")
+
+
+def _train_in_hydra_run(cfg: DictConfig) -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return dataclasses.asdict(train(cfg, Path(HydraConfig.get().runtime.output_dir)))
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: updates and epochs done, the best validation value and its checkpoint."""
+
+    step: int
+    epoch: int
+    stop_reason: str
+    best_metric: Optional[float]
+    best_checkpoint: Optional[str]
+    last_validation: Optional[dict[str, Any]]
+
+
+def train(cfg: Union[DictConfig, TrainJobConfig], run_dir: Union[str, Path]) -> TrainResult:
+    """Train as ``cfg`` says, writing metrics and checkpoints under ``run_dir``."""
+    job = as_job_config(cfg)
+    check_train_config(job.train)
+    if job.train.num_threads > 0:
+        torch.set_num_threads(job.train.num_threads)
+    dist = Distributed.from_environment()
+    device = select_device(job.device, dist.local_rank)
+    dist.start(device)
+    try:
+        if not dist.is_main:
+            logging.getLogger("lstm_mt").setLevel(logging.WARNING)
+        run_dir = Path(dist.broadcast(str(run_dir)))
+        with StopSignals() as signals:
+            trainer = Trainer(job, run_dir, dist, device, signals)
+            return trainer.run()
+    finally:
+        dist.stop()
+
+
+def as_job_config(cfg: Union[DictConfig, TrainJobConfig]) -> TrainJobConfig:
+    """The config as typed dataclasses, checked against the schema once more.
+
+    Hydra already refuses unknown keys and wrong types, except keys added with ``+key=value``;
+    merging the plain values into a fresh schema refuses those too.
+    """
+    if isinstance(cfg, TrainJobConfig):
+        return cfg
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainJobConfig), OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException as error:
+        reason = str(error).strip().splitlines()[0]
+        raise LstmMtError(f"config key {error.full_key}: {reason}") from None
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Raise `LstmMtError` naming the first ``train.*`` value that cannot work."""
+    at_least = {"accumulate": 1, "max_tokens": 1, "keep_last": 1, "log_every": 1, "max_epochs": 0,
+                "max_steps": 0, "valid_every": 0, "save_every": 0, "patience": 0, "num_threads": 0}
+    for key, low in at_least.items():
+        if getattr(cfg, key) < low:
+            raise LstmMtError(f"train.{key}={getattr(cfg, key)} must be >= {low}")
+    if cfg.max_train_examples is not None and cfg.max_train_examples < 1:
+        raise LstmMtError(f"train.max_train_examples={cfg.max_train_examples} must be >= 1 (or null for all)")
+    if cfg.precision not in PRECISIONS:
+        raise LstmMtError(f"train.precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    check_smoothing(cfg.label_smoothing)
+    MetricTracker(cfg.early_stop_metric)
+    Schedule(cfg)
+
+
+# --- devices, precision, processes -------------------------------------------------------
+
+
+def select_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` (this rank's GPU) or ``cuda:N``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise LstmMtError(f"device={name}: CUDA is not available here; use device=cpu or device=auto")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    raise LstmMtError(f"device={name!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The dtype autocast runs in (None: plain fp32) and whether fp16's loss scaling is needed."""
+
+    name: str
+    dtype: Optional[torch.dtype]
+
+    def autocast(self, device: torch.device) -> AbstractContextManager:
+        """Autocast for ``device`` in this precision, or nothing for fp32."""
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+    @property
+    def scales_loss(self) -> bool:
+        return self.dtype == torch.float16
+
+
+def select_precision(name: str, device: torch.device) -> Precision:
+    """``auto``: bf16 (else fp16) autocast on CUDA, fp32 on CPU; ``bf16`` on CPU is opt-in."""
+    if name == "auto":
+        name = "fp32" if device.type != "cuda" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    if name == "fp16" and device.type != "cuda":
+        raise LstmMtError("train.precision=fp16 needs a CUDA device; on CPU use fp32 or bf16")
+    if name == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("train.precision=bf16: this CPU lacks avx512_bf16/amx_bf16, so bf16 is likely slower than fp32")
+    return Precision(name, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name])
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether /proc/cpuinfo lists avx512_bf16 or amx_bf16 (False where it cannot be read)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass
+class Distributed:
+    """This process's place among ``torchrun`` ranks (one rank when not started by torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> Distributed:
+        """Read RANK, WORLD_SIZE and LOCAL_RANK as torchrun sets them."""
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def start(self, device: torch.device) -> None:
+        """Join the process group: nccl for CUDA, gloo for CPU."""
+        if self.enabled:
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def stop(self) -> None:
+        """Leave the process group."""
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def sum(self, value: float, device: torch.device) -> float:
+        """``value`` summed over ranks."""
+        if not self.enabled:
+            return value
+        total = torch.tensor([float(value)], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(total)
+        return float(total.item())
+
+    def max(self, value: int, device: torch.device) -> int:
+        """The largest ``value`` of any rank."""
+        if not self.enabled:
+            return value
+        largest = torch.tensor([value], dtype=torch.long, device=device)
+        torch.distributed.all_reduce(largest, op=torch.distributed.ReduceOp.MAX)
+        return int(largest.item())
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (picklable objects)."""
+        if not self.enabled:
+            return [obj]
+        gathered: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, obj)
+        return gathered
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+class StopSignals:
+    """SIGINT and SIGTERM set a flag that the loop checks between updates; a second SIGINT aborts at once."""
+
+    def __init__(self) -> None:
+        self.received = 0  # the signal number, 0 while none came
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning("%s received: saving a checkpoint after this update", signal.Signals(signum).name)
+
+
+# --- data, logging, checkpoints ------------------------------------------------------------
+
+
+def load_data(job: TrainJobConfig, dist: Distributed) -> PreparedData:
+    """Train and valid splits and the tokenizer; rank 0 prepares first so the others reuse its cache."""
+    if not dist.is_main:
+        dist.barrier()
+    data = prepare_data(job.data)
+    if dist.is_main:
+        dist.barrier()
+    if job.train.max_train_examples is not None:
+        data = dataclasses.replace(data, train=first_examples(data.train, job.train.max_train_examples))
+    return data
+
+
+def first_examples(dataset: EncodedDataset, count: int) -> EncodedDataset:
+    """The first ``count`` examples of ``dataset``."""
+    if count >= len(dataset):
+        return dataset
+    return EncodedDataset(
+        name=dataset.name,
+        src_ids=dataset.src_ids[:count],
+        tgt_ids=dataset.tgt_ids[:count],
+        src_lines=dataset.src_lines[:count],
+        tgt_lines=dataset.tgt_lines[:count],
+        line_numbers=dataset.line_numbers[:count],
+    )
+
+
+class MetricsLog:
+    """Appends records to ``metrics.jsonl`` (and TensorBoard); does nothing when ``path`` is None."""
+
+    def __init__(self, path: Optional[Path], tensorboard_dir: Optional[Path] = None) -> None:
+        self.path = path
+        self.writer = _tensorboard_writer(tensorboard_dir) if path is not None and tensorboard_dir else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        """One JSON line; numeric fields also become TensorBoard scalars ``<kind>/<field>``."""
+        if self.path is None:
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+                    self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+            self.writer.flush()
+
+    def forget_after(self, step: int) -> None:
+        """Drop records past ``step``: a resumed run repeats those updates and logs them again."""
+        if self.path is None or not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            self.path.write_text("".join(kept), encoding="utf-8")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _tensorboard_writer(folder: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise LstmMtError(
+            "train.tensorboard=true needs the tensorboard package: pip install tensorboard "
+            "(or set train.tensorboard=false)"
+        ) from None
+    return SummaryWriter(log_dir=str(folder))
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's random generators: torch (CPU), python ``random`` and, on CUDA, the device's."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Put the generators back as `rng_state` found them."""
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """``<run_dir>/checkpoints/step_<step>.pt``."""
+    return run_dir / CHECKPOINT_DIR / f"step_{step}.pt"
+
+
+def step_checkpoints(folder: Path) -> list[Path]:
+    """The ``step_<N>.pt`` files in ``folder``, oldest (smallest N) first."""
+    found = [(int(p.stem[5:]), p) for p in folder.glob("step_*.pt") if p.stem[5:].isdigit()]
+    return [p for _, p in sorted(found)]
+
+
+def find_resume_checkpoint(spec: Optional[str], run_dir: Path) -> Optional[Path]:
+    """The checkpoint ``train.resume`` names: a path, or for ``auto`` the newest in this run (or None).
+
+    The newest is the highest ``step_<N>.pt``: last.pt can lag behind it when a run is killed
+    between writing the one and linking the other.
+    """
+    if spec is None:
+        return None
+    if spec != "auto":
+        return Path(spec)
+    folder = run_dir / CHECKPOINT_DIR
+    newest = next(reversed(step_checkpoints(folder)), None)
+    if newest is None and (folder / "last.pt").is_file():
+        newest = folder / "last.pt"
+    if newest is None:
+        log.info("train.resume=auto: no checkpoint in %s yet, starting from scratch "
+                 "(to continue a run, set hydra.run.dir to its folder)", folder)
+    return newest
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make ``target`` the same file as ``source`` (a hard link, else a copy), replacing it atomically."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
+def parameter_digest(module: nn.Module) -> str:
+    """SHA-256 over every tensor of ``module.state_dict()``: equal digests mean bitwise-equal models."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@dataclass
+class Validation:
+    """Validation results: per-token NLL (no smoothing), perplexity, sacreBLEU of greedy output."""
+
+    loss: float
+    ppl: float
+    bleu: float
+    bleu_signature: str
+
+    def value(self, metric: str) -> float:
+        """The number for ``train.early_stop_metric`` (bleu or loss)."""
+        return self.bleu if metric == "bleu" else self.loss
+
+
+@torch.no_grad()
+def validate(
+    model: Seq2Seq, data: PreparedData, max_tokens: int, device: torch.device, precision: Precision
+) -> Validation:
+    """Loss over the valid split and BLEU of its greedy translations against the raw references."""
+    was_training = model.training
+    model.eval()
+    nll, tokens = 0.0, 0
+    hypotheses = [""] * len(data.valid)
+    for batch in data.valid_batches(max_tokens):
+        batch = batch.to(device)
+        with precision.autocast(device):
+            logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+            found = greedy_search(model, batch.src, batch.src_lengths)
+        nll += label_smoothed_nll(logits, batch.tgt_out, 0.0).nll.item()
+        tokens += batch.num_tgt_tokens
+        for index, hypothesis in zip(batch.indices, found):
+            hypotheses[index] = data.tokenizer.decode_tgt(hypothesis.tokens)
+    model.train(was_training)
+    bleu = corpus_bleu(hypotheses, data.valid.tgt_lines)
+    loss = nll / max(tokens, 1)
+    return Validation(loss=loss, ppl=math.exp(min(loss, 100.0)), bleu=bleu.score, bleu_signature=bleu.signature)
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+
+@dataclass
+class UpdateStats:
+    """One update: summed smoothed loss and NLL of this rank, target tokens of all ranks, lr, gradient norm."""
+
+    loss: float
+    nll: float
+    local_tokens: int
+    tokens: float
+    lr: float
+    grad_norm: float
+
+
+@dataclass
+class TrainWindow:
+    """Running sums between two log lines: loss per token, tokens per second of training time."""
+
+    loss: float = 0.0
+    nll: float = 0.0
+    local_tokens: int = 0
+    tokens: float = 0.0
+    seconds: float = 0.0
+    updates: int = 0
+    lr: float = 0.0
+    grad_norm: float = 0.0
+
+    def add(self, stats: UpdateStats, seconds: float) -> None:
+        self.loss += stats.loss
+        self.nll += stats.nll
+        self.local_tokens += stats.local_tokens
+        self.tokens += stats.tokens
+        self.seconds += seconds
+        self.updates += 1
+        self.lr, self.grad_norm = stats.lr, stats.grad_norm
+
+    def summary(self) -> dict[str, float]:
+        """Averages since the window opened (loss and NLL per target token of rank 0)."""
+        per_token = max(self.local_tokens, 1)
+        return {
+            "loss": self.loss / per_token,
+            "nll": self.nll / per_token,
+            "ppl": math.exp(min(self.nll / per_token, 100.0)),
+            "lr": self.lr,
+            "grad_norm": self.grad_norm,
+            "tokens_per_s": self.tokens / max(self.seconds, 1e-9),
+        }
+
+
+@dataclass
+class Progress:
+    """Where training stands: updates done, epochs completed, the last validated and saved updates."""
+
+    step: int = 0
+    epoch: int = 0
+    validated_at: int = -1
+    saved_at: int = -1
+    last_validation: Optional[dict[str, Any]] = None
+
+
+def update_groups(batches: BatchIterator, size: int) -> Iterator[list[Batch]]:
+    """Consecutive groups of ``size`` batches (the last one of an epoch may be shorter)."""
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+class Trainer:
+    """Holds everything one run needs and runs it: epochs of updates, validation, checkpoints."""
+
+    def __init__(
+        self, job: TrainJobConfig, run_dir: Path, dist: Distributed, device: torch.device, signals: StopSignals
+    ) -> None:
+        self.job, self.cfg = job, job.train
+        self.run_dir, self.dist, self.device, self.signals = run_dir, dist, device, signals
+        self.precision = select_precision(self.cfg.precision, device)
+        self.interrupted = 0
+        self.progress = Progress()
+        self.window = TrainWindow()
+
+        seed_everything(job.seed)
+        self.data = load_data(job, dist)
+        self.module = build_model(job.model, self.data.tokenizer.src_vocab_size,
+                                  self.data.tokenizer.tgt_vocab_size).to(device)
+        torch.manual_seed(job.seed + dist.rank)  # dropout differs across ranks, init does not
+        self.optimizer = build_optimizer(self.module.parameters(), self.cfg)
+        self.schedule = Schedule(self.cfg)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.scales_loss)
+        self.best = MetricTracker(self.cfg.early_stop_metric)
+        self.batches = self.data.train_batches(self.cfg.max_tokens, seed=job.seed,
+                                               num_shards=dist.world_size, shard=dist.rank)
+        self.metrics = MetricsLog(run_dir / METRICS_FILE if dist.is_main else None,
+                                  run_dir / "tensorboard" if self.cfg.tensorboard else None)
+        resume_from = self.dist.broadcast(find_resume_checkpoint(self.cfg.resume, run_dir))
+        if resume_from is not None:
+            self.restore(Path(resume_from))
+        self.schedule.apply(self.optimizer, self.progress.step)
+        self.model: nn.Module = self._parallel(self.module)
+        self._log_start()
+
+    def _parallel(self, module: nn.Module) -> nn.Module:
+        if not self.dist.enabled:
+            return module
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+    def _log_start(self) -> None:
+        log.info("model: %d parameters (%s), device %s, precision %s, %d rank(s), %d thread(s); run dir %s",
+                 self.module.num_parameters(), _model_summary(self.job), self.device, self.precision.name,
+                 self.dist.world_size, torch.get_num_threads(), self.run_dir)
+
+    # --- running ---
+
+    def run(self) -> TrainResult:
+        """Train until max_epochs, max_steps, early stopping or a signal; then validate and save."""
+        try:
+            while self.stop_reason() is None:
+                self.train_epoch()
+            return self.finish()
+        finally:
+            self.metrics.close()
+
+    def stop_reason(self) -> Optional[str]:
+        """Why training should stop now, or None to go on."""
+        cfg = self.cfg
+        if self.interrupted:
+            return signal.Signals(self.interrupted).name
+        if cfg.max_steps and self.progress.step >= cfg.max_steps:
+            return "max_steps"
+        if self.progress.epoch >= cfg.max_epochs:
+            return "max_epochs"
+        if cfg.patience and self.best.since_best >= cfg.patience:
+            return "early_stop"
+        return None
+
+    def train_epoch(self) -> None:
+        """Updates over the rest of the current epoch (all of it unless resumed mid-epoch)."""
+        self.batches.set_epoch(self.progress.epoch)
+        per_update = self.cfg.accumulate
+        total = math.ceil(len(self.batches) / per_update)
+        done = self.batches.state_dict()["position"] // per_update
+        with self._progress_bar(total, done) as bar, logging_redirect_tqdm():
+            clock = time.perf_counter()
+            for group in update_groups(self.batches, per_update):
+                stats = self.update(group)
+                self.progress.step += 1
+                self.window.add(stats, time.perf_counter() - clock)
+                bar.update(1)
+                self.after_update(bar)
+                if self.stop_reason() is not None:
+                    return
+                clock = time.perf_counter()
+        self.progress.epoch += 1
+        if not self.cfg.valid_every:
+            self.validate_and_save()
+
+    def _progress_bar(self, total: int, done: int) -> tqdm:
+        return tqdm(total=total, initial=done, desc=f"epoch {self.progress.epoch + 1}", unit="upd",
+                    disable=self.cfg.quiet or not self.dist.is_main, dynamic_ncols=True, leave=False)
+
+    def update(self, group: list[Batch]) -> UpdateStats:
+        """One optimizer step over ``group``: loss summed over tokens / all ranks' token count."""
+        local_tokens = sum(batch.num_tgt_tokens for batch in group)
+        tokens = self.dist.sum(local_tokens, self.device)
+        scale = self.dist.world_size / tokens  # DDP averages gradients over ranks
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = nll_sum = torch.zeros((), device=self.device)
+        for i, batch in enumerate(group):
+            batch = batch.to(self.device, non_blocking=True)
+            with self._gradient_sync(last=i == len(group) - 1):
+                with self.precision.autocast(self.device):
+                    logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+                loss = label_smoothed_nll(logits, batch.tgt_out, self.cfg.label_smoothing)
+                self.scaler.scale(loss.loss * scale).backward()
+            loss_sum, nll_sum = loss_sum + loss.loss.detach(), nll_sum + loss.nll.detach()
+        grad_norm = self._clip_gradients()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.apply(self.optimizer, self.progress.step + 1)
+        return UpdateStats(float(loss_sum), float(nll_sum), local_tokens, tokens, lr, grad_norm)
+
+    def _gradient_sync(self, last: bool) -> AbstractContextManager:
+        """DDP averages gradients only after the last batch of an update."""
+        if last or not isinstance(self.model, nn.parallel.DistributedDataParallel):
+            return nullcontext()
+        return self.model.no_sync()
+
+    def _clip_gradients(self) -> float:
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.clip_norm if self.cfg.clip_norm > 0 else math.inf
+        return float(nn.utils.clip_grad_norm_(self.module.parameters(), max_norm))
+
+    def after_update(self, bar: tqdm) -> None:
+        """Log, validate or save when due, and notice stop signals (on any rank)."""
+        step = self.progress.step
+        bar.set_postfix_str(self._postfix(), refresh=False)
+        if step % self.cfg.log_every == 0:
+            self.log_window()
+        if self.cfg.valid_every and step % self.cfg.valid_every == 0:
+            self.validate_and_save()
+        elif self.cfg.save_every and step % self.cfg.save_every == 0:
+            self.save()
+        self.interrupted = self.dist.max(self.signals.received, self.device)
+        if self.interrupted and self.progress.saved_at != step:
+            self.save()
+
+    def _postfix(self) -> str:
+        summary = self.window.summary()
+        return f"loss {summary['loss']:.3f} lr {summary['lr']:.2e} {summary['tokens_per_s']:.0f} tok/s"
+
+    def log_window(self) -> None:
+        """A ``train`` record (and, with train.quiet, a log line) for the updates since the last one."""
+        if not self.window.updates:
+            return
+        record = {"kind": "train", "step": self.progress.step, "epoch": self.epoch_float(),
+                  **self.window.summary()}
+        self.metrics.write(record)
+        if self.cfg.quiet:
+            log.info("epoch %.2f step %d: loss %.3f ppl %.1f lr %.2e %.0f tok/s", record["epoch"],
+                     record["step"], record["loss"], record["ppl"], record["lr"], record["tokens_per_s"])
+        self.window = TrainWindow()
+
+    def epoch_float(self) -> float:
+        """Epochs done, with the fraction of the current one (from the batch position)."""
+        position = self.batches.state_dict()
+        if position["epoch"] > self.progress.epoch or not len(self.batches):
+            return float(self.progress.epoch)
+        return self.progress.epoch + position["position"] / len(self.batches)
+
+    def validate_and_save(self) -> None:
+        """Validate (rank 0, shared with all), update best/schedule/early stopping, checkpoint."""
+        result = None
+        if self.dist.is_main:
+            result = validate(self.module, self.data, self.cfg.max_tokens, self.device, self.precision)
+        result = self.dist.broadcast(result)
+        value = result.value(self.cfg.early_stop_metric)
+        improved = self.best.observe(value)
+        self.schedule.observe(value)
+        self.schedule.apply(self.optimizer, self.progress.step)
+        self.progress.validated_at = self.progress.step
+        self.progress.last_validation = dataclasses.asdict(result)
+        self.metrics.write({"kind": "valid", "step": self.progress.step, "epoch": self.epoch_float(),
+                            **self.progress.last_validation, "best": self.best.best,
+                            "lr": self.optimizer.param_groups[0]["lr"]})
+        log.info("valid step %d: loss %.3f ppl %.2f BLEU %.2f (%s)%s", self.progress.step, result.loss,
+                 result.ppl, result.bleu, result.bleu_signature, " new best" if improved else "")
+        self.save(best=improved)
+
+    # --- checkpoints ---
+
+    def save(self, best: bool = False) -> None:
+        """Write step_<N>.pt (rank 0, with every rank's RNG state), point last.pt (and best.pt) at it."""
+        rng = self.dist.gather(rng_state(self.device))
+        self.progress.saved_at = self.progress.step
+        if not self.dist.is_main:
+            return
+        path = save_checkpoint(self.checkpoint_payload(rng), checkpoint_path(self.run_dir, self.progress.step))
+        link_or_copy(path, path.with_name("last.pt"))
+        if best:
+            link_or_copy(path, path.with_name("best.pt"))
+        for old in step_checkpoints(path.parent)[: -self.cfg.keep_last]:
+            old.unlink()
+        log.info("saved %s%s", path, " (best)" if best else "")
+
+    def checkpoint_payload(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        """Everything to use the model (see lstm_mt.checkpoint) and to resume this run exactly."""
+        tokenizer = self.data.tokenizer
+        return {
+            "model": self.module.state_dict(),
+            "config": dataclasses.asdict(self.job),
+            "tokenizer": tokenizer.to_bytes_dict(),
+            "vocab_sizes": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
+            "step": self.progress.step,
+            "epoch": self.progress.epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": self.best.state_dict(),
+            "validated_at": self.progress.validated_at,
+            "sampler": self.batches.state_dict(),
+            "rng": rng,
+            "world_size": self.dist.world_size,
+            "data": self.data.record(),
+            "metrics": self.progress.last_validation,
+        }
+
+    def restore(self, path: Path) -> None:
+        """Continue from the checkpoint at ``path``: weights, optimizer, schedule, data position, RNG."""
+        checkpoint = load_checkpoint(path)
+        missing = [key for key in TRAINING_KEYS if key not in checkpoint]
+        if missing:
+            raise LstmMtError(f"{path}: cannot resume from it, it lacks {', '.join(missing)} (not a training checkpoint)")
+        self._check_same_model(path, checkpoint)
+        try:
+            self.module.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.schedule.load_state_dict(checkpoint["schedule"])
+            self.scaler.load_state_dict(checkpoint["scaler"])
+            self.best.load_state_dict(checkpoint["best"])
+            self.batches.load_state_dict({**checkpoint["sampler"], "shard": self.dist.rank})
+            rng = checkpoint["rng"]
+            restore_rng_state(rng[self.dist.rank] if len(rng) == self.dist.world_size else rng[0], self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise LstmMtError(f"{path}: cannot resume from this checkpoint: {reason}") from None
+        self.progress = Progress(step=int(checkpoint["step"]), epoch=int(checkpoint["epoch"]),
+                                 validated_at=int(checkpoint.get("validated_at", -1)),
+                                 saved_at=int(checkpoint["step"]), last_validation=checkpoint.get("metrics"))
+        self.metrics.forget_after(self.progress.step)
+        log.info("resumed from %s at step %d (epoch %.2f)", path, self.progress.step, self.epoch_float())
+
+    def _check_same_model(self, path: Path, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint["config"].get("model", {}) if isinstance(checkpoint["config"], dict) else {}
+        ours = dataclasses.asdict(self.job.model)
+        differing = [f"model.{k}={saved.get(k)!r} there, {v!r} here" for k, v in ours.items() if saved.get(k) != v]
+        if differing:
+            raise LstmMtError(f"{path}: cannot resume with a different model: {'; '.join(differing)}")
+        if checkpoint["tokenizer"] != self.data.tokenizer.to_bytes_dict():
+            raise LstmMtError(f"{path}: cannot resume: its SentencePiece model differs from this run's (data.spm or data changed)")
+
+    # --- the end ---
+
+    def finish(self) -> TrainResult:
+        """Validate and save unless just done, record how the run ended; exit 128+N after signal N."""
+        reason = self.stop_reason() or "done"
+        if self.interrupted:
+            log.warning("stopped by %s at step %d; continue with: lstm-mt train <same overrides> "
+                        "train.resume=auto hydra.run.dir=%s", reason, self.progress.step, self.run_dir)
+            raise SystemExit(128 + self.interrupted)
+        self.log_window()
+        if self.progress.validated_at != self.progress.step:
+            self.validate_and_save()
+        elif self.progress.saved_at != self.progress.step:
+            self.save()
+        digests = self.dist.gather(parameter_digest(self.module))
+        in_sync = len(set(digests)) == 1
+        self.metrics.write({"kind": "end", "step": self.progress.step, "epoch": self.epoch_float(),
+                            "reason": reason, "best": self.best.best, "parameter_sha256": digests,
+                            "ranks_in_sync": in_sync})
+        if not in_sync:
+            raise RuntimeError(f"ranks ended with different parameters: {digests}")
+        best_path = self.run_dir / CHECKPOINT_DIR / "best.pt"
+        best_checkpoint = str(best_path) if best_path.is_file() else None
+        log.info("finished (%s) after %d updates, %d epochs; best %s %s (%s)", reason, self.progress.step,
+                 self.progress.epoch, self.cfg.early_stop_metric, self.best.best, best_checkpoint)
+        return TrainResult(self.progress.step, self.progress.epoch, reason, self.best.best,
+                           best_checkpoint, self.progress.last_validation)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA) and python ``random``."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _model_summary(job: TrainJobConfig) -> str:
+    m = job.model
+    return (f"emb {m.emb_size}, encoder {m.encoder_layers}x{m.encoder_hidden}{' bi' if m.bidirectional else ''}, "
+            f"decoder {m.decoder_layers}x{m.decoder_hidden}, {m.attention} attention")

@@ -1,0 +1,155 @@
+"""End-to-end training throughput: target tokens per second and peak memory of the real loop.
+
+Builds the `lstm-mt train` job from the same Hydra configs (base model on Multi30k by
+default), runs a few warm-up updates and then a fixed number of timed updates through
+`Trainer.update` (batching, forward, label-smoothed loss, backward, clipping, Adam), and
+prints one table row per precision. The same batches are timed for every precision, so
+rows of one run compare directly. Memory is the process's peak RSS since the job was set up
+on CPU (Linux: reset through /proc/self/clear_refs), or CUDA's max allocated.
+
+    .venv/bin/python scripts/bench_train.py                            # base, CPU, 2 threads, fp32
+    .venv/bin/python scripts/bench_train.py --precision fp32,bf16      # bf16 autocast next to fp32
+    .venv/bin/python scripts/bench_train.py --device cuda --precision bf16,fp16,fp32
+    .venv/bin/python scripts/bench_train.py model=small train.max_tokens=2048   # any config overrides
+
+Data come from ``data.mirror`` or $LSTM_MT_DATA_MIRROR (else the download cache); the first
+run trains the 8k SentencePiece model (cached under ``data/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from lstm_mt.config import register_configs
+from lstm_mt.hydra_app import CONFIG_DIR
+from lstm_mt.train import Distributed, StopSignals, Trainer, as_job_config, select_device, update_groups
+
+
+@dataclass
+class Row:
+    """One timed run."""
+
+    precision: str
+    updates: int
+    tokens: float
+    seconds: float
+    peak_mib: float
+
+    def cells(self) -> list[str]:
+        return [self.precision, str(self.updates), f"{self.tokens:.0f}", f"{self.seconds:.1f}",
+                f"{self.tokens / self.seconds:.0f}", f"{self.seconds / self.updates:.2f}", f"{self.peak_mib:.0f}"]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed updates (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed updates first (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    parser.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, fp16 (default fp32)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides (model=base unless another model= is given)")
+    return parser.parse_args(argv)
+
+
+def compose_job(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return as_job_config(compose("train", overrides=overrides))
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak RSS
+    except OSError:
+        pass
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(args: argparse.Namespace, precision: str, overrides: list[str]) -> tuple[Row, Trainer]:
+    """Warm up, then time ``args.steps`` updates of a fresh job in ``precision``."""
+    job = compose_job([*overrides, f"train.precision={precision}", f"device={args.device}",
+                       f"train.num_threads={args.threads}"])
+    device = select_device(job.device)
+    with tempfile.TemporaryDirectory() as run_dir, StopSignals() as signals:
+        trainer = Trainer(job, Path(run_dir), Distributed(), device, signals)
+        groups = update_groups(trainer.batches, job.train.accumulate)
+        reset_peak_memory(device)
+        for _ in range(args.warmup):
+            trainer.update(next(groups))
+        sync(device)
+        tokens, start = 0.0, time.perf_counter()
+        for _ in range(args.steps):
+            tokens += trainer.update(next(groups)).tokens
+        sync(device)
+        seconds = time.perf_counter() - start
+    return Row(precision, args.steps, tokens, seconds, peak_memory_mib(device)), trainer
+
+
+def print_table(rows: list[Row], device: torch.device) -> None:
+    memory = "peak CUDA alloc MiB" if device.type == "cuda" else "peak RSS MiB"
+    header = ["precision", "updates", "tgt tokens", "seconds", "tgt tok/s", "s/update", memory]
+    table = [header, *(row.cells() for row in rows)]
+    widths = [max(len(line[k]) for line in table) for k in range(len(header))]
+    for i, line in enumerate(table):
+        print("| " + " | ".join(cell.rjust(w) for cell, w in zip(line, widths)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    overrides = args.overrides if any(o.startswith("model=") for o in args.overrides) else ["model=base", *args.overrides]
+    rows, trainer = [], None
+    for precision in args.precision.split(","):
+        row, trainer = bench(args, precision, overrides)
+        rows.append(row)
+    assert trainer is not None
+    device = trainer.device
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()}, {args.threads} threads"
+    print(f"\n$ python scripts/bench_train.py {' '.join(argv)}")
+    print(f"{' '.join(overrides)}: {trainer.module.num_parameters() / 1e6:.1f}M parameters, "
+          f"vocab {trainer.data.tokenizer.tgt_vocab_size}, max_tokens {trainer.cfg.max_tokens}, "
+          f"{args.warmup} warm-up + {args.steps} timed updates; {where}; torch {torch.__version__}")
+    print_table(rows, device)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

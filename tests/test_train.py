@@ -1,0 +1,358 @@
+"""Tests for `lstm-mt train`: Hydra configs and their checks, loss and schedule, and real short
+runs on a slice of Multi30k (a tiny model, a 500-piece vocabulary, 300 training pairs):
+validation loss goes down, a killed run resumes to bitwise-identical parameters, broken
+checkpoints give one-line errors, and two torchrun ranks stay in sync."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+
+from lstm_mt.checkpoint import load_checkpoint
+from lstm_mt.config import register_configs
+from lstm_mt.data import MIRROR_ENV
+from lstm_mt.errors import LstmMtError
+from lstm_mt.loss import label_smoothed_nll
+from lstm_mt.model import ModelConfig, build_model
+from lstm_mt.optim import Schedule
+from lstm_mt.train import (
+    Distributed,
+    MetricsLog,
+    StopSignals,
+    Trainer,
+    as_job_config,
+    parameter_digest,
+    select_precision,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs"
+MIRROR = Path(os.environ.get(MIRROR_ENV) or REPO.parent / "shared" / "data")
+needs_mirror = pytest.mark.skipif(not (MIRROR / "multi30k" / "raw").is_dir(), reason=f"no data mirror at {MIRROR}")
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+# A model small enough for a few seconds per epoch of 300 pairs on one thread.
+TINY_MODEL = ["model.emb_size=64", "model.encoder_hidden=64", "model.decoder_hidden=128",
+              "model.attentional_size=64", "model.attention_hidden=64"]
+TINY_TRAIN = ["train.max_train_examples=300", "train.max_tokens=1024", "train.lr=3e-3", "train.num_threads=1",
+              "train.quiet=true", "train.log_every=5", "train.early_stop_metric=loss", "seed=3"]
+
+
+def compose_train(*overrides: str):
+    """The job config exactly as `lstm-mt train <overrides>` composes it."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> list[str]:
+    """Real Multi30k from the mirror, a 500-piece vocabulary, one SentencePiece cache per session."""
+    cache = tmp_path_factory.mktemp("cache")
+    return [f"data.mirror={MIRROR}", f"data.cache_dir={cache}", "data.spm.vocab_size=500", "data.spm.max_sentences=5000"]
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_data) -> list[str]:
+    """Overrides for a tiny run on real Multi30k."""
+    return [*tiny_data, *TINY_MODEL, *TINY_TRAIN]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lstm_mt", "train", *args]
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def records(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def final_model(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def test_default_config_composes_to_the_schema():
+    job = as_job_config(compose_train())
+    assert (job.data.name, job.model.emb_size, job.train.optimizer, job.train.max_tokens) == ("multi30k", 128, "adam", 4096)
+    assert job.train.label_smoothing == 0.1 and job.train.clip_norm == 1.0 and job.device == "auto"
+    quick = as_job_config(compose_train("train=quick"))
+    assert (quick.train.max_epochs, quick.train.max_tokens) == (1, 2048) and quick.train.label_smoothing == 0.1
+
+
+@needs_mirror
+def test_overrides_reach_the_model_optimizer_and_batches(tmp_path, tiny_data):
+    cfg = compose_train(*tiny_data, "train.max_train_examples=300", "model=base", "model.decoder_layers=1", "train.optimizer=adamw", "train.lr=5e-4",
+                        "train.max_tokens=2000", "data.src=en", "data.tgt=de", "device=cpu")
+    trainer = Trainer(as_job_config(cfg), tmp_path, Distributed(), torch.device("cpu"), StopSignals())
+    model = trainer.module
+    assert model.encoder.embedding.embedding_dim == 256
+    assert (model.encoder.rnn.hidden_size, model.encoder.rnn.num_layers) == (256, 2)
+    assert (model.decoder.cells.hidden_size, model.decoder.cells.num_layers) == (512, 1)
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
+    assert trainer.batches.state_dict()["max_tokens"] == 2000
+    assert trainer.data.valid.src_lines[0] == "A group of men are loading cotton onto a truck"
+    assert len(trainer.data.train) == 300
+
+
+@pytest.mark.parametrize("override, named", [
+    ("model.emb_sz=64", "emb_sz"),                 # a typo'd key
+    ("train.lr=fast", "train.lr"),                 # a string where a float belongs
+    ("train.max_epochs=2.5", "train.max_epochs"),  # a float where an int belongs
+    ("seeed=3", "seeed"),                          # a typo at the top level
+])
+def test_unknown_keys_and_wrong_types_are_refused(override, named):
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_train(override)
+    assert named in str(error.value) + str(error.value.__cause__)
+
+
+@pytest.mark.parametrize("added", ["+seeed=3", "+model.emb_sz=3"])
+def test_keys_added_with_plus_are_refused_before_training(tmp_path, added):
+    with pytest.raises(LstmMtError, match=f"^config key {added[1:-2]}: Key '[a-z_]+' not in '[A-Za-z]+'$"):
+        train(compose_train(added), tmp_path)
+
+
+@pytest.mark.parametrize("group, text, named", [
+    ("train", "defaults: [default, _self_]\nlerning_rate: 0.1\n", "lerning_rate"),
+    ("model", "emb_size: large\n", "emb_size"),
+])
+def test_group_files_are_checked_against_the_schema(tmp_path, group, text, named):
+    (tmp_path / group).mkdir()
+    (tmp_path / group / "mine.yaml").write_text(text)
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_train(f"{group}=mine", f"hydra.searchpath=[file://{tmp_path}]")
+    assert named in str(error.value) + str(error.value.__cause__)
+
+
+def test_cli_prints_the_composed_config_and_a_clear_error_for_a_bad_value():
+    shown = run_cli("model=base", "train.lr=5e-4", "--cfg", "job")
+    assert shown.returncode == 0, shown.stderr
+    assert "emb_size: 256" in shown.stdout and "lr: 0.0005" in shown.stdout
+    bad = run_cli("train.lr=fast")
+    assert bad.returncode != 0
+    assert "train.lr" in bad.stderr and "could not be converted to Float" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_bad_train_values_name_the_key(tmp_path):
+    for override, message in [("train.schedule=cosine", "train.schedule='cosine'"),
+                              ("train.accumulate=0", "train.accumulate=0"),
+                              ("train.early_stop_metric=ter", "train.early_stop_metric='ter'")]:
+        with pytest.raises(LstmMtError, match=message):
+            train(compose_train(override), tmp_path)
+    with pytest.raises(LstmMtError, match="train.precision=fp16 needs a CUDA device"):
+        select_precision("fp16", torch.device("cpu"))
+    assert select_precision("auto", torch.device("cpu")).dtype is None
+
+
+# --- loss and schedule -------------------------------------------------------------------------
+
+
+def test_label_smoothed_loss_matches_torch_and_ignores_padding():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11)
+    targets = torch.randint(4, 11, (3, 5))
+    targets[0, 3:] = 0
+    targets[2, 1:] = 0
+    for smoothing in (0.0, 0.1, 0.3):
+        loss, nll = label_smoothed_nll(logits, targets, smoothing)
+        expected = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0,
+                                   label_smoothing=smoothing, reduction="sum")
+        torch.testing.assert_close(loss, expected)
+        torch.testing.assert_close(nll, F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                                        ignore_index=0, reduction="sum"))
+
+
+def schedule(**overrides) -> Schedule:
+    job = as_job_config(compose_train(*(f"train.{k}={v}" for k, v in overrides.items())))
+    return Schedule(job.train)
+
+
+def test_warmup_then_inverse_sqrt_and_constant():
+    inverse = schedule(schedule="inverse_sqrt", warmup_steps=4, lr=1.0)
+    assert [inverse.lr(step) for step in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, (4 / 5) ** 0.5, (4 / 6) ** 0.5])
+    assert inverse.lr(399) == pytest.approx(0.1)
+    constant = schedule(schedule="constant", warmup_steps=2, lr=0.5)
+    assert [constant.lr(step) for step in range(4)] == [0.25, 0.5, 0.5, 0.5]
+
+
+def test_plateau_halves_the_rate_after_patience_and_resumes_from_its_state():
+    plateau = schedule(schedule="plateau", lr=1.0, plateau_patience=1, plateau_factor=0.5, min_lr=0.2,
+                       early_stop_metric="loss")
+    rates = []
+    for loss in (5.0, 4.0, 4.5, 4.2, 3.0, 3.5, 3.5, 3.5, 3.5, 3.5, 3.5):
+        plateau.observe(loss)
+        rates.append(plateau.lr(100))
+    assert rates == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.2, 0.2, 0.2]
+    copy = schedule(schedule="plateau", lr=1.0, early_stop_metric="loss")
+    copy.load_state_dict(plateau.state_dict())
+    assert copy.lr(100) == 0.2 and copy.plateau.best == 3.0
+
+
+def test_metrics_go_to_jsonl_and_tensorboard_and_a_missing_tensorboard_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    metrics = MetricsLog(tmp_path / "metrics.jsonl", tmp_path / "tb")
+    metrics.write({"kind": "valid", "step": 7, "loss": 2.5, "bleu_signature": "nrefs:1"})
+    metrics.write({"kind": "valid", "step": 9, "loss": 2.0})
+    metrics.forget_after(7)
+    metrics.close()
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [7]
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(LstmMtError, match="^train.tensorboard=true needs the tensorboard package"):
+        MetricsLog(tmp_path / "other.jsonl", tmp_path / "tb2")
+
+
+# --- training runs on real data ----------------------------------------------------------------
+
+RUN = ["train.max_epochs=3", "train.save_every=2", "train.keep_last=2"]  # about 10 updates per epoch
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, tiny) -> Path:
+    """Three epochs in this process, never interrupted."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    result = train(compose_train(*tiny, *RUN), run_dir)
+    assert (result.epoch, result.stop_reason) == (3, "max_epochs") and result.step >= 24
+    return run_dir
+
+
+@needs_mirror
+def test_short_training_lowers_validation_loss_and_writes_its_run_folder(reference_run):
+    valid = records(reference_run, "valid")
+    per_epoch = valid[0]["step"]
+    assert [r["step"] for r in valid] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    assert valid[-1]["loss"] < valid[0]["loss"] - 0.3, valid
+    assert valid[0]["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    train_steps = [r["step"] for r in records(reference_run, "train")]
+    assert train_steps == list(range(5, 3 * per_epoch + 1, 5))
+    assert all(r["tokens_per_s"] > 0 and r["lr"] == pytest.approx(3e-3) for r in records(reference_run, "train"))
+
+    folder = reference_run / "checkpoints"
+    saved = sorted(set(range(2, 3 * per_epoch + 1, 2)) | {r["step"] for r in valid})  # save_every=2, validations
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", *(f"step_{n}.pt" for n in saved[-2:])]
+    last = load_checkpoint(folder / "last.pt")
+    assert (last["step"], last["epoch"], last["sampler"]["epoch"], last["sampler"]["position"]) == (3 * per_epoch, 3, 3, 0)
+    assert last["best"]["best"] == min(r["loss"] for r in valid)
+    files = last["data"]["files"]
+    assert sorted(files) == ["spm", "train", "val"], "only the train and valid splits are read"
+    assert [Path(f).name for f in files["train"] + files["val"]] == ["train.de.gz", "train.en.gz", "val.de.gz", "val.en.gz"]
+    rebuilt = build_model(ModelConfig(**last["config"]["model"]), last["vocab_sizes"]["src"], last["vocab_sizes"]["tgt"])
+    rebuilt.load_state_dict(last["model"])
+    assert parameter_digest(rebuilt) == records(reference_run, "end")[0]["parameter_sha256"][0]
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"training ended (status {process.returncode}) before {path} appeared:\n"
+                                 f"{process.stderr.read() if process.stderr else ''}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.02)
+
+
+@needs_mirror
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_signal, after_step", [(signal.SIGKILL, 14), (signal.SIGTERM, 4)], ids=["SIGKILL", "SIGTERM"])
+def test_stopped_run_resumes_to_bitwise_identical_parameters(tmp_path, tiny, reference_run, stop_signal, after_step):
+    run_dir = tmp_path / "run"
+    args = [*tiny, *RUN, f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen(cli(*args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(run_dir / "checkpoints" / f"step_{after_step}.pt", process)
+    process.send_signal(stop_signal)
+    status = process.wait(timeout=60)
+    assert status == (-signal.SIGKILL if stop_signal == signal.SIGKILL else 128 + signal.SIGTERM)
+    newest = max(run_dir.glob("checkpoints/step_*.pt"), key=lambda path: int(path.stem[5:]))
+    stopped_at = load_checkpoint(newest)["step"]
+    assert after_step <= stopped_at < records(reference_run, "end")[0]["step"]
+
+    resumed = run_cli(*args, "train.resume=auto")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {newest} at step {stopped_at}" in resumed.stdout
+
+    ours, reference = final_model(run_dir), final_model(reference_run)
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[name], reference[name]) for name in reference)
+    assert records(run_dir, "valid") == records(reference_run, "valid")
+    train_steps = [r["step"] for r in records(run_dir, "train")]
+    assert train_steps == sorted(set(train_steps)), "records past the checkpoint must not be repeated"
+
+
+@needs_mirror
+def test_resuming_with_another_model_is_refused(tmp_path, tiny, reference_run):
+    cfg = compose_train(*tiny, "model.emb_size=32", "model.attentional_size=32",
+                        f"train.resume={reference_run}/checkpoints/last.pt")
+    with pytest.raises(LstmMtError, match=r"cannot resume with a different model: model.emb_size=64 there, 32 here"):
+        train(cfg, tmp_path)
+
+
+class RunsCode:
+    """Pickles to a call of os.system: a checkpoint must never run it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@needs_mirror
+@pytest.mark.parametrize("damage", ["truncated", "code"])
+def test_broken_checkpoint_is_a_one_line_error(tmp_path, tiny, reference_run, damage):
+    broken, marker = tmp_path / "broken.pt", tmp_path / "code-ran"
+    if damage == "truncated":
+        data = (reference_run / "checkpoints" / "last.pt").read_bytes()
+        broken.write_bytes(data[: len(data) // 2])
+    else:
+        torch.save({"format": "lstm-mt/1", "model": RunsCode(marker)}, broken)
+    result = run_cli(*tiny, f"train.resume={broken}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {broken}: not a readable lstm-mt checkpoint (truncated or tampered?)")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+@needs_mirror
+def test_bf16_autocast_on_cpu_trains(tmp_path, tiny):
+    cfg = compose_train(*tiny, "train.precision=bf16", "train.max_steps=3", "train.valid_every=3")
+    result = train(cfg, tmp_path)
+    valid = records(tmp_path, "valid")
+    assert result.step == 3 and len(valid) == 1 and valid[0]["loss"] < 6.5
+
+
+@needs_mirror
+@pytest.mark.slow
+def test_torchrun_two_ranks_end_with_identical_parameters(tmp_path, tiny):
+    run_dir = tmp_path / "ddp"
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "lstm_mt", "train", *tiny,
+               "train.max_steps=6", "train.accumulate=2", "train.max_tokens=600", f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (end,) = records(run_dir, "end")
+    assert end["step"] == 6 and len(end["parameter_sha256"]) == 2 and end["ranks_in_sync"]
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
+    assert not torch.equal(checkpoint["rng"][0]["torch"], checkpoint["rng"][1]["torch"]), "dropout differs per rank"
