@@ -23,6 +23,12 @@ class Subcommand(NamedTuple):
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "train": Subcommand("lstm_mt.train:main", "train a model (Hydra config + overrides)"),
+    "evaluate": Subcommand("lstm_mt.evaluate:main", "BLEU/chrF of a checkpoint on test sets (sacreBLEU)"),
+    "translate": Subcommand("lstm_mt.translate:main", "translate a file or stdin, one line out per line in"),
+    "average": Subcommand("lstm_mt.average:main", "average the last N checkpoints into one"),
+    "inspect": Subcommand(
+        "lstm_mt.inspection:main", "gates, cell states and attention of a checkpoint, sentence by sentence"
+    ),
     "bench": Subcommand("lstm_mt.bench:main", "time the explicit LSTM against torch.nn.LSTM"),
 }
 
@@ -65,4 +71,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # e.g. `lstm-mt translate ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        sys.exit(1)
     sys.exit(status or 0)

@@ -1,0 +1,91 @@
+"""Attention heatmaps: one PNG per sentence, source subword pieces across, target pieces down.
+
+matplotlib is optional (``pip install 'lstm-mt[plot]'``): it is imported only when a plot
+is drawn, with the Agg backend, so no display is needed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sentencepiece as spm
+from torch import Tensor
+
+from lstm_mt.errors import LstmMtError
+from lstm_mt.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from lstm_mt.translate import Translation
+
+EOS_LABEL = "</s>"
+
+
+def save_attention_heatmap(
+    path: Path, attention: Tensor, src_labels: Sequence[str], tgt_labels: Sequence[str], title: str = ""
+) -> Path:
+    """Draw ``attention`` ``[T, S]`` (row t: where target piece t looked) into the PNG ``path``."""
+    plt = _pyplot()
+    rows, columns = attention.shape
+    figure, axes = plt.subplots(figsize=(max(4.0, 0.35 * columns + 2), max(3.0, 0.3 * rows + 1.5)))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Gg]lyph.*missing")  # CJK, emoji: boxes, not noise
+            axes.imshow(attention.float().numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+            axes.set_xticks(range(columns), labels=list(src_labels), rotation=90, fontsize=8)
+            axes.set_yticks(range(rows), labels=list(tgt_labels), fontsize=8)
+            axes.set_xlabel("source")
+            axes.set_ylabel("translation")
+            if title:
+                axes.set_title(title, fontsize=9)
+            figure.tight_layout()
+            figure.savefig(path, dpi=100)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def save_attention_plots(
+    folder: Path, sentences: Sequence[str], translations: Sequence[Translation], tokenizer: Tokenizer, limit: int
+) -> list[Path]:
+    """Heatmaps of the first ``limit`` inputs' translations, ``<folder>/line-<N>.png`` (N: the input line).
+
+    The translations must carry their attention; empty inputs have none and are skipped
+    (but count towards ``limit``).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    processor = _target_processor(tokenizer)
+    width = len(str(len(sentences)))
+    paths = []
+    for index, (text, translation) in enumerate(zip(sentences[:limit], translations[:limit])):
+        attention = translation.attention
+        if attention is None:
+            continue
+        src_labels = tokenizer.pieces_src(text)[: len(translation.source_ids)] + [EOS_LABEL]
+        ended = attention.shape[0] > len(translation.target_ids)
+        tgt_labels = [processor.id_to_piece(i) for i in translation.target_ids] + ([EOS_LABEL] if ended else [])
+        path = folder / f"line-{index + 1:0{width}d}.png"
+        paths.append(save_attention_heatmap(path, attention, src_labels, tgt_labels, translation.text))
+    return paths
+
+
+def _target_processor(tokenizer: Tokenizer) -> spm.SentencePieceProcessor:
+    # Re-encoding the detokenized output could segment it differently from the model's
+    # own ids, so the pieces come from the ids, through the checkpoint's target model.
+    models = tokenizer.to_bytes_dict()
+    return spm.SentencePieceProcessor(model_proto=models.get("tgt", models.get("joint")))
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise LstmMtError(
+            "attention_plots needs matplotlib, which is not installed: pip install 'lstm-mt[plot]'"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

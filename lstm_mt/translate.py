@@ -1,0 +1,372 @@
+"""Translation: the `Translator` API and the `lstm-mt translate` command.
+
+`Translator.from_checkpoint(path)` rebuilds the model and the SentencePiece tokenizer
+from a checkpoint. `translate` / `translate_nbest` encode the sentences, truncate any
+longer than ``max_input_tokens`` subwords (with a warning naming the line), search in
+batches of similar length (longest first, at most ``max_tokens`` source tokens times
+beam size each), detokenize, and return the results in input order. Empty or
+whitespace-only sentences translate to "" without touching the model.
+
+The command (Hydra; options in `TranslateConfig`, defaults in configs/translate.yaml):
+
+    lstm-mt translate checkpoint=model.pt input=news.de output=news.en beam_size=5
+
+reads a file or stdin and writes exactly one line per input line (``nbest`` > 1: that
+many ``index ||| translation ||| score`` lines per input) to stdout or, atomically, to a
+file; progress and speed go to stderr, so stdout carries only translations.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import Tensor
+from tqdm import tqdm
+
+from lstm_mt.checkpoint import load_checkpoint
+from lstm_mt.data import InferenceBatchSampler, collate_source
+from lstm_mt.data.textio import decode_lines, read_bytes
+from lstm_mt.errors import LstmMtError
+from lstm_mt.hydra_app import run_hydra
+from lstm_mt.model import ModelConfig, Seq2Seq, build_model
+from lstm_mt.search import Hypothesis, SearchConfig, search
+from lstm_mt.tokenizer import Tokenizer
+
+__all__ = [
+    "DecodingOptions", "TranslateConfig", "Translation", "Translator", "format_translations", "main",
+    "read_input", "run_translate", "typed_config", "write_output", "write_text_atomic",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_MAX_INPUT_TOKENS = 250
+DEFAULT_MAX_TOKENS = 3000
+
+
+@dataclass
+class Translation:
+    """One translation of one input: detokenized ``text`` and the normalized score that ranked it.
+
+    ``target_ids``: the output subword ids (no EOS); ``source_ids``: the ids the model read;
+    ``attention`` ``[T, S]``, one row per decoding step (EOS included), when asked for.
+    An empty input gets text "", score 0 and no ids.
+    """
+
+    text: str
+    score: float
+    target_ids: list[int]
+    source_ids: list[int]
+    attention: Optional[Tensor] = None
+
+
+class Translator:
+    """A model and its tokenizer, ready to translate lists of sentences on one device."""
+
+    def __init__(
+        self,
+        model: Seq2Seq,
+        tokenizer: Tokenizer,
+        device: str | torch.device = "cpu",
+        max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+    ) -> None:
+        if max_input_tokens < 1:
+            raise LstmMtError(f"max_input_tokens={max_input_tokens}: must be at least 1")
+        self.device = _check_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.max_input_tokens = max_input_tokens
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+    ) -> Translator:
+        """The translator saved in checkpoint ``path`` (model config, weights and tokenizer)."""
+        return cls.from_payload(load_checkpoint(path), str(path), device, max_input_tokens)
+
+    @classmethod
+    def from_payload(
+        cls,
+        payload: dict[str, Any],
+        origin: str,
+        device: str | torch.device = "cpu",
+        max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+    ) -> Translator:
+        """Like `from_checkpoint`, from a checkpoint already loaded with `load_checkpoint` (``origin``: its path)."""
+        model_cfg = typed_config(ModelConfig, payload["config"].get("model"), f"{origin}: config.model")
+        sizes = payload["vocab_sizes"]
+        tokenizer = Tokenizer.from_bytes_dict(payload["tokenizer"])
+        if (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size) != (sizes["src"], sizes["tgt"]):
+            raise LstmMtError(
+                f"{origin}: vocab_sizes {sizes} do not match its tokenizer "
+                f"(src {tokenizer.src_vocab_size}, tgt {tokenizer.tgt_vocab_size})"
+            )
+        model = build_model(model_cfg, sizes["src"], sizes["tgt"])
+        try:
+            model.load_state_dict(payload["model"])
+        except RuntimeError as error:
+            reason = str(error).strip().splitlines()[0]
+            raise LstmMtError(f"{origin}: weights do not fit config.model: {reason}") from None
+        return cls(model, tokenizer, device, max_input_tokens)
+
+    def translate(
+        self,
+        sentences: Sequence[str],
+        beam_size: int = 5,
+        alpha: float = 0.6,
+        max_len_a: float = 1.5,
+        max_len_b: int = 10,
+        *,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        progress: bool = False,
+        source: str = "input",
+    ) -> list[str]:
+        """The best translation of each sentence, in input order (beam_size 1: greedy)."""
+        cfg = SearchConfig(beam_size=beam_size, alpha=alpha, max_len_a=max_len_a, max_len_b=max_len_b)
+        results = self.translate_nbest(sentences, cfg, max_tokens=max_tokens, progress=progress, source=source)
+        return [nbest[0].text for nbest in results]
+
+    def translate_nbest(
+        self,
+        sentences: Sequence[str],
+        cfg: Optional[SearchConfig] = None,
+        *,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        progress: bool = False,
+        source: str = "input",
+        keep_attention: bool = False,
+    ) -> list[list[Translation]]:
+        """``cfg.nbest`` translations of each sentence, best first, in input order.
+
+        ``max_tokens`` bounds a batch's source tokens times beam_size (the rows
+        decoded together); ``progress`` shows a bar on stderr; ``source`` names the
+        input in warnings (``<source>:<line>: ...``); ``keep_attention`` keeps each
+        translation's attention weights (memory grows with the input).
+        """
+        cfg = cfg or SearchConfig()
+        cfg.check()
+        source_ids = self.encode(sentences, source)
+        results = [[Translation("", 0.0, [], [])] for _ in sentences]
+        todo = [i for i, ids in enumerate(source_ids) if ids is not None]
+        # Each sentence decodes beam_size rows, so the budget is divided among them.
+        sampler = InferenceBatchSampler([len(source_ids[i]) for i in todo], max(1, max_tokens // cfg.beam_size))
+        with tqdm(total=len(todo), disable=not progress, unit="sent", file=sys.stderr, desc="translate") as bar:
+            for positions in sampler:
+                indices = [todo[p] for p in positions]
+                batch = collate_source([source_ids[i] for i in indices], indices).to(self.device)
+                for index, nbest in zip(indices, search(self.model, batch.src, batch.src_lengths, cfg)):
+                    results[index] = [self._translation(h, source_ids[index], cfg.alpha, keep_attention)
+                                      for h in nbest]
+                bar.update(len(indices))
+        return results
+
+    def encode(self, sentences: Sequence[str], source: str = "input") -> list[Optional[list[int]]]:
+        """Source ids of each sentence, cut to ``max_input_tokens``; None for an empty or blank one."""
+        if isinstance(sentences, str):
+            raise TypeError("translate takes a list of sentences, not one string")
+        blank = [not sentence.strip() for sentence in sentences]
+        encoded = iter(self.tokenizer.encode_src([s for s, b in zip(sentences, blank) if not b]))
+        source_ids: list[Optional[list[int]]] = []
+        for line, is_blank in enumerate(blank, start=1):
+            ids = None if is_blank else next(encoded)
+            if ids is not None and len(ids) > self.max_input_tokens:
+                log.warning("%s:%d: %d subword tokens, translating only the first %d (max_input_tokens)",
+                            source, line, len(ids), self.max_input_tokens)
+                ids = ids[: self.max_input_tokens]
+            source_ids.append(ids)
+        return source_ids
+
+    def _translation(self, hypothesis: Hypothesis, source_ids: list[int], alpha: float, keep_attention: bool
+                     ) -> Translation:
+        text = self.tokenizer.decode_tgt(hypothesis.tokens)
+        attention = hypothesis.attention if keep_attention else None
+        return Translation(text, hypothesis.normalized_score(alpha), hypothesis.tokens, source_ids, attention)
+
+
+# --- configuration shared by the translate and evaluate commands --------------------------
+
+
+@dataclass
+class DecodingOptions:
+    """How `lstm-mt translate` and `lstm-mt evaluate` search and batch.
+
+    ``beam_size`` 1 is greedy; ``alpha`` is the GNMT length penalty exponent; outputs are
+    capped at ``max_len_a * source_length + max_len_b`` tokens; ``max_tokens`` bounds a
+    batch's source tokens times beam_size; inputs longer than ``max_input_tokens`` subwords are
+    truncated (with a warning); ``device``: cpu, cuda, cuda:1, ...
+    """
+
+    device: str = "cpu"
+    beam_size: int = 5
+    alpha: float = 0.6
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
+    progress: bool = True
+
+    def search_config(self, nbest: int = 1) -> SearchConfig:
+        """These options as a `SearchConfig`."""
+        return SearchConfig(self.beam_size, self.alpha, self.max_len_a, self.max_len_b, nbest)
+
+
+@dataclass
+class TranslateConfig(DecodingOptions):
+    """`lstm-mt translate`: ``input`` / ``output`` null (or "-") mean stdin / stdout.
+
+    ``attention_plots``: a folder for one attention heatmap PNG per input line, for the
+    first ``attention_plots_max`` lines (needs matplotlib).
+    """
+
+    checkpoint: str = MISSING
+    input: Optional[str] = None
+    output: Optional[str] = None
+    nbest: int = 1
+    attention_plots: Optional[str] = None
+    attention_plots_max: int = 10
+
+
+ConfigStore.instance().store(name="translate_schema", node=TranslateConfig)
+
+
+def main(argv: Optional[list[str]] = None) -> Optional[int]:
+    """`lstm-mt translate checkpoint=PATH [input=FILE] [output=FILE] [key=value ...]`."""
+    return run_hydra(run_translate, "translate", sys.argv[1:] if argv is None else argv, "lstm-mt translate")
+
+
+def run_translate(cfg: DictConfig) -> None:
+    """Translate ``cfg.input`` into ``cfg.output`` line by line (see the module docstring)."""
+    options = typed_config(TranslateConfig, cfg, "translate config")
+    report_warnings_on_stderr()
+    sentences, source = read_input(options.input)
+    translator = Translator.from_checkpoint(options.checkpoint, options.device, options.max_input_tokens)
+    start = time.perf_counter()
+    results = translator.translate_nbest(
+        sentences, options.search_config(options.nbest), max_tokens=options.max_tokens,
+        progress=options.progress, source=source, keep_attention=options.attention_plots is not None,
+    )
+    seconds = time.perf_counter() - start
+    write_output(format_translations(results, options.nbest), options.output)
+    if options.attention_plots:
+        from lstm_mt.plotting import save_attention_plots
+
+        save_attention_plots(Path(options.attention_plots), sentences, [r[0] for r in results],
+                             translator.tokenizer, options.attention_plots_max)
+    print(f"translated {len(sentences)} lines in {seconds:.1f} s: "
+          f"{len(sentences) / max(seconds, 1e-9):.1f} sentences/s", file=sys.stderr)
+
+
+def format_translations(results: Sequence[Sequence[Translation]], nbest: int) -> list[str]:
+    """Output lines: the best text per input, or ``index ||| text ||| score`` for each of the n best."""
+    if nbest == 1:
+        return [_one_line(translations[0].text) for translations in results]
+    return [
+        f"{index} ||| {_one_line(t.text)} ||| {t.score:.4f}"
+        for index, translations in enumerate(results)
+        for t in translations
+    ]
+
+
+def read_input(path: Optional[str]) -> tuple[list[str], str]:
+    """Lines of a UTF-8 file (plain or .gz) or of stdin (path None or "-"), and the name to report them by."""
+    if path in (None, "-"):
+        return decode_lines(sys.stdin.buffer.read(), "<stdin>"), "<stdin>"
+    return decode_lines(read_bytes(path), path), path
+
+
+def write_output(lines: Sequence[str], path: Optional[str]) -> None:
+    """Write ``lines`` to stdout (path None or "-") or atomically to the file ``path``."""
+    text = "".join(line + "\n" for line in lines)
+    if path in (None, "-"):
+        sys.stdout.buffer.write(text.encode("utf-8"))
+        sys.stdout.buffer.flush()
+    else:
+        write_text_atomic(Path(path), text)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise LstmMtError(f"{path}: cannot write ({error.strerror})") from None
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; give it a new file's mode
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def typed_config(schema: type[T], values: Any, what: str) -> T:
+    """``values`` (a dict or DictConfig) checked against the dataclass ``schema`` and returned as one.
+
+    Unknown keys, wrong types and missing values are an `LstmMtError` naming ``what`` and the key.
+    """
+    if isinstance(values, DictConfig):
+        missing = sorted(key for key in values if OmegaConf.is_missing(values, key))
+        if missing:
+            raise LstmMtError(f"{what}: {', '.join(missing)} must be set (e.g. {missing[0]}=...)")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), values or {})
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        raise LstmMtError(f"{what}: {str(error).strip().splitlines()[0]}") from None
+
+
+def report_warnings_on_stderr() -> None:
+    """Show lstm-mt's warnings as ``warning: ...`` lines on stderr, without breaking a tqdm bar.
+
+    The commands keep Hydra's logging setup off, so that stdout carries only their output.
+    """
+    logger = logging.getLogger("lstm_mt")
+    if not any(isinstance(handler, _TqdmHandler) for handler in logger.handlers):
+        handler = _TqdmHandler(logging.WARNING)
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        logger.addHandler(handler)
+
+
+class _TqdmHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    # The one-line-per-input contract must hold whatever the detokenizer returns.
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise LstmMtError(f"device={device}: not a device (cpu, cuda, cuda:1, mps, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LstmMtError(f"device={device}: CUDA is not available here; use device=cpu")
+    return device

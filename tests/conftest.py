@@ -1,0 +1,95 @@
+"""Shared fixtures: a small but real checkpoint to search, translate and evaluate with.
+
+A SentencePiece model is trained on 500 Multi30k de-en training pairs, and a tiny
+`Seq2Seq` is overfit for a few seconds on the 48 shortest of them, so that it ends its
+outputs with EOS at different lengths and beam search disagrees with greedy search.
+The checkpoint has the documented keys (see lstm_mt/checkpoint.py). Seeded, one thread.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lstm_mt.checkpoint import save_checkpoint
+from lstm_mt.data import MIRROR_ENV, DataConfig, SubwordConfig, collate, load_split
+from lstm_mt.model import PAD_ID, ModelConfig, Seq2Seq, build_model
+from lstm_mt.tokenizer import Tokenizer, train_or_load_tokenizer
+
+MIRROR = Path(os.environ.get(MIRROR_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+TOKENIZER_PAIRS = 500
+TRAINING_PAIRS = 48
+TRAINING_STEPS = 160
+TINY_MODEL = ModelConfig(
+    emb_size=32, encoder_hidden=32, decoder_hidden=64, attentional_size=32, attention_hidden=32,
+    dropout=0.0, embedding_dropout=0.0,
+)
+
+
+@dataclass
+class TinyCheckpoint:
+    """A saved checkpoint and what made it: the model (eval mode), tokenizer and training sources."""
+
+    path: Path
+    model: Seq2Seq
+    tokenizer: Tokenizer
+    data: DataConfig
+    training_sources: list[str]
+
+
+@pytest.fixture(scope="session")
+def multi30k_de_en() -> DataConfig:
+    """Multi30k de-en read from the shared mirror (skips when there is none)."""
+    if not (MIRROR / "multi30k" / "raw").is_dir():
+        pytest.skip(f"no data mirror at {MIRROR}")
+    return DataConfig(src="de", tgt="en", mirror=str(MIRROR), test_splits=["test_2016_flickr"])
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(multi30k_de_en: DataConfig, tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoint:
+    """The tiny checkpoint, trained once per test session (about 10 s on one core)."""
+    train = load_split(multi30k_de_en, "train")
+    src, tgt = train.src_lines[:TOKENIZER_PAIRS], train.tgt_lines[:TOKENIZER_PAIRS]
+    folder = tmp_path_factory.mktemp("tiny-checkpoint")
+    tokenizer = train_or_load_tokenizer(SubwordConfig(vocab_size=500), src, tgt, folder / "cache")
+    shortest = sorted(range(len(src)), key=lambda i: (len(src[i]), i))[:TRAINING_PAIRS]
+    sources = [src[i] for i in shortest]
+    model = _overfit(tokenizer, sources, [tgt[i] for i in shortest])
+    path = save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "config": {"data": asdict(multi30k_de_en), "model": asdict(TINY_MODEL), "train": {}},
+            "tokenizer": tokenizer.to_bytes_dict(),
+            "vocab_sizes": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
+            "step": TRAINING_STEPS,
+            "epoch": TRAINING_STEPS,
+        },
+        folder / "tiny.pt",
+    )
+    return TinyCheckpoint(path, model.eval(), tokenizer, multi30k_de_en, sources)
+
+
+def _overfit(tokenizer: Tokenizer, sources: list[str], targets: list[str]) -> Seq2Seq:
+    """The tiny model after full-batch Adam steps on the given pairs (one thread: fast and repeatable)."""
+    torch.manual_seed(0)
+    model = build_model(TINY_MODEL, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    batch = collate(tokenizer.encode_src(sources), tokenizer.encode_tgt(targets), range(len(sources)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(TRAINING_STEPS):
+            logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+            loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model
