@@ -93,16 +93,21 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
 def latest_checkpoints(folder: Path, count: int, pattern: str = "*.pt", exclude: Optional[Path] = None) -> list[Path]:
     """The ``count`` checkpoints in ``folder`` with the highest step, oldest first.
 
-    Averages written earlier (they have ``averaged_from``) and ``exclude`` are skipped.
+    Averages written earlier (they have ``averaged_from``) and ``exclude`` are skipped, and
+    so are links to a file already taken (training's ``last.pt``/``best.pt`` link step files).
     """
     if count < 1:
         raise LstmMtError(f"last={count}: must be at least 1")
     if not folder.is_dir():
         raise LstmMtError(f"{folder}: no such folder (dir=)")
-    found = []
+    found, seen_files = [], set()
     for path in sorted(folder.glob(pattern)):
         if exclude is not None and path.resolve() == exclude.resolve():
             continue
+        identity = (path.stat().st_dev, path.stat().st_ino)
+        if identity in seen_files:
+            continue
+        seen_files.add(identity)
         payload = load_checkpoint(path)
         if "averaged_from" not in payload:
             found.append((int(payload.get("step") or 0), path))

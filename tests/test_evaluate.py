@@ -174,6 +174,9 @@ def test_average_command_takes_the_last_n_by_step(tiny_checkpoint, tmp_path):
     assert latest_checkpoints(tmp_path, 3) == [paths[1], paths[2], paths[0]], "an average is never averaged again"
     with pytest.raises(LstmMtError, match="last=4 but only 3 checkpoints"):
         latest_checkpoints(tmp_path, 4)
+    os.link(paths[0], tmp_path / "last.pt")  # training links last.pt/best.pt to a step file
+    inodes = [path.stat().st_ino for path in latest_checkpoints(tmp_path, 3)]
+    assert inodes == [path.stat().st_ino for path in (paths[1], paths[2], paths[0])], "a link is no second checkpoint"
 
 
 def test_average_refuses_checkpoints_of_different_models(tiny_checkpoint, tmp_path):
