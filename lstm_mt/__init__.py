@@ -2,14 +2,21 @@
 
 Where things live (one module per concern, in the order a sentence travels):
 
-    cell.py       LSTMCell and LSTM, the gate equations and their fast path
-    attention.py  Bahdanau and Luong (dot, general) attention
-    encoder.py    embeddings, bidirectional LSTM encoder, bridge to the decoder
-    decoder.py    attentional, input-feeding decoder with step() for search
-    model.py      Seq2Seq and ModelConfig, built from config
-    tokenizer.py  SentencePiece training, caching, encoding, decoding
-    data.py       corpora (Multi30k, Tatoeba, custom), mirrors/downloads, batching
-    cli.py        the `lstm-mt` command
+    cell.py         LSTMCell and LSTM, the gate equations, their fast path, GateRecorder
+    attention.py    Bahdanau and Luong (dot, general) attention
+    encoder.py      embeddings, bidirectional LSTM encoder, bridge to the decoder
+    decoder.py      attentional, input-feeding decoder with step() for search
+    model.py        Seq2Seq and ModelConfig, built from config
+    tokenizer.py    SentencePiece training, caching, encoding, decoding
+    data/           corpora (Multi30k, Tatoeba, custom), mirrors/downloads, batching
+    config.py       the typed config of `lstm-mt train`
+    train.py        the training loop (optim.py, loss.py beside it)
+    checkpoint.py   atomic save, safe load
+    search.py       greedy and beam search
+    translate.py    Translator and `lstm-mt translate`
+    evaluate.py     `lstm-mt evaluate` (metrics.py: sacreBLEU)
+    inspection/     `lstm-mt inspect`: gates and attention, sentence by sentence
+    cli.py          the `lstm-mt` command (hydra_app.py runs each subcommand)
 
 The main classes are importable from the package itself (``from lstm_mt import LSTM``);
 they are loaded on first use so that ``lstm-mt --help`` does not wait for PyTorch.
