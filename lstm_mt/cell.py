@@ -23,7 +23,10 @@ decoding applies the very same equations through a fast path kept in one section
   gradient once over the whole sequence instead of once per step;
 - a single step (`_CellStep`, used by the decoder) has a hand-written backward too;
 - on CPU in float32 the per-step matrix products go to oneDNN (PyTorch's bundled kernel
-  library, the one `torch.nn.LSTM` uses), with the recurrent weight packed once per call;
+  library, the one `torch.nn.LSTM` uses), with the recurrent weight packed once per call
+  (and kept across calls while the weights do not change);
+- inference (no gradients) on that path multiplies ``W·[h, x]`` exactly as the equations
+  write it, one product per step over the joined ``[h_{t-1}, x_t]`` (`_joint_recurrence`);
 - tanh is computed as 2σ(2x) − 1, so that all four gates take one sigmoid kernel.
 """
 
@@ -228,29 +231,36 @@ def _onednn_usable(weight: Tensor) -> bool:
     return _ONEDNN_WORKS
 
 
-_PACKED_WEIGHTS: dict[int, tuple[tuple, Tensor]] = {}  # id(weight) -> (what it was packed from, packed)
+_PACKED_WEIGHTS: dict[tuple[int, ...], tuple[tuple, Tensor]] = {}  # ids -> (packed from what, packed)
 
 
-def _packed(weight: Tensor) -> Tensor:
-    """``weight`` in oneDNN's packed layout, reused until the weight changes.
+def _packed(*weights: Tensor) -> Tensor:
+    """The weights, joined side by side (``[W_1, W_2, ...]``), in oneDNN's packed layout.
 
-    A weight counts as changed when its storage or its version counter (bumped by every
-    in-place update: optimizer steps, ``load_state_dict``) differs, so inference pays
-    for packing once. Updates through ``weight.data`` bypass the version counter and are
-    not supported while the packed copy is cached.
+    Reused until a weight changes: when its storage or its version counter (bumped by
+    every in-place update: optimizer steps, ``load_state_dict``) differs, so inference
+    pays for packing once. Updates through ``weight.data`` bypass the version counter
+    and are not supported while the packed copy is cached.
     """
-    if not isinstance(weight, nn.Parameter):  # a temporary: nothing to reuse
-        return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+
+    def pack() -> Tensor:
+        joined = weights[0] if len(weights) == 1 else torch.cat(weights, dim=1)
+        return torch.ops.mkldnn._reorder_linear_weight(joined.detach().contiguous(), None)
+
+    if not all(isinstance(w, nn.Parameter) for w in weights):  # temporaries: nothing to reuse
+        return pack()
     try:
-        source = (weight.data_ptr(), weight._version, tuple(weight.shape))
+        source = tuple((w.data_ptr(), w._version, tuple(w.shape)) for w in weights)
     except RuntimeError:  # inference tensors have no version counter: pack every time
-        return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
-    entry = _PACKED_WEIGHTS.get(id(weight))
+        return pack()
+    key = tuple(id(w) for w in weights)
+    entry = _PACKED_WEIGHTS.get(key)
     if entry is None or entry[0] != source:
         if entry is None:
-            weakref.finalize(weight, _PACKED_WEIGHTS.pop, id(weight), None)
-        entry = (source, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
-        _PACKED_WEIGHTS[id(weight)] = entry
+            for weight in weights:
+                weakref.finalize(weight, _PACKED_WEIGHTS.pop, key, None)
+        entry = (source, pack())
+        _PACKED_WEIGHTS[key] = entry
     return entry[1]
 
 
@@ -600,14 +610,17 @@ def _run_direction(
 
     ``unsort`` (rows back to the caller's order) is only needed to record gates.
     """
-    x_proj = _input_projection(cell, x)  # W_x·x_t + b for every step in one product
     if reverse:
-        x_proj = _reverse_within_lengths(x_proj, lengths)
-    inputs = _autocast_inputs(x_proj, cell.weight_hh, h0, c0)
-    with _autocast_off(x):
-        hs, cs = _LayerRecurrence.apply(*inputs, batch_sizes)
+        x = _reverse_within_lengths(x, lengths)
+    if _joint_product_applies(cell, x, h0, c0):
+        hs, cs = _joint_recurrence(cell, x, h0, c0, batch_sizes)
+    else:
+        x_proj = _input_projection(cell, x)  # W_x·x_t + b for every step in one product
+        inputs = _autocast_inputs(x_proj, cell.weight_hh, h0, c0)
+        with _autocast_off(x):
+            hs, cs = _LayerRecurrence.apply(*inputs, batch_sizes)
     if _ACTIVE_RECORDER is not None:
-        _record_layer(_ACTIVE_RECORDER, cell, x_proj, h0, hs, cs, lengths, reverse, unsort)
+        _record_layer(_ACTIVE_RECORDER, cell, x, h0, hs, cs, lengths, reverse, unsort)
     if lengths is None:
         h_last, c_last = hs[-1], cs[-1]
     else:
@@ -623,7 +636,7 @@ def _run_direction(
 def _record_layer(
     recorder: GateRecorder,
     cell: LSTMCell,
-    x_proj: Tensor,
+    x: Tensor,
     h0: Tensor,
     hs: Tensor,
     cs: Tensor,
@@ -632,6 +645,7 @@ def _record_layer(
     unsort: Optional[Tensor],
 ) -> None:
     """Recompute a layer run's gates from its inputs and states (one product) and record them."""
+    x_proj = F.linear(x, cell.weight_ih, cell.combined_bias())
     h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
     _, _, gates = lstm_step((x_proj + F.linear(h_prev, cell.weight_hh)).flatten(0, 1), cs.flatten(0, 1))
     tensors = [t.view_as(x_proj[..., : cell.hidden_size]) for t in gates] + [cs, hs]
@@ -644,6 +658,47 @@ def _record_layer(
         tensors = [t.index_select(1, unsort) for t in tensors]
         lengths = lengths.index_select(0, unsort.cpu())
     recorder.records.append(GateRecord(cell, reverse, *(t.detach() for t in tensors), lengths=lengths))
+
+
+def _joint_product_applies(cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor) -> bool:
+    """Inference in float32 on CPU with oneDNN: `_joint_recurrence` can run the layer."""
+    tensors = (x, h0, c0, *cell.parameters())
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return (
+        not needs_grad
+        and all(t.dtype == torch.float32 for t in tensors)
+        and not torch.is_autocast_enabled(x.device.type)
+        and _onednn_usable(cell.weight_hh)
+    )
+
+
+def _joint_recurrence(cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor, batch_sizes: list[int]) -> tuple[Tensor, Tensor]:
+    """Inference: ``W·[h, x] + b`` as one product per step, the equations' own form.
+
+    Without a backward pass to feed, joining ``[h_{t-1}, x_t]`` into one oneDNN product
+    per step is faster than projecting all inputs first and adding them step by step.
+    Returns every step's ``h`` and ``C`` ``[T, B, H]``, zero on padding (as `_LayerRecurrence`).
+    """
+    steps, batch, _ = x.shape
+    H = cell.hidden_size
+    weight = _packed(cell.weight_hh, cell.weight_ih)  # W = [W_h, W_x]
+    bias = cell.combined_bias()
+    hx = x.new_empty(steps, batch, H + x.shape[2])  # row t holds [h_{t-1}, x_t]
+    hx[:, :, H:] = x
+    hx[0, :, :H] = h0
+    hs, cs = x.new_empty(steps, batch, H), x.new_empty(steps, batch, H)
+    tanh_c = x.new_empty(batch, H)
+    c_prev = c0
+    for t, n in enumerate(batch_sizes):
+        pre = torch.ops.mkldnn._linear_pointwise(hx[t, :n], weight, bias, "none", [], "")
+        _forward_step(pre, c_prev[:n], pre, cs[t, :n], tanh_c[:n], hs[t, :n])
+        if n < batch:
+            hs[t, n:] = 0
+            cs[t, n:] = 0
+        if t + 1 < steps:
+            hx[t + 1, :n, :H] = hs[t, :n]
+        c_prev = cs[t]
+    return hs, cs
 
 
 def _autocast_inputs(*tensors: Optional[Tensor]) -> list[Optional[Tensor]]:

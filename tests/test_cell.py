@@ -277,3 +277,18 @@ def test_autocast_bf16_runs_in_bf16_with_fp32_gradients():
     (output.float().sum() + h.float().sum()).backward()
     for p in (*lstm.parameters(), *cell.parameters()):
         assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_inference_path_matches_torch_with_variable_lengths(bidirectional):
+    """No-grad float32 runs take the joint W·[h, x] product path (oneDNN); same numbers as torch."""
+    torch.manual_seed(11)
+    reference = torch.nn.LSTM(16, 24, 2, bidirectional=bidirectional)
+    ours = LSTM.from_torch(reference)
+    x = torch.randn(7, 5, 16)
+    lengths = torch.tensor([7, 3, 5, 1, 6])
+    with torch.no_grad():
+        packed_out, (expected_h, expected_c) = reference(pack_padded_sequence(x, lengths, enforce_sorted=False))
+        expected, _ = pad_packed_sequence(packed_out, total_length=7)
+        actual, (actual_h, actual_c) = ours(x, lengths)
+    assert max_diff([actual, actual_h, actual_c], [expected, expected_h, expected_c]) < 1e-5
