@@ -174,6 +174,8 @@ class LSTMCell(nn.Module):
             _ACTIVE_RECORDER.records.append(GateRecord(self, False, *(t.detach() for t in (*gates, c, h))))
             return h, c
         h_prev, c_prev = self._state_or_zeros(x, state)
+        if _joint_product_applies(self, x, h_prev, c_prev):
+            return _joint_step(self, x, h_prev, c_prev)
         inputs = _autocast_inputs(x, h_prev, c_prev, self.weight_ih, self.weight_hh, self.combined_bias())
         with _autocast_off(x):
             return _CellStep.apply(*inputs)
@@ -699,6 +701,15 @@ def _joint_recurrence(cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor, batch_s
             hx[t + 1, :n, :H] = hs[t, :n]
         c_prev = cs[t]
     return hs, cs
+
+
+def _joint_step(cell: LSTMCell, x: Tensor, h_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
+    """One inference step as `_joint_recurrence` takes it: ``W·[h, x] + b`` in one packed product."""
+    weight = _packed(cell.weight_hh, cell.weight_ih)
+    pre = torch.ops.mkldnn._linear_pointwise(torch.cat([h_prev, x], dim=1), weight, cell.combined_bias(), "none", [], "")
+    c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
+    _forward_step(pre, c_prev, pre, c, tanh_c, h)
+    return h, c
 
 
 def _autocast_inputs(*tensors: Optional[Tensor]) -> list[Optional[Tensor]]:

@@ -292,3 +292,14 @@ def test_inference_path_matches_torch_with_variable_lengths(bidirectional):
         expected, _ = pad_packed_sequence(packed_out, total_length=7)
         actual, (actual_h, actual_c) = ours(x, lengths)
     assert max_diff([actual, actual_h, actual_c], [expected, expected_h, expected_c]) < 1e-5
+
+
+def test_inference_cell_step_matches_torch_cell():
+    torch.manual_seed(12)
+    reference = torch.nn.LSTMCell(10, 12)
+    ours = LSTMCell.from_torch(reference)
+    x, h, c = torch.randn(3, 10), torch.randn(3, 12), torch.randn(3, 12)
+    with torch.no_grad():
+        for _ in range(3):  # several steps: packed weights reused
+            (h_ref, c_ref), (h, c) = reference(x, (h, c)), ours(x, (h, c))
+            assert max_diff([h, c], [h_ref, c_ref]) < 1e-5
