@@ -98,23 +98,24 @@ def test_nbest_scores_are_the_models_log_probabilities_whenever_each_hypothesis_
 
 
 def test_beam_search_scores_at_least_as_high_as_greedy_search(model, val_batch, tiny_checkpoint):
-    """With alpha=0 beam search ranks by model score: its best should outscore greedy's.
+    """With alpha=0 beam search ranks by model score: its best never scores below greedy's.
 
-    Not a theorem sentence by sentence: when K other prefixes outrank the greedy prefix at
-    some step, the greedy prefix is pruned, and those K may all end lower (seen with this
-    undertrained model: prefixes stuck in a loop until the length cap; 1 sentence in 48
-    on its training pairs, 3 in 24 on unseen ones). So: lower on at most 1 sentence in 6,
-    higher in total, and different outputs on some.
+    Plain beam search does not guarantee it: when K other prefixes outrank the greedy
+    prefix at some step, the greedy prefix is pruned, and those K may all end lower (seen
+    with this undertrained model: 1 sentence in 48 on its training pairs, 3 in 24 on unseen
+    ones). `keep_greedy` (the default) adds the greedy hypothesis to the candidates.
     """
     trained_ids = tiny_checkpoint.tokenizer.encode_src(tiny_checkpoint.training_sources)
     trained = collate_source(trained_ids, range(len(trained_ids)))
+    pruned_below_greedy = 0
     for batch in (trained, val_batch):
         greedy = greedy_search(model, batch.src, batch.src_lengths)
         beam = beam_search(model, batch.src, batch.src_lengths, beam_size=5, alpha=0.0)
-        gains = [b[0].score - g.score for g, b in zip(greedy, beam)]
-        assert sum(gain < -1e-9 for gain in gains) <= len(gains) // 6, gains
-        assert sum(gains) > 0
-        assert any(b[0].tokens != g.tokens for g, b in zip(greedy, beam)), "beams should differ from greedy"
+        assert all(b[0].score >= g.score - 1e-6 for g, b in zip(greedy, beam))
+        assert any(b[0].score > g.score + 1e-3 for g, b in zip(greedy, beam)), "beams should find better"
+        plain = beam_search(model, batch.src, batch.src_lengths, beam_size=5, alpha=0.0, keep_greedy=False)
+        pruned_below_greedy += sum(p[0].score < g.score - 1e-6 for g, p in zip(greedy, plain))
+    assert pruned_below_greedy > 0, "the case keep_greedy exists for should occur with this model"
 
 
 def test_output_length_is_capped_by_source_length(model, val_batch):
