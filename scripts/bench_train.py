@@ -11,6 +11,10 @@ on CPU (Linux: reset through /proc/self/clear_refs), or CUDA's max allocated.
     .venv/bin/python scripts/bench_train.py --precision fp32,bf16      # bf16 autocast next to fp32
     .venv/bin/python scripts/bench_train.py --device cuda --precision bf16,fp16,fp32
     .venv/bin/python scripts/bench_train.py model=small train.max_tokens=2048   # any config overrides
+    .venv/bin/python scripts/bench_train.py --decode                   # then greedy/beam-5 decoding speed
+
+``--decode`` also runs ``scripts/bench_decode.py`` (sentences/second on Multi30k
+test_2016_flickr, greedy and beam 5) with the same thread count and device.
 
 Data come from ``data.mirror`` or $LSTM_MT_DATA_MIRROR (else the download cache); the first
 run trains the 8k SentencePiece model (cached under ``data/``).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +61,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     parser.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, fp16 (default fp32)")
+    parser.add_argument("--decode", action="store_true", help="also time decoding (scripts/bench_decode.py)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (model=base unless another model= is given)")
     return parser.parse_args(argv)
 
@@ -149,6 +155,10 @@ def main(argv: list[str]) -> None:
           f"vocab {trainer.data.tokenizer.tgt_vocab_size}, max_tokens {trainer.cfg.max_tokens}, "
           f"{args.warmup} warm-up + {args.steps} timed updates; {where}; torch {torch.__version__}")
     print_table(rows, device)
+    if args.decode:
+        decode_bench = Path(__file__).with_name("bench_decode.py")
+        subprocess.run([sys.executable, str(decode_bench), "--threads", str(args.threads), "--device", args.device],
+                       check=True)
 
 
 if __name__ == "__main__":
