@@ -75,12 +75,31 @@ class TrainConfig:
 
 
 @dataclass
+class DecodingConfig:
+    """How a result recipe decodes for evaluation, tuned on the valid split only (never read by training).
+
+    `lstm_mt.recipe` compares best.pt with the checkpoint average at ``beam_size``/``alpha``, then
+    scores every ``beam_sizes`` x ``alphas`` pair on the valid split with the better checkpoint and
+    translates the test splits with the best pair.
+    """
+
+    beam_size: int = 5
+    alpha: float = 0.6
+    beam_sizes: list[int] = field(default_factory=lambda: [5])
+    alphas: list[float] = field(default_factory=lambda: [0.6])
+
+
+@dataclass
 class TrainJobConfig:
-    """Everything `lstm-mt train` reads: corpus, model, training, seed and device (auto | cpu | cuda[:N])."""
+    """Everything `lstm-mt train` reads: corpus, model, training, seed and device (auto | cpu | cuda[:N]).
+
+    ``decoding`` rides along for the recipes (``configs/experiment/``): checkpoints carry it.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
     seed: int = 1
     device: str = "auto"
 

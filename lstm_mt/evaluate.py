@@ -6,16 +6,21 @@
 
 Test splits are those of the checkpoint's data config (``data.test_splits``, empty: every
 one there is), read from ``mirror=`` or the checkpoint's ``data.mirror`` or
-$LSTM_MT_DATA_MIRROR; ``splits=[...]`` picks some. File test sets are named after the
-source file (``a.de`` -> ``a``). Each set's translations go to ``<output_dir>/<name>.hyp``
-and every score, with its signature, to ``<output_dir>/report.json``; ``output_dir``
-defaults to the folder ``<checkpoint name>.eval`` beside the checkpoint. Translating is
-`Translator`'s job, with the same search options as `lstm-mt translate`.
+$LSTM_MT_DATA_MIRROR; ``splits=[...]`` picks any of the dataset's splits (``splits=[val]``
+to tune on the valid split). Multi30k splits are also scored with the papers' BLEU
+(`lstm_mt.metrics.paper_bleu`) against the official tokenized references: ``paper_bleu``
+null does so where those references and sacremoses are there, true insists, false skips.
+File test sets are named after the source file (``a.de`` -> ``a``). Each set's
+translations go to ``<output_dir>/<name>.hyp`` and every score, with its signature, to
+``<output_dir>/report.json``; ``output_dir`` defaults to the folder ``<checkpoint
+name>.eval`` beside the checkpoint. Translating is `Translator`'s job, with the same
+search options as `lstm-mt translate`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,11 +31,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from lstm_mt.checkpoint import load_checkpoint
-from lstm_mt.data import DataConfig, load_split, resolve_test_splits
+from lstm_mt.data import DataConfig, load_split, load_tokenized_reference, resolve_test_splits
 from lstm_mt.data.textio import read_lines
 from lstm_mt.errors import LstmMtError
 from lstm_mt.hydra_app import run_hydra
-from lstm_mt.metrics import Score, corpus_scores
+from lstm_mt.metrics import Score, corpus_scores, paper_bleu, require_paper_bleu
 from lstm_mt.search import SearchConfig
 from lstm_mt.translate import (
     DecodingOptions,
@@ -42,18 +47,26 @@ from lstm_mt.translate import (
 
 __all__ = ["EvaluateConfig", "SetResult", "TestSet", "dataset_test_sets", "evaluate", "file_test_sets", "main"]
 
+log = logging.getLogger(__name__)
+
 REPORT_NAME = "report.json"
 
 
 @dataclass
 class TestSet:
-    """Line-parallel references and either the sources to translate or given ``hypotheses``."""
+    """Line-parallel references and either the sources to translate or given ``hypotheses``.
+
+    ``tokenized_references`` (official lowercased Moses-tokenized lines, in language ``lang``)
+    add the papers' BLEU to the scores.
+    """
 
     name: str
     references: list[str]
     sources: Optional[list[str]] = None
     hypotheses: Optional[list[str]] = None
     files: dict[str, str] = field(default_factory=dict)  # "source", "reference", "hypotheses": where from
+    tokenized_references: Optional[list[str]] = None
+    lang: Optional[str] = None
 
 
 @dataclass
@@ -69,7 +82,10 @@ class SetResult:
 
 @dataclass
 class EvaluateConfig(DecodingOptions):
-    """`lstm-mt evaluate`: see the module docstring; ``src``/``ref``/``hyp`` are lists of files."""
+    """`lstm-mt evaluate`: see the module docstring; ``src``/``ref``/``hyp`` are lists of files.
+
+    ``paper_bleu``: None (where possible) | True | False, for dataset splits only.
+    """
 
     checkpoint: Optional[str] = None
     src: list[str] = field(default_factory=list)
@@ -78,6 +94,7 @@ class EvaluateConfig(DecodingOptions):
     splits: list[str] = field(default_factory=list)
     mirror: Optional[str] = None
     output_dir: Optional[str] = None
+    paper_bleu: Optional[bool] = None
 
 
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
@@ -121,20 +138,60 @@ def evaluate(translator: Optional[Translator], test_sets: list[TestSet], options
             hypotheses = [nbest[0].text for nbest in hypotheses]
             seconds = time.perf_counter() - start
         scores = corpus_scores(hypotheses, test_set.references)
+        if test_set.tokenized_references is not None and test_set.lang is not None:
+            scores.append(paper_bleu(hypotheses, test_set.tokenized_references, test_set.lang))
         results.append(SetResult(test_set.name, hypotheses, scores, seconds, dict(test_set.files)))
     return results
 
 
-def dataset_test_sets(cfg: DataConfig) -> list[TestSet]:
-    """The test splits of a dataset config (``cfg.test_splits``, or all it has)."""
+def dataset_test_sets(cfg: DataConfig, paper: Optional[bool] = None) -> list[TestSet]:
+    """The test splits of a dataset config (``cfg.test_splits``, or all it has).
+
+    ``paper``: whether to load the official tokenized references for paper BLEU (see the
+    module docstring; None: where they exist).
+    """
     test_sets = []
+    paper = _paper_bleu_setting(cfg, paper)
     for split in resolve_test_splits(cfg):
         corpus = load_split(cfg, split)
         files = {"source": corpus.src_path, "reference": corpus.tgt_path}
-        test_sets.append(TestSet(split, corpus.tgt_lines, sources=corpus.src_lines, files=files))
+        test_sets.append(TestSet(split, corpus.tgt_lines, sources=corpus.src_lines, files=files,
+                                 tokenized_references=_tokenized_references(cfg, split, paper), lang=cfg.tgt))
     if not test_sets:
         raise LstmMtError(f"data: {cfg.name} {cfg.src}-{cfg.tgt} has no test split here; give src=[...] ref=[...]")
     return test_sets
+
+
+def _paper_bleu_setting(cfg: DataConfig, wanted: Optional[bool]) -> Optional[bool]:
+    """``wanted``, or False where paper BLEU cannot be had and was not insisted on (then an error)."""
+    if wanted is False:
+        return False
+    if cfg.name != "multi30k":
+        if wanted:
+            raise LstmMtError(f"paper_bleu=true: {cfg.name} has no official tokenized references (multi30k has)")
+        return False
+    try:
+        require_paper_bleu()
+    except LstmMtError as error:
+        if wanted:
+            raise
+        log.warning("paper BLEU skipped: %s", error)
+        return False
+    return wanted
+
+
+def _tokenized_references(cfg: DataConfig, split: str, wanted: Optional[bool]) -> Optional[list[str]]:
+    """The official tokenized target lines of ``split`` for paper BLEU, or None when not wanted
+    (or, ``wanted`` being None, when the files are missing)."""
+    if wanted is False:
+        return None
+    try:
+        return load_tokenized_reference(cfg, split)
+    except LstmMtError as error:
+        if wanted:
+            raise
+        log.warning("paper BLEU skipped for %s: %s", split, error)
+        return None
 
 
 def file_test_sets(inputs: list[str], references: list[str], kind: str) -> list[TestSet]:
@@ -161,6 +218,8 @@ def file_test_sets(inputs: list[str], references: list[str], kind: str) -> list[
 
 def _evaluate_what_options_name(options: EvaluateConfig) -> tuple[Optional[dict[str, Any]], list[SetResult]]:
     """The checkpoint (None when scoring given hypotheses) and the results of every test set."""
+    if options.paper_bleu and (options.hyp or options.src):
+        raise LstmMtError("paper_bleu=true needs dataset splits (their official tokenized references), not files")
     if options.hyp:
         if options.checkpoint or options.src:
             raise LstmMtError("hyp= scores given translations: leave out checkpoint= and src=")
@@ -172,7 +231,7 @@ def _evaluate_what_options_name(options: EvaluateConfig) -> tuple[Optional[dict[
     if options.src:
         test_sets = file_test_sets(options.src, options.ref, "src")
     else:
-        test_sets = dataset_test_sets(_data_config(checkpoint, options))
+        test_sets = dataset_test_sets(_data_config(checkpoint, options), options.paper_bleu)
     return checkpoint, evaluate(translator, test_sets, options)
 
 

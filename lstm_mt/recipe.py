@@ -1,0 +1,258 @@
+"""Result recipes: pick checkpoint and decoding on the valid split, then score the test splits.
+
+`scripts/recipe.sh RECIPE` trains ``+experiment=RECIPE`` into ``runs/RECIPE``, averages the
+last 5 step checkpoints into ``<run>/average.pt`` (`lstm-mt average`) and runs the two steps here:
+
+    python -m lstm_mt.recipe tune runs/multi30k_en_de [--device cuda]
+    python -m lstm_mt.recipe test runs/multi30k_en_de [--device cuda]
+
+``tune`` translates the valid split only. It scores best.pt and average.pt at the run's
+``decoding.beam_size``/``alpha``, then every ``decoding.beam_sizes`` x ``decoding.alphas`` pair
+with the better checkpoint, by sacreBLEU BLEU, and writes the choice and every trial to
+``<run>/decoding.json``. ``test`` translates the run's test splits (``data.test_splits``) with
+that choice through `lstm_mt.evaluate` (BLEU and chrF with signatures, and the papers' BLEU on
+Multi30k; hypotheses and report.json in ``<run>/test/``) and writes ``<run>/results.json``:
+direction, parameters, training steps and time, hardware, the decoding choice, every test
+score, and the command line, with one Markdown row per test set for the README's table.
+The run's config is the one the latest `lstm-mt train` wrote to ``<run>/.hydra/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from lstm_mt.config import DecodingConfig, TrainJobConfig
+from lstm_mt.data import DataConfig
+from lstm_mt.errors import LstmMtError
+from lstm_mt.evaluate import EvaluateConfig, SetResult, TestSet, dataset_test_sets, evaluate, run_evaluate
+from lstm_mt.metrics import PAPER_BLEU
+from lstm_mt.train import METRICS_FILE, as_job_config, select_device
+from lstm_mt.translate import DecodingOptions, Translator, write_text_atomic
+
+__all__ = ["Trial", "decoding_grid", "evaluate_run", "main", "tune", "tune_run", "valid_set"]
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = {"best": "checkpoints/best.pt", "average": "average.pt"}  # written by train and recipe.sh
+DECODING_FILE = "decoding.json"
+RESULTS_FILE = "results.json"
+TRAIN_TIMES_FILE = "train_times.jsonl"  # {"seconds": N, "status": S} per `lstm-mt train` of recipe.sh
+TEST_DIR = "test"
+SELECTED_BY = "BLEU"  # sacreBLEU's, on the raw valid references
+
+
+@dataclass
+class Trial:
+    """One translation of the valid split: checkpoint name, search settings and scores by metric name."""
+
+    checkpoint: str
+    beam_size: int
+    alpha: float
+    scores: dict[str, float]
+
+
+def decoding_grid(cfg: DecodingConfig) -> list[tuple[int, float]]:
+    """Each (beam_size, alpha) of ``beam_sizes`` x ``alphas`` once; beam 1 (greedy) ignores alpha: (1, 0.0)."""
+    return list(dict.fromkeys(_searched(beam, alpha) for beam in cfg.beam_sizes for alpha in cfg.alphas))
+
+
+def tune(
+    translators: dict[str, Translator], valid: TestSet, cfg: DecodingConfig, options: DecodingOptions
+) -> tuple[Trial, list[Trial]]:
+    """The best trial on ``valid`` and all trials run (in order, none twice).
+
+    First every checkpoint at ``cfg.beam_size``/``cfg.alpha``; then the grid with the best of
+    them. Best: highest BLEU, the earlier trial on a tie.
+    """
+    trials: dict[tuple[str, int, float], Trial] = {}
+
+    def trial(name: str, beam_size: int, alpha: float) -> Trial:
+        key = (name, *_searched(beam_size, alpha))
+        if key not in trials:
+            trials[key] = _translate_valid(translators[name], name, valid, key[1], key[2], options)
+        return trials[key]
+
+    checkpoint = _best([trial(name, cfg.beam_size, cfg.alpha) for name in translators]).checkpoint
+    for beam_size, alpha in decoding_grid(cfg):
+        trial(checkpoint, beam_size, alpha)
+    run = list(trials.values())
+    return _best([done for done in run if done.checkpoint == checkpoint]), run
+
+
+def valid_set(cfg: DataConfig) -> TestSet:
+    """The valid split of ``cfg`` as a test set (with tokenized references where there are any)."""
+    return dataset_test_sets(dataclasses.replace(cfg, test_splits=[cfg.valid_split]))[0]
+
+
+def tune_run(run_dir: Path, device: str = "auto") -> dict[str, Any]:
+    """`tune` for a run folder: write and return ``decoding.json`` (see the module docstring)."""
+    job = run_config(run_dir)
+    paths = {name: run_dir / relpath for name, relpath in CANDIDATES.items() if (run_dir / relpath).is_file()}
+    if not paths:
+        raise LstmMtError(f"{run_dir}: neither {' nor '.join(CANDIDATES.values())} exists; train first")
+    options = DecodingOptions(device=resolve_device(device), progress=False)
+    translators = {name: Translator.from_checkpoint(path, options.device) for name, path in paths.items()}
+    chosen, trials = tune(translators, valid_set(job.data), job.decoding, options)
+    decoding = {"split": job.data.valid_split, "selected_by": SELECTED_BY, "checkpoint": str(paths[chosen.checkpoint]),
+                "checkpoint_name": chosen.checkpoint, "beam_size": chosen.beam_size, "alpha": chosen.alpha,
+                "scores": chosen.scores, "trials": [dataclasses.asdict(trial) for trial in trials]}
+    write_text_atomic(run_dir / DECODING_FILE, json.dumps(decoding, indent=2))
+    print(f"chosen on {decoding['split']}: {_describe_trial(chosen)} -> {run_dir / DECODING_FILE}")
+    return decoding
+
+
+def evaluate_run(run_dir: Path, device: str = "auto") -> dict[str, Any]:
+    """`test` for a run folder: evaluate the tuned choice on the test splits, write ``results.json``."""
+    job = run_config(run_dir)
+    decoding_path = run_dir / DECODING_FILE
+    if not decoding_path.is_file():
+        raise LstmMtError(f"{decoding_path}: not found; run `python -m lstm_mt.recipe tune {run_dir}` first")
+    decoding = json.loads(decoding_path.read_text())
+    options = EvaluateConfig(checkpoint=decoding["checkpoint"], beam_size=decoding["beam_size"],
+                             alpha=decoding["alpha"], device=resolve_device(device),
+                             output_dir=str(run_dir / TEST_DIR))
+    results = run_evaluate(OmegaConf.structured(options))
+    summary = _summary(run_dir, job, decoding, results, options.device)
+    write_text_atomic(run_dir / RESULTS_FILE, json.dumps(summary, indent=2))
+    print("\n".join(_table_rows(summary)))
+    print(f"results: {run_dir / RESULTS_FILE}")
+    return summary
+
+
+def run_config(run_dir: Path) -> TrainJobConfig:
+    """The typed config the latest `lstm-mt train` of ``run_dir`` composed (``.hydra/config.yaml``)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise LstmMtError(f"{path}: not found; {run_dir} is not a run folder of `lstm-mt train`")
+    return as_job_config(OmegaConf.load(path))
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` as a torch device string."""
+    return str(select_device(name))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m lstm_mt.recipe tune|test RUN_DIR [--device D]``; errors are one line, exit status 2."""
+    parser = argparse.ArgumentParser(prog="python -m lstm_mt.recipe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=("tune", "test"), help="tune: pick on val; test: score the test splits")
+    parser.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/multi30k_en_de")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        (tune_run if args.step == "tune" else evaluate_run)(args.run_dir, args.device)
+    except LstmMtError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _searched(beam_size: int, alpha: float) -> tuple[int, float]:
+    """The settings as search uses them: greedy search (beam 1) has no length penalty."""
+    return (beam_size, float(alpha) if beam_size > 1 else 0.0)
+
+
+def _best(trials: list[Trial]) -> Trial:
+    return max(trials, key=lambda trial: trial.scores[SELECTED_BY])  # max keeps the first of equals
+
+
+def _translate_valid(
+    translator: Translator, name: str, valid: TestSet, beam_size: int, alpha: float, options: DecodingOptions
+) -> Trial:
+    """Translate and score ``valid`` once with these settings."""
+    searched = dataclasses.replace(options, beam_size=beam_size, alpha=alpha)
+    result = evaluate(translator, [valid], searched)[0]
+    trial = Trial(name, beam_size, alpha, {score.name: score.score for score in result.scores})
+    log.info("%s: %s (%.0f s)", valid.name, _describe_trial(trial), result.seconds)
+    return trial
+
+
+def _describe_trial(trial: Trial) -> str:
+    scores = " ".join(f"{name} {value:.2f}" for name, value in trial.scores.items())
+    return f"{trial.checkpoint} beam {trial.beam_size} alpha {trial.alpha}: {scores}"
+
+
+def _summary(run_dir: Path, job: TrainJobConfig, decoding: dict[str, Any], results: list[SetResult],
+             device: str) -> dict[str, Any]:
+    """What results.json holds (see the module docstring)."""
+    translator = Translator.from_checkpoint(decoding["checkpoint"])
+    return {
+        "run_dir": str(run_dir),
+        "command": _recipe_command(run_dir),
+        "direction": f"{job.data.src}-{job.data.tgt}",
+        "parameters": translator.model.num_parameters(),
+        "training": {**_training_end(run_dir), "seconds": _training_seconds(run_dir)},
+        "hardware": _hardware(device),
+        "decoding": {key: value for key, value in decoding.items() if key != "trials"},
+        "test": {result.name: {score.name: {"score": score.score, "signature": score.signature}
+                               for score in result.scores} for result in results},
+    }
+
+
+def _training_end(run_dir: Path) -> dict[str, Any]:
+    """The last ``end`` record of metrics.jsonl: steps, epochs, why it stopped, best validation."""
+    path = run_dir / METRICS_FILE
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    ends = [record for record in records if record.get("kind") == "end"]
+    return {key: ends[-1].get(key) for key in ("step", "epoch", "reason", "best")} if ends else {}
+
+
+def _training_seconds(run_dir: Path) -> Optional[float]:
+    """Wall-clock seconds of every `lstm-mt train` recipe.sh ran in ``run_dir`` (None: not recorded)."""
+    path = run_dir / TRAIN_TIMES_FILE
+    if not path.is_file():
+        return None
+    return float(sum(json.loads(line)["seconds"] for line in path.read_text().splitlines() if line.strip()))
+
+
+def _recipe_command(run_dir: Path) -> Optional[str]:
+    """``bash scripts/recipe.sh RECIPE [overrides]`` rebuilt from the latest train's overrides."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    overrides = [str(item) for item in OmegaConf.load(path)]
+    recipe = [item.split("=", 1)[1] for item in overrides if item.startswith("+experiment=")]
+    rest = [item for item in overrides if not item.startswith(("+experiment=", "train.resume="))]
+    return " ".join(["bash scripts/recipe.sh", *recipe[:1], *rest]) if recipe else None
+
+
+def _hardware(device: str) -> str:
+    """The GPU's name, or the CPU model and core count, of the machine that ran ``test``."""
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(torch.device(device))} (CUDA)"
+    cpu_info = Path("/proc/cpuinfo")
+    lines = cpu_info.read_text().splitlines() if cpu_info.is_file() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "CPU")
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def _table_rows(summary: dict[str, Any]) -> list[str]:
+    """Markdown rows for the README's results table, one per test set."""
+    direction = summary["direction"].replace("-", "→")
+    seconds = summary["training"].get("seconds")
+    hours = "?" if seconds is None else f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+    command = f"`{summary['command']}`" if summary["command"] else "?"
+    rows = []
+    for name, scores in summary["test"].items():
+        cells = [f"{scores[key]['score']:.2f}" if key in scores else "-" for key in ("BLEU", PAPER_BLEU, "chrF")]
+        rows.append(f"| {direction} | {name} | {' | '.join(cells)} | {summary['parameters'] / 1e6:.1f}M "
+                    f"| {hours} | {summary['hardware']} | {command} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Tests for the result recipes: configs/experiment/ composes to the typed schema (typos
+refused), training never opens a test split, and lstm_mt.recipe picks checkpoint and decoding
+on the valid split before it scores the test splits with that choice."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import gzip
+import io
+import json
+import pathlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from lstm_mt import recipe
+from lstm_mt.average import average_checkpoints
+from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
+from lstm_mt.config import DecodingConfig, TrainJobConfig, register_configs
+from lstm_mt.data import multi30k, textio
+from lstm_mt.model import ModelConfig
+from lstm_mt.train import as_job_config, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.emb_size=32", "model.encoder_hidden=32", "model.decoder_hidden=64", "model.attentional_size=32",
+        "model.attention_hidden=32", "model.encoder_layers=1", "model.decoder_layers=1"]
+
+
+def compose_train(*overrides: str):
+    """The job config exactly as `lstm-mt train <overrides>` composes it."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+# --- the recipe configs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("experiment, src, tgt", [("multi30k_en_de", "en", "de"), ("multi30k_de_en", "de", "en")])
+def test_recipes_compose_to_the_typed_schema(experiment, src, tgt):
+    job = as_job_config(compose_train(f"+experiment={experiment}"))
+    assert (job.data.name, job.data.src, job.data.tgt) == ("multi30k", src, tgt)
+    assert job.data.test_splits == ["test_2016_flickr", "test_2017_flickr"]
+    assert (job.data.spm.vocab_size, job.data.spm.joint) == (8000, True)
+    assert (job.model.emb_size, job.model.decoder_hidden, job.model.dropout) == (256, 512, 0.3)  # model=base
+    assert job.train.early_stop_metric == "bleu" and job.train.valid_every == 0 and job.train.keep_last >= 5
+    assert job.train.label_smoothing == 0.1 and job.train.patience > 0
+    assert job.decoding == DecodingConfig(beam_size=5, alpha=0.6, beam_sizes=[1, 5, 10], alphas=[0.0, 0.6, 1.0])
+    overridden = as_job_config(compose_train(f"+experiment={experiment}", "decoding.beam_sizes=[1]", "device=cuda"))
+    assert overridden.decoding.beam_sizes == [1] and overridden.device == "cuda"
+
+
+@pytest.mark.parametrize("text, named", [
+    ("decoding:\n  beam_sise: 5\n", "beam_sise"),          # a typo'd key
+    ("train:\n  patience: forever\n", "train.patience"),   # a wrong type
+])
+def test_a_typo_in_an_experiment_file_is_refused(tmp_path, text, named):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - multi30k\n  - _self_\n" + text)
+    shutil.copy(REPO / "configs" / "experiment" / "multi30k.yaml", tmp_path / "experiment")
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_train("+experiment=mine", f"hydra.searchpath=[file://{tmp_path}]")
+    assert named in str(error.value) + str(error.value.__cause__)
+
+
+def test_recipe_script_refuses_an_unknown_recipe():
+    result = subprocess.run(["bash", "scripts/recipe.sh", "multi30k_xx_yy"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2
+    assert "configs/experiment/multi30k_xx_yy.yaml not found" in result.stderr
+
+
+# --- training reads train and val only ------------------------------------------------------------
+
+
+def test_training_never_opens_a_test_split(multi30k_de_en, tmp_path, monkeypatch):
+    opened: list[str] = []
+
+    def recording(open_function):
+        def recorded(file, *args, **kwargs):
+            opened.append(str(file))
+            return open_function(file, *args, **kwargs)
+        return recorded
+
+    for module, name in [(builtins, "open"), (io, "open"), (gzip, "open"), (pathlib.Path, "open"),
+                         (textio, "read_bytes")]:
+        monkeypatch.setattr(module, name, recording(getattr(module, name)))
+    cfg = compose_train("+experiment=multi30k_en_de", f"data.mirror={multi30k_de_en.mirror}",
+                        f"data.cache_dir={tmp_path / 'cache'}", "data.spm.vocab_size=500", "data.spm.max_sentences=2000",
+                        *TINY, "train.max_train_examples=200", "train.max_steps=2", "train.num_threads=1",
+                        "train.quiet=true", "device=cpu")
+    (tmp_path / "run").mkdir()  # Hydra makes the run folder before train() runs
+    result = train(cfg, tmp_path / "run")
+    assert result.step == 2
+    names = [Path(path).name for path in opened]
+    assert {"train.en.gz", "train.de.gz", "val.en.gz", "val.de.gz"} <= set(names)
+    test_splits = tuple(split for split in multi30k.LANGUAGES if split.startswith("test_"))
+    assert not [path for path in opened if Path(path).name.startswith(test_splits)], "a test split was opened"
+
+
+# --- choosing on val, then testing -------------------------------------------------------------------
+
+
+def test_the_grid_tries_greedy_search_once():
+    grid = recipe.decoding_grid(DecodingConfig(beam_sizes=[1, 5, 10], alphas=[0.0, 0.6, 1.0]))
+    assert grid == [(1, 0.0), (5, 0.0), (5, 0.6), (5, 1.0), (10, 0.0), (10, 0.6), (10, 1.0)]
+
+
+@pytest.fixture
+def run_dir(tiny_checkpoint, tmp_path) -> Path:
+    """A run folder as `lstm-mt train` and recipe.sh leave it: config, best.pt, average.pt, timings."""
+    run = tmp_path / "run"
+    model = ModelConfig(**load_checkpoint(tiny_checkpoint.path)["config"]["model"])
+    job = TrainJobConfig(data=tiny_checkpoint.data, model=model,
+                         decoding=DecodingConfig(beam_size=1, alpha=0.6, beam_sizes=[1, 2], alphas=[0.0, 1.0]))
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.structured(job), run / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(["+experiment=multi30k_de_en", "train.resume=auto", "device=cpu"]),
+                   run / ".hydra" / "overrides.yaml")
+    (run / "checkpoints").mkdir()
+    shutil.copy(tiny_checkpoint.path, run / "checkpoints" / "best.pt")
+    save_checkpoint(average_checkpoints([tiny_checkpoint.path, tiny_checkpoint.path]), run / "average.pt")
+    (run / "train_times.jsonl").write_text('{"seconds": 3000, "status": 143}\n{"seconds": 600, "status": 0}\n')
+    (run / "metrics.jsonl").write_text('{"kind": "end", "step": 160, "epoch": 160, "reason": "done", "best": 1.0}\n')
+    return run
+
+
+def test_tune_picks_on_val_and_test_scores_the_test_splits_with_that_choice(run_dir, monkeypatch, capsys):
+    decoded: list[str] = []
+    full_valid = recipe.valid_set
+
+    def first_sentences(cfg):  # a slice of val keeps the test fast
+        valid = full_valid(cfg)
+        decoded.append(valid.name)
+        return dataclasses.replace(valid, sources=valid.sources[:40], references=valid.references[:40],
+                                   tokenized_references=valid.tokenized_references[:40])
+
+    monkeypatch.setattr(recipe, "valid_set", first_sentences)
+    decoding = recipe.tune_run(run_dir, "cpu")
+    assert decoded == ["val"] and decoding["split"] == "val"
+    trials = decoding["trials"]
+    assert [(t["checkpoint"], t["beam_size"], t["alpha"]) for t in trials][:2] == [("best", 1, 0.0), ("average", 1, 0.0)]
+    assert len(trials) == 4  # best and average greedy, then beam 2 with alpha 0 and 1 for the winner
+    name = decoding["checkpoint_name"]
+    assert decoding["checkpoint"] == str(run_dir / recipe.CANDIDATES[name])
+    assert decoding["scores"]["BLEU"] == max(t["scores"]["BLEU"] for t in trials if t["checkpoint"] == name)
+    assert [t["beam_size"] for t in trials if t["checkpoint"] == name] == [1, 2, 2]
+    assert set(decoding["scores"]) == {"BLEU", "chrF", "paper_BLEU"}
+    assert json.loads((run_dir / "decoding.json").read_text()) == decoding
+
+    summary = recipe.evaluate_run(run_dir, "cpu")
+    printed = capsys.readouterr().out
+    test = summary["test"]["test_2016_flickr"]
+    assert set(test) == {"BLEU", "chrF", "paper_BLEU"} and "tok:none" in test["paper_BLEU"]["signature"]
+    assert test["BLEU"]["signature"] in printed  # sacreBLEU scores are printed with their signatures
+    report = json.loads((run_dir / "test" / "report.json").read_text())
+    assert report["search"]["beam_size"] == decoding["beam_size"] and report["search"]["alpha"] == decoding["alpha"]
+    assert summary["training"] == {"step": 160, "epoch": 160, "reason": "done", "best": 1.0, "seconds": 3600.0}
+    assert summary["command"] == "bash scripts/recipe.sh multi30k_de_en device=cpu"
+    assert summary["direction"] == "de-en" and summary["parameters"] > 0
+    assert "| de→en | test_2016_flickr |" in printed
+    assert json.loads((run_dir / "results.json").read_text()) == summary
