@@ -14,7 +14,8 @@ Where things live (one module per concern, in the order a sentence travels):
     checkpoint.py   atomic save, safe load
     search.py       greedy and beam search
     translate.py    Translator and `lstm-mt translate`
-    evaluate.py     `lstm-mt evaluate` (metrics.py: sacreBLEU)
+    evaluate.py     `lstm-mt evaluate` (metrics.py: sacreBLEU, paper BLEU)
+    recipe.py       result recipes: decoding tuned on val, test once
     inspection/     `lstm-mt inspect`: gates and attention, sentence by sentence
     cli.py          the `lstm-mt` command (hydra_app.py runs each subcommand)
 
