@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sentencepiece as spm
 from torch import Tensor
 
 from lstm_mt.errors import LstmMtError
@@ -56,7 +55,6 @@ def save_attention_plots(
     (but count towards ``limit``).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    processor = _target_processor(tokenizer)
     width = len(str(len(sentences)))
     paths = []
     for index, (text, translation) in enumerate(zip(sentences[:limit], translations[:limit])):
@@ -65,17 +63,10 @@ def save_attention_plots(
             continue
         src_labels = tokenizer.pieces_src(text)[: len(translation.source_ids)] + [EOS_LABEL]
         ended = attention.shape[0] > len(translation.target_ids)
-        tgt_labels = [processor.id_to_piece(i) for i in translation.target_ids] + ([EOS_LABEL] if ended else [])
+        tgt_labels = tokenizer.tgt_id_pieces(translation.target_ids) + ([EOS_LABEL] if ended else [])
         path = folder / f"line-{index + 1:0{width}d}.png"
         paths.append(save_attention_heatmap(path, attention, src_labels, tgt_labels, translation.text))
     return paths
-
-
-def _target_processor(tokenizer: Tokenizer) -> spm.SentencePieceProcessor:
-    # Re-encoding the detokenized output could segment it differently from the model's
-    # own ids, so the pieces come from the ids, through the checkpoint's target model.
-    models = tokenizer.to_bytes_dict()
-    return spm.SentencePieceProcessor(model_proto=models.get("tgt", models.get("joint")))
 
 
 def _pyplot() -> Any:

@@ -117,6 +117,14 @@ class Tokenizer:
         """Subword strings of a target sentence."""
         return self._tgt.encode(text, out_type=str)
 
+    def tgt_id_pieces(self, ids: Sequence[int]) -> list[str]:
+        """Subword strings of target ``ids`` as the model produced them (EOS as ``</s>``).
+
+        Taken from the ids, not by re-encoding the detokenized text, which could segment it
+        differently.
+        """
+        return [self._tgt.id_to_piece(int(i)) for i in ids]
+
     def normalize_src(self, text: str) -> str:
         """``text`` as encode-then-decode returns it (nmt_nfkc normalization; unknown characters aside)."""
         return _normalize(self._src, text)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import sentencepiece as spm
 import torch
 
 from lstm_mt.cell import GateRecord, GateRecorder, LSTMCell
@@ -121,9 +120,7 @@ def target_pieces(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
 
     From the ids themselves: re-encoding the detokenized output could segment it otherwise.
     """
-    protos = tokenizer.to_bytes_dict()
-    processor = spm.SentencePieceProcessor(model_proto=protos.get("joint") or protos["tgt"])
-    return [EOS_PIECE if i == EOS_ID else processor.id_to_piece(i) for i in ids]
+    return [EOS_PIECE if i == EOS_ID else piece for i, piece in zip(ids, tokenizer.tgt_id_pieces(ids))]
 
 
 @torch.no_grad()
