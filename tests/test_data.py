@@ -586,3 +586,35 @@ def test_prepare_counts_and_skips_empty_training_lines_and_filters_train_only(tm
     assert {5, 12, 21, 31}.isdisjoint(prepared.train.line_numbers) and len(prepared.train.line_numbers) == 296
     assert prepared.valid.src_lines == valid_src, "valid keeps empty and long lines"
     assert len(prepared.valid.src_ids[2]) > 40
+
+
+@pytest.mark.parametrize("problem", ["invalid UTF-8", "line count", "missing file"])
+def test_bad_input_through_the_cli_is_one_error_line_without_traceback(tmp_path, problem):
+    """What a user sees from `lstm-mt train` on bad data: one line naming the file, exit 2."""
+    import subprocess
+    import sys
+
+    good_src, good_tgt = tmp_path / "train.de", tmp_path / "train.en"
+    good_src.write_text("ein Hund\nzwei Katzen\n", encoding="utf-8")
+    good_tgt.write_text("a dog\ntwo cats\n", encoding="utf-8")
+    bad = tmp_path / "bad.de"
+    if problem == "invalid UTF-8":
+        bad.write_bytes(b"ein Hund\nzwei \xff Katzen\n")
+        expected = f"{bad}:2: invalid UTF-8"
+    elif problem == "line count":
+        bad.write_text("ein Hund\n", encoding="utf-8")
+        expected = str(bad)
+    else:
+        expected = str(bad)
+    overrides = [
+        "data=custom", f"data.cache_dir={tmp_path / 'cache'}",
+        f"data.custom.train.src={bad}", f"data.custom.train.tgt={good_tgt}",
+        f"data.custom.valid.src={good_src}", f"data.custom.valid.tgt={good_tgt}",
+        f"hydra.run.dir={tmp_path / 'run'}", "train.quiet=true",
+    ]
+    result = subprocess.run([sys.executable, "-m", "lstm_mt", "train", *overrides],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and expected in error_lines[0], result.stderr
+    assert "Traceback" not in result.stderr
