@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
-from lstm_mt.cell import LSTM, LSTMCell
+from lstm_mt.cell import LSTM, GateRecorder, LSTMCell
 
 
 @dataclass
@@ -131,6 +131,24 @@ def bench_decoder_steps(shape: Shape, device: torch.device, repeats: int) -> dic
     return t
 
 
+def bench_recording(shape: Shape, device: torch.device, repeats: int) -> dict[str, float]:
+    """Forward (inference) time with gate recording off, as always, and on (`GateRecorder`)."""
+    ours = LSTM(shape.input, shape.hidden, shape.layers, bidirectional=shape.bidirectional).to(device)
+    x = torch.randn(shape.length, shape.batch, shape.input, device=device)
+
+    def infer(record: bool) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                if record:
+                    with GateRecorder():
+                        ours(x)
+                else:
+                    ours(x)
+        return run
+
+    return interleaved({"off": infer(False), "on": infer(True)}, device, repeats)
+
+
 def peak_memory_mb(shape: Shape, device: torch.device) -> tuple[float, float]:
     """Peak CUDA memory (MB) of one training step, torch then ours."""
     ref = torch.nn.LSTM(shape.input, shape.hidden, shape.layers, bidirectional=shape.bidirectional).to(device)
@@ -175,6 +193,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         if device.type == "cuda":
             row += " {:.0f} | {:.0f} |".format(*peak_memory_mb(shape, device))
         print(row, flush=True)
+
+    print("\nGate recording (lstm-mt inspect): forward time with recording off (the normal path) and on:\n")
+    print("| shape | off | on | on / off |")
+    print("|---|---|---|---|")
+    t = bench_recording(HEADLINE, device, args.repeats)
+    print(f"| {HEADLINE.label()} | {t['off']:.1f} | {t['on']:.1f} | {t['on'] / t['off']:.2f}× |", flush=True)
 
     print("\nDecoder-style loop of single steps (LSTMCell vs nn.LSTMCell):\n")
     print("| shape | train torch | train ours | ratio | infer torch | infer ours | ratio |")
