@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import random
 import re
 import tempfile
 from collections.abc import Sequence
@@ -162,6 +163,9 @@ def train_or_load_tokenizer(
 def train_model(cfg: SubwordConfig, sentences: Sequence[str]) -> bytes:
     """Train one SentencePiece model on ``sentences`` and return its serialized bytes."""
     writer = io.BytesIO()
+    if cfg.max_sentences and len(sentences) > cfg.max_sentences:
+        # Sampled here, seeded: SentencePiece's own sampling differs from process to process.
+        sentences = random.Random(SPM_SEED).sample(list(sentences), cfg.max_sentences)
     spm.set_random_generator_seed(SPM_SEED)
     try:
         spm.SentencePieceTrainer.train(
@@ -171,8 +175,8 @@ def train_model(cfg: SubwordConfig, sentences: Sequence[str]) -> bytes:
             vocab_size=cfg.vocab_size,
             character_coverage=cfg.character_coverage,
             byte_fallback=cfg.byte_fallback,
-            input_sentence_size=cfg.max_sentences,
-            shuffle_input_sentence=True,
+            input_sentence_size=0,  # all of ``sentences``: sampled above
+            shuffle_input_sentence=False,
             num_threads=available_cores(),
             pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",

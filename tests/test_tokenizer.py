@@ -128,3 +128,26 @@ def test_models_with_other_special_ids_are_refused(corpus):
                                    vocab_size=200, minloglevel=2)  # SentencePiece defaults: unk=0, bos=1, eos=2
     with pytest.raises(LstmMtError, match=r"special ids pad,unk,bos,eos=\(-1, 0, 1, 2\)"):
         Tokenizer(writer.getvalue())
+
+
+def test_training_is_reproducible_across_processes(tmp_path):
+    """Same data and settings give the same model in a fresh process (SentencePiece's own
+    sentence sampling is not: lstm-mt samples with its own seed)."""
+    import subprocess
+    import sys
+
+    program = (
+        "import hashlib, sys\n"
+        "from lstm_mt.data import SubwordConfig\n"
+        "from lstm_mt.tokenizer import train_or_load_tokenizer\n"
+        "src = [f'ein Satz Nummer {i} mit Wort{i % 97} und Ding{i % 13}' for i in range(3000)]\n"
+        "tgt = [f'a sentence number {i} with word{i % 89} and thing{i % 11}' for i in range(3000)]\n"
+        "tok = train_or_load_tokenizer(SubwordConfig(vocab_size=200, max_sentences=500), src, tgt, sys.argv[1])\n"
+        "print(hashlib.sha256(b''.join(tok.to_bytes_dict().values())).hexdigest())\n"
+    )
+    digests = [
+        subprocess.run([sys.executable, "-c", program, str(tmp_path / f"cache{k}")],
+                       capture_output=True, text=True, check=True).stdout.strip()
+        for k in range(2)
+    ]
+    assert digests[0] == digests[1] and len(digests[0]) == 64
