@@ -37,7 +37,8 @@ from lstm_mt.data import DataConfig
 from lstm_mt.errors import LstmMtError
 from lstm_mt.evaluate import EvaluateConfig, SetResult, TestSet, dataset_test_sets, evaluate, run_evaluate
 from lstm_mt.metrics import PAPER_BLEU
-from lstm_mt.train import METRICS_FILE, as_job_config, select_device
+from lstm_mt.runtime import select_device
+from lstm_mt.train import METRICS_FILE, as_job_config
 from lstm_mt.translate import DecodingOptions, Translator, write_text_atomic
 
 __all__ = ["Trial", "decoding_grid", "evaluate_run", "main", "tune", "tune_run", "valid_set"]

@@ -36,7 +36,8 @@ from hydra import compose, initialize_config_dir
 
 from lstm_mt.config import register_configs
 from lstm_mt.hydra_app import CONFIG_DIR
-from lstm_mt.train import Distributed, StopSignals, Trainer, as_job_config, select_device, update_groups
+from lstm_mt.runtime import Distributed, StopSignals, select_device
+from lstm_mt.train import Trainer, as_job_config, update_groups
 
 
 @dataclass
