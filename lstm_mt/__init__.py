@@ -10,7 +10,7 @@ Where things live (one module per concern, in the order a sentence travels):
     tokenizer.py    SentencePiece training, caching, encoding, decoding
     data/           corpora (Multi30k, Tatoeba, custom), mirrors/downloads, batching
     config.py       the typed config of `lstm-mt train`
-    train.py        the training loop (optim.py, loss.py beside it)
+    train.py        the training loop (optim.py, loss.py, runtime.py beside it)
     checkpoint.py   atomic save, safe load
     search.py       greedy and beam search
     translate.py    Translator and `lstm-mt translate`
