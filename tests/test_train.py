@@ -234,7 +234,7 @@ def test_short_training_lowers_validation_loss_and_writes_its_run_folder(referen
     valid = records(reference_run, "valid")
     per_epoch = valid[0]["step"]
     assert [r["step"] for r in valid] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
-    assert valid[-1]["loss"] < valid[0]["loss"] - 0.3, valid
+    assert valid[-1]["loss"] < valid[0]["loss"] - 0.2, valid  # 0.37 on the CI machine kind
     assert valid[0]["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     train_steps = [r["step"] for r in records(reference_run, "train")]
     last = 3 * per_epoch  # every log_every=5 updates, and the rest of the window when the run ends
