@@ -52,20 +52,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], None], device: torch.device, repeats: int, warmup: int = 3) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def interleaved(fns: dict[str, Callable[[], None]], device: torch.device, repeats: int) -> dict[str, float]:
     """Median times of several functions, measured in alternation so drift hits all alike."""
     for fn in fns.values():

@@ -647,7 +647,7 @@ def _record_layer(
     unsort: Optional[Tensor],
 ) -> None:
     """Recompute a layer run's gates from its inputs and states (one product) and record them."""
-    x_proj = F.linear(x, cell.weight_ih, cell.combined_bias())
+    x_proj = _input_projection(cell, x)
     h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
     _, _, gates = lstm_step((x_proj + F.linear(h_prev, cell.weight_hh)).flatten(0, 1), cs.flatten(0, 1))
     tensors = [t.view_as(x_proj[..., : cell.hidden_size]) for t in gates] + [cs, hs]
@@ -683,8 +683,7 @@ def _joint_recurrence(cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor, batch_s
     """
     steps, batch, _ = x.shape
     H = cell.hidden_size
-    weight = _packed(cell.weight_hh, cell.weight_ih)  # W = [W_h, W_x]
-    bias = cell.combined_bias()
+    weight, bias = _joint_weights(cell)
     hx = x.new_empty(steps, batch, H + x.shape[2])  # row t holds [h_{t-1}, x_t]
     hx[:, :, H:] = x
     hx[0, :, :H] = h0
@@ -692,7 +691,7 @@ def _joint_recurrence(cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor, batch_s
     tanh_c = x.new_empty(batch, H)
     c_prev = c0
     for t, n in enumerate(batch_sizes):
-        pre = torch.ops.mkldnn._linear_pointwise(hx[t, :n], weight, bias, "none", [], "")
+        pre = _joint_preactivations(hx[t, :n], weight, bias)
         _forward_step(pre, c_prev[:n], pre, cs[t, :n], tanh_c[:n], hs[t, :n])
         if n < batch:
             hs[t, n:] = 0
@@ -705,11 +704,20 @@ def _joint_recurrence(cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor, batch_s
 
 def _joint_step(cell: LSTMCell, x: Tensor, h_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
     """One inference step as `_joint_recurrence` takes it: ``W·[h, x] + b`` in one packed product."""
-    weight = _packed(cell.weight_hh, cell.weight_ih)
-    pre = torch.ops.mkldnn._linear_pointwise(torch.cat([h_prev, x], dim=1), weight, cell.combined_bias(), "none", [], "")
+    pre = _joint_preactivations(torch.cat([h_prev, x], dim=1), *_joint_weights(cell))
     c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
     _forward_step(pre, c_prev, pre, c, tanh_c, h)
     return h, c
+
+
+def _joint_weights(cell: LSTMCell) -> tuple[Tensor, Optional[Tensor]]:
+    """``W = [W_h, W_x]`` packed for oneDNN, and ``b``, for products with rows ``[h, x]``."""
+    return _packed(cell.weight_hh, cell.weight_ih), cell.combined_bias()
+
+
+def _joint_preactivations(hx: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``W·[h, x] + b`` for rows ``hx`` with `_joint_weights`: one oneDNN product."""
+    return torch.ops.mkldnn._linear_pointwise(hx, weight, bias, "none", [], "")
 
 
 def _autocast_inputs(*tensors: Optional[Tensor]) -> list[Optional[Tensor]]:
@@ -728,10 +736,7 @@ def _autocast_off(x: Tensor) -> torch.autocast:
 
 def _input_projection(cell: LSTMCell, x: Tensor) -> Tensor:
     """``W_x·x_t + b`` for all steps of ``x`` ``[T, B, I]`` at once."""
-    bias = cell.combined_bias()
-    if torch.is_grad_enabled() and (x.requires_grad or cell.weight_ih.requires_grad):
-        return F.linear(x, cell.weight_ih, bias)
-    return _Product(cell.weight_ih)(x.reshape(-1, x.shape[-1]), bias).view(*x.shape[:-1], -1)
+    return F.linear(x, cell.weight_ih, cell.combined_bias())
 
 
 def _repack_like(output: Tensor, packed: PackedSequence) -> PackedSequence:
