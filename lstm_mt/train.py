@@ -116,7 +116,9 @@ def train(cfg: Union[DictConfig, TrainJobConfig], run_dir: Union[str, Path]) -> 
         run_dir = Path(dist.broadcast(str(run_dir)))
         with StopSignals() as signals:
             trainer = Trainer(job, run_dir, dist, device, signals)
-            return trainer.run()
+            result = trainer.run()
+        dist.barrier()  # no rank leaves the process group while another may still be talking to it
+        return result
     finally:
         dist.stop()
 
