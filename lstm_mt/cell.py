@@ -27,7 +27,11 @@ decoding applies the very same equations through a fast path kept in one section
   (and kept across calls while the weights do not change);
 - inference (no gradients) on that path multiplies ``W·[h, x]`` exactly as the equations
   write it, one product per step over the joined ``[h_{t-1}, x_t]`` (`_joint_recurrence`);
-- tanh is computed as 2σ(2x) − 1, so that all four gates take one sigmoid kernel.
+- the point-wise part of a step (the four gates, C and h, and their derivatives) runs
+  in one pass of a small C kernel where a C compiler is at hand (`lstm_mt.native`,
+  source ``lstm_mt/csrc/lstm_cell.c``, the same equations element by element); elsewhere
+  it is a few tensor operations, with tanh computed as 2σ(2x) − 1 so that all four gates
+  take one sigmoid kernel.
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from lstm_mt import native
 
 GATE_NAMES = ("input", "forget", "candidate", "output")  # row blocks of the fused weights
 
@@ -309,8 +315,12 @@ def _forward_step(pre: Tensor, c_prev: Tensor, act: Tensor, c: Tensor, tanh_c: T
     """One step of the equations from ``pre = W·[h, x] + b``, into the given buffers.
 
     Fills ``act`` with i, f, C̃, o (``act`` may be ``pre`` itself), ``c`` with C,
-    ``tanh_c`` with tanh(C) and ``h`` with the new hidden state.
+    ``tanh_c`` with tanh(C) and ``h`` with the new hidden state. When ``act`` is ``pre``
+    (inference), only ``c`` and ``h`` are guaranteed.
     """
+    keep = act is not pre
+    if native.forward(pre, c_prev, c, h, act if keep else None, tanh_c if keep else None):
+        return
     _activate_gates(pre, act)
     i, f, g, o = act.chunk(4, dim=1)
     torch.mul(f, c_prev, out=c).addcmul_(i, g)  # C = f*C_prev + i*C̃
@@ -364,15 +374,18 @@ class _CellStep(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h, grad_c):  # type: ignore[override]
         x, h_prev, c_prev, weight_ih, weight_hh, act, tanh_c = ctx.saved_tensors
-        factors, dc_from_dh = _backward_factors(act, tanh_c, c_prev)
         grad_pre = torch.empty_like(act)
-        dc = _gate_gradients(factors, dc_from_dh, grad_h, grad_c.clone(), grad_pre)
+        grad_c_prev = torch.zeros_like(c_prev)
+        if not native.backward(act, tanh_c, c_prev, grad_h, grad_c, grad_pre, grad_c_prev):
+            factors, dc_from_dh = _backward_factors(act, tanh_c, c_prev)
+            dc = _gate_gradients(factors, dc_from_dh, grad_h, grad_c.clone(), grad_pre)
+            H = c_prev.shape[1]
+            grad_c_prev.addcmul_(dc, act[:, H : 2 * H])  # C_prev reaches C through f
         need = ctx.needs_input_grad
-        H = c_prev.shape[1]
         return (
             grad_pre.mm(weight_ih) if need[0] else None,
             grad_pre.mm(weight_hh) if need[1] else None,
-            dc * act[:, H : 2 * H] if need[2] else None,  # C_prev reaches C through f
+            grad_c_prev if need[2] else None,
             grad_pre.t().mm(x) if need[3] else None,
             grad_pre.t().mm(h_prev) if need[4] else None,
             grad_pre.sum(0) if ctx.has_bias and need[5] else None,
@@ -420,24 +433,25 @@ class _LayerRecurrence(torch.autograd.Function):
         batch_sizes = ctx.batch_sizes
         steps, batch, H = hs.shape
         c_prev = torch.cat([c0.unsqueeze(0), cs[:-1]])
-        factors, dc_from_dh = _backward_factors(gates, tanh_cs, c_prev)
-        forget = gates[:, :, H : 2 * H]
         through_hh = _Product(weight_hh.t().contiguous(), pack=True)  # dpre ↦ dpre @ W_hh
 
         grad_pre = gates.new_empty(steps, batch, 4 * H)
         dh_total = grad_hs.clone()  # dL/dh_t: from the outputs, plus from step t+1 below
         dc_total = grad_cs.clone()  # dL/dC_t likewise
+        dc0 = torch.zeros_like(c0)
+        if native.usable(gates[0], dh_total[0], c0):
+            step_backward = _native_step_backward
+        else:
+            step_backward = _tensor_step_backward(gates, tanh_cs, c_prev)
         for t in range(steps - 1, -1, -1):
             n = batch_sizes[t]
-            dh = dh_total[t, :n]
-            dc = _gate_gradients(factors[t, :n], dc_from_dh[t, :n], dh, dc_total[t, :n], grad_pre[t, :n])
+            dc_prev = dc_total[t - 1, :n] if t > 0 else dc0[:n]
+            step_backward(t, gates[t, :n], tanh_cs[t, :n], c_prev[t, :n], dh_total[t, :n], dc_total[t, :n], grad_pre[t, :n], dc_prev)
             if n < batch:
                 grad_pre[t, n:] = 0
             if t > 0:
                 dh_total[t - 1, :n] = through_hh.add_to(dh_total[t - 1, :n], grad_pre[t, :n])
-                dc_total[t - 1, :n].addcmul_(dc, forget[t, :n])
         dh0 = through_hh(grad_pre[0])
-        dc0 = dc_total[0] * forget[0]
 
         grad_w_hh = None
         if ctx.needs_input_grad[1]:
@@ -446,6 +460,29 @@ class _LayerRecurrence(torch.autograd.Function):
             if steps > 1:
                 grad_w_hh.addmm_(grad_pre[1:].flatten(0, 1).t(), hs[:-1].flatten(0, 1))
         return grad_pre, grad_w_hh, dh0, dc0, None
+
+
+_StepBackward = Callable[[int, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], None]
+
+
+def _native_step_backward(
+    t: int, gates: Tensor, tanh_c: Tensor, c_prev: Tensor, dh: Tensor, dc: Tensor, grad_pre: Tensor, dc_prev: Tensor
+) -> None:
+    """Step ``t`` of `_LayerRecurrence`'s backward in the C kernel: fills ``grad_pre``, adds to ``dc_prev``."""
+    native.backward(gates, tanh_c, c_prev, dh, dc, grad_pre, dc_prev)
+
+
+def _tensor_step_backward(gates: Tensor, tanh_cs: Tensor, c_prevs: Tensor) -> _StepBackward:
+    """Step backward of `_LayerRecurrence` in tensor operations, their gradient-free factors computed for all steps at once."""
+    factors, dc_from_dh = _backward_factors(gates, tanh_cs, c_prevs)
+    H = tanh_cs.shape[-1]
+
+    def step(t: int, gates: Tensor, tanh_c: Tensor, c_prev: Tensor, dh: Tensor, dc: Tensor, grad_pre: Tensor, dc_prev: Tensor) -> None:
+        n = dh.shape[0]
+        dc = _gate_gradients(factors[t, :n], dc_from_dh[t, :n], dh, dc, grad_pre)
+        dc_prev.addcmul_(dc, gates[:, H : 2 * H])  # C_prev reaches C through f
+
+    return step
 
 
 def _reverse_within_lengths(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
@@ -679,27 +716,26 @@ def _joint_recurrence(cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor, batch_s
 
     Without a backward pass to feed, joining ``[h_{t-1}, x_t]`` into one oneDNN product
     per step is faster than projecting all inputs first and adding them step by step.
-    Returns every step's ``h`` and ``C`` ``[T, B, H]``, zero on padding (as `_LayerRecurrence`).
+    Returns every step's ``h`` and ``C`` ``[T, B, H]``, zero on padding (as `_LayerRecurrence`);
+    ``h`` is a view into the buffer of joined rows.
     """
     steps, batch, _ = x.shape
     H = cell.hidden_size
     weight, bias = _joint_weights(cell)
-    hx = x.new_empty(steps, batch, H + x.shape[2])  # row t holds [h_{t-1}, x_t]
-    hx[:, :, H:] = x
+    hx = x.new_empty(steps + 1, batch, H + x.shape[2])  # row t holds [h_{t-1}, x_t]; h_t goes to row t+1
+    hx[:steps, :, H:] = x
     hx[0, :, :H] = h0
-    hs, cs = x.new_empty(steps, batch, H), x.new_empty(steps, batch, H)
+    cs = x.new_empty(steps, batch, H)
     tanh_c = x.new_empty(batch, H)
     c_prev = c0
     for t, n in enumerate(batch_sizes):
         pre = _joint_preactivations(hx[t, :n], weight, bias)
-        _forward_step(pre, c_prev[:n], pre, cs[t, :n], tanh_c[:n], hs[t, :n])
+        _forward_step(pre, c_prev[:n], pre, cs[t, :n], tanh_c[:n], hx[t + 1, :n, :H])
         if n < batch:
-            hs[t, n:] = 0
+            hx[t + 1, n:, :H] = 0
             cs[t, n:] = 0
-        if t + 1 < steps:
-            hx[t + 1, :n, :H] = hs[t, :n]
         c_prev = cs[t]
-    return hs, cs
+    return hx[1:, :, :H], cs  # a view: h_t already sits in row t+1, no copy needed
 
 
 def _joint_step(cell: LSTMCell, x: Tensor, h_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:

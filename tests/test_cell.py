@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from lstm_mt import native
 from lstm_mt.cell import GATE_NAMES, LSTM, LSTMCell
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -303,3 +304,52 @@ def test_inference_cell_step_matches_torch_cell():
         for _ in range(3):  # several steps: packed weights reused
             (h_ref, c_ref), (h, c) = reference(x, (h, c)), ours(x, (h, c))
             assert max_diff([h, c], [h_ref, c_ref]) < 1e-5
+
+
+@pytest.fixture(params=["native", "tensor"])
+def point_wise(request, monkeypatch):
+    """Run a test with the tensor operations (None) and with the compiled kernel (the list of its calls)."""
+    if request.param == "tensor":
+        monkeypatch.setattr(native, "usable", lambda *tensors: False)
+        return None
+    if not native.available():
+        pytest.skip("no C compiler here: the compiled kernel is not built")
+    calls: list[str] = []
+    call = native._call
+    monkeypatch.setattr(native, "_call", lambda library, name, *args: (calls.append(name), call(library, name, *args)))
+    return calls
+
+
+def test_point_wise_step_both_ways_matches_torch(point_wise):
+    """Training and inference, layer and cell: the C kernel and the tensor operations both equal torch."""
+    torch.manual_seed(13)
+    reference = torch.nn.LSTM(6, 8, 2, bidirectional=True)
+    ours = LSTM.from_torch(reference)
+    x = torch.randn(7, 5, 6, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1, 6])
+    weights = [torch.randn(7, 5, 16), torch.randn(4, 5, 8), torch.randn(4, 5, 8)]
+
+    def run_reference(module):
+        output, state = module(pack_padded_sequence(x, lengths, enforce_sorted=False))
+        return pad_packed_sequence(output, total_length=7)[0], state
+
+    expected, expected_grads = outputs_and_grads(reference, run_reference, [x], weights)
+    actual, actual_grads = outputs_and_grads(ours, lambda m: m(x, lengths), [x], weights)
+    assert max_diff(actual, expected) < 1e-5
+    assert max_diff(actual_grads, expected_grads) < 1e-5
+    with torch.no_grad():
+        assert max_diff([ours(x, lengths)[0]], [expected[0]]) < 1e-5
+
+    ref_cell = torch.nn.LSTMCell(6, 8)
+    cell = LSTMCell.from_torch(ref_cell)
+    h, c = torch.randn(5, 8, requires_grad=True), torch.randn(5, 8, requires_grad=True)
+    expected = ref_cell(x[0], (h, c))
+    actual = cell(x[0], (h, c))
+    assert max_diff(list(actual), list(expected)) < 1e-5
+    loss_weights = torch.randn(2, 5, 8)
+    grads = [torch.autograd.grad(sum((t * w).sum() for t, w in zip(out, loss_weights)), [x, h, c, *module.parameters()]) for out, module in ((actual, cell), (expected, ref_cell))]
+    assert max_diff(list(grads[0]), list(grads[1])) < 1e-5
+    with torch.no_grad():
+        assert max_diff(list(cell(x[0], (h, c))), list(expected)) < 1e-5
+    if point_wise is not None:
+        assert set(point_wise) == {"lstm_cell_forward", "lstm_cell_forward_keep", "lstm_cell_backward"}
