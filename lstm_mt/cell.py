@@ -725,17 +725,20 @@ def _joint_recurrence(cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor, batch_s
     hx = x.new_empty(steps + 1, batch, H + x.shape[2])  # row t holds [h_{t-1}, x_t]; h_t goes to row t+1
     hx[:steps, :, H:] = x
     hx[0, :, :H] = h0
-    cs = x.new_empty(steps, batch, H)
+    hs, cs = hx[1:, :, :H], x.new_empty(steps, batch, H)  # hs: a view, h_t already sits in row t+1
+    hx_rows, h_rows, c_rows = hx.unbind(0), hs.unbind(0), cs.unbind(0)  # per-step views made at once
     tanh_c = x.new_empty(batch, H)
     c_prev = c0
     for t, n in enumerate(batch_sizes):
-        pre = _joint_preactivations(hx[t, :n], weight, bias)
-        _forward_step(pre, c_prev[:n], pre, cs[t, :n], tanh_c[:n], hx[t + 1, :n, :H])
-        if n < batch:
-            hx[t + 1, n:, :H] = 0
-            cs[t, n:] = 0
-        c_prev = cs[t]
-    return hx[1:, :, :H], cs  # a view: h_t already sits in row t+1, no copy needed
+        pre = _joint_preactivations(hx_rows[t][:n], weight, bias)
+        _forward_step(pre, c_prev[:n], pre, c_rows[t][:n], tanh_c[:n], h_rows[t][:n])
+        c_prev = c_rows[t]
+    if batch_sizes[-1] < batch:  # rows past a sequence's end were left as they were: zero them
+        finished = torch.arange(batch) >= torch.tensor(batch_sizes).unsqueeze(1)
+        finished = finished.unsqueeze(2).to(x.device)
+        hs.masked_fill_(finished, 0)
+        cs.masked_fill_(finished, 0)
+    return hs, cs
 
 
 def _joint_step(cell: LSTMCell, x: Tensor, h_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
