@@ -398,14 +398,15 @@ class _LayerRecurrence(torch.autograd.Function):
     Inputs: ``x_proj[t] = W_x·x_t + b`` for all steps ``[T, B, 4H]``, ``weight_hh``,
     initial ``h0, c0`` ``[B, H]`` and ``batch_sizes[t]``, the number of sequences still
     running at step t (the batch is sorted by length, longest first, so they are the
-    first rows). Returns every step's ``h`` and ``C`` as ``[T, B, H]``, zero on padding.
+    first rows), and ``h0_is_zero`` (no initial state given: the first step needs no
+    recurrent product). Returns every step's ``h`` and ``C`` as ``[T, B, H]``, zero on padding.
 
     Backward runs only the dh/dC recurrence step by step and leaves the weight gradient
     to one large matrix product over all steps.
     """
 
     @staticmethod
-    def forward(ctx, x_proj, weight_hh, h0, c0, batch_sizes):  # type: ignore[override]
+    def forward(ctx, x_proj, weight_hh, h0, c0, batch_sizes, h0_is_zero):  # type: ignore[override]
         steps, batch, _ = x_proj.shape
         H = weight_hh.shape[1]
         recurrent = _Product(weight_hh, pack=True)
@@ -414,7 +415,10 @@ class _LayerRecurrence(torch.autograd.Function):
         gates = x_proj.new_empty(steps, batch, 4 * H) if training else None
         h_prev, c_prev = h0, c0
         for t, n in enumerate(batch_sizes):
-            pre = recurrent.add_to(x_proj[t, :n], h_prev[:n])  # W·[h, x] + b, all four gates
+            if t == 0 and h0_is_zero:
+                pre = x_proj[0].clone()  # W_h·0 = 0
+            else:
+                pre = recurrent.add_to(x_proj[t, :n], h_prev[:n])  # W·[h, x] + b, all four gates
             act = gates[t, :n] if training else pre
             _forward_step(pre, c_prev[:n], act, cs[t, :n], tanh_cs[t, :n], hs[t, :n])
             if n < batch:
@@ -423,7 +427,7 @@ class _LayerRecurrence(torch.autograd.Function):
             h_prev, c_prev = hs[t], cs[t]
         if training:
             ctx.save_for_backward(weight_hh, h0, c0, hs, cs, gates, tanh_cs)
-            ctx.batch_sizes = batch_sizes
+            ctx.batch_sizes, ctx.h0_is_zero = batch_sizes, h0_is_zero
         return hs, cs
 
     @staticmethod
@@ -451,15 +455,17 @@ class _LayerRecurrence(torch.autograd.Function):
                 grad_pre[t, n:] = 0
             if t > 0:
                 dh_total[t - 1, :n] = through_hh.add_to(dh_total[t - 1, :n], grad_pre[t, :n])
-        dh0 = through_hh(grad_pre[0])
+        dh0 = through_hh(grad_pre[0]) if ctx.needs_input_grad[2] else None
 
         grad_w_hh = None
         if ctx.needs_input_grad[1]:
             # dW_hh = Σ_t dpre_tᵀ · h_{t-1}: one product over all steps after the first.
-            grad_w_hh = grad_pre[0].t().mm(h0)
+            grad_w_hh = torch.zeros_like(weight_hh)
             if steps > 1:
                 grad_w_hh.addmm_(grad_pre[1:].flatten(0, 1).t(), hs[:-1].flatten(0, 1))
-        return grad_pre, grad_w_hh, dh0, dc0, None
+            if not ctx.h0_is_zero:
+                grad_w_hh.addmm_(grad_pre[0].t(), h0)
+        return grad_pre, grad_w_hh, dh0, dc0, None, None
 
 
 _StepBackward = Callable[[int, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], None]
@@ -565,7 +571,8 @@ class LSTM(nn.Module):
                 x = x.index_select(1, order)
         batch_sizes = _batch_sizes(lengths, steps, batch)
 
-        if state is None:
+        zero_state = state is None
+        if zero_state:
             zeros = x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
             state = (zeros, zeros)
         elif order is not None:
@@ -579,8 +586,9 @@ class LSTM(nn.Module):
             outputs = []
             for direction, cell in enumerate(cells):
                 k = layer * self.num_directions + direction
+                h0, c0 = state[0][k], state[1][k]
                 hs, h_last, c_last = _run_direction(
-                    cell, layer_input, state[0][k], state[1][k], lengths, batch_sizes, direction == 1, unsort
+                    cell, layer_input, h0, c0, lengths, batch_sizes, direction == 1, zero_state, unsort
                 )
                 outputs.append(hs)
                 h_n.append(h_last)
@@ -643,21 +651,23 @@ def _run_direction(
     lengths: Optional[Tensor],
     batch_sizes: list[int],
     reverse: bool,
+    h0_is_zero: bool = False,
     unsort: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One layer direction over a length-sorted, time-major batch: ``(outputs, h_n, c_n)``.
 
+    ``h0_is_zero``: no initial state was given, so the first step can skip ``W_h·h0``.
     ``unsort`` (rows back to the caller's order) is only needed to record gates.
     """
     if reverse:
         x = _reverse_within_lengths(x, lengths)
     if _joint_product_applies(cell, x, h0, c0):
-        hs, cs = _joint_recurrence(cell, x, h0, c0, batch_sizes)
+        hs, cs = _joint_recurrence(cell, x, h0, c0, batch_sizes, h0_is_zero)
     else:
         x_proj = _input_projection(cell, x)  # W_x·x_t + b for every step in one product
         inputs = _autocast_inputs(x_proj, cell.weight_hh, h0, c0)
         with _autocast_off(x):
-            hs, cs = _LayerRecurrence.apply(*inputs, batch_sizes)
+            hs, cs = _LayerRecurrence.apply(*inputs, batch_sizes, h0_is_zero)
     if _ACTIVE_RECORDER is not None:
         _record_layer(_ACTIVE_RECORDER, cell, x, h0, hs, cs, lengths, reverse, unsort)
     if lengths is None:
@@ -711,13 +721,16 @@ def _joint_product_applies(cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor) ->
     )
 
 
-def _joint_recurrence(cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor, batch_sizes: list[int]) -> tuple[Tensor, Tensor]:
+def _joint_recurrence(
+    cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor, batch_sizes: list[int], h0_is_zero: bool = False
+) -> tuple[Tensor, Tensor]:
     """Inference: ``W·[h, x] + b`` as one product per step, the equations' own form.
 
     Without a backward pass to feed, joining ``[h_{t-1}, x_t]`` into one oneDNN product
     per step is faster than projecting all inputs first and adding them step by step.
-    Returns every step's ``h`` and ``C`` ``[T, B, H]``, zero on padding (as `_LayerRecurrence`);
-    ``h`` is a view into the buffer of joined rows.
+    With ``h0_is_zero`` the first step multiplies ``W_x·x_0`` alone. Returns every step's
+    ``h`` and ``C`` ``[T, B, H]``, zero on padding (as `_LayerRecurrence`); ``h`` is a view
+    into the buffer of joined rows.
     """
     steps, batch, _ = x.shape
     H = cell.hidden_size
@@ -730,7 +743,10 @@ def _joint_recurrence(cell: LSTMCell, x: Tensor, h0: Tensor, c0: Tensor, batch_s
     tanh_c = x.new_empty(batch, H)
     c_prev = c0
     for t, n in enumerate(batch_sizes):
-        pre = _joint_preactivations(hx_rows[t][:n], weight, bias)
+        if t == 0 and h0_is_zero:
+            pre = _joint_preactivations(x[0], _packed(cell.weight_ih), bias)  # W·[0, x] = W_x·x
+        else:
+            pre = _joint_preactivations(hx_rows[t][:n], weight, bias)
         _forward_step(pre, c_prev[:n], pre, c_rows[t][:n], tanh_c[:n], h_rows[t][:n])
         c_prev = c_rows[t]
     if batch_sizes[-1] < batch:  # rows past a sequence's end were left as they were: zero them

@@ -26,7 +26,7 @@ import tempfile
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -53,10 +53,7 @@ def available() -> bool:
 
 def usable(*tensors: Tensor) -> bool:
     """Whether the kernel can take these tensors: CPU float32 matrices with contiguous rows."""
-    for t in tensors:
-        if t.dtype != torch.float32 or t.is_cuda or t.dim() != 2 or t.stride(1) != 1 or t.device.type != "cpu":
-            return False
-    return available()
+    return all(t.dtype is torch.float32 and t.is_cpu and t.dim() == 2 and t.stride(1) == 1 for t in tensors) and available()
 
 
 def forward(pre: Tensor, c_prev: Tensor, c: Tensor, h: Tensor, gates: Optional[Tensor] = None, tanh_c: Optional[Tensor] = None) -> bool:
@@ -65,13 +62,9 @@ def forward(pre: Tensor, c_prev: Tensor, c: Tensor, h: Tensor, gates: Optional[T
     With ``gates`` ``[B, 4H]`` and ``tanh_c`` ``[B, H]``, also writes i, f, C̃, o and tanh(C)
     for the backward pass. Returns False, touching nothing, where the kernel does not apply.
     """
-    keep = [] if gates is None else [gates, tanh_c]
-    tensors = [pre, c_prev, c, h, *keep]
-    if not usable(*tensors):
-        return False
-    name = "lstm_cell_forward_keep" if keep else "lstm_cell_forward"
-    _call(_library(), name, c.shape, tensors)
-    return True
+    if gates is None:
+        return _run("lstm_cell_forward", c, (pre, c_prev, c, h), (4, 1, 1, 1))
+    return _run("lstm_cell_forward_keep", c, (pre, c_prev, c, h, gates, tanh_c), (4, 1, 1, 1, 4, 1))
 
 
 def backward(
@@ -82,14 +75,27 @@ def backward(
     ``dh`` and ``dc`` are the gradients arriving at the step's h and C. Returns False,
     touching nothing, where the kernel does not apply.
     """
-    tensors = [gates, tanh_c, c_prev, dh, dc, grad_pre, dc_prev]
-    if not usable(*tensors):
+    tensors = (gates, tanh_c, c_prev, dh, dc, grad_pre, dc_prev)
+    return _run("lstm_cell_backward", dh, tensors, (4, 1, 1, 1, 1, 4, 1))
+
+
+def _run(name: str, state: Tensor, tensors: tuple[Tensor, ...], widths: tuple[int, ...]) -> bool:
+    """Call kernel ``name`` if every tensor fits: ``[rows, width·H]`` for ``state`` ``[rows, H]``,
+    CPU float32 with contiguous rows (the C code trusts these shapes, so they are checked here)."""
+    if state.dim() != 2:
         return False
-    _call(_library(), "lstm_cell_backward", dh.shape, tensors)
+    rows, hidden = state.shape
+    for t, width in zip(tensors, widths):
+        if t.dtype is not torch.float32 or not t.is_cpu or t.shape != (rows, width * hidden) or t.stride(1) != 1:
+            return False
+    library = _library()
+    if library is None:
+        return False
+    _call(library, name, (rows, hidden), tensors)
     return True
 
 
-def _call(library: ctypes.CDLL, name: str, shape: tuple[int, ...], tensors: list[Tensor]) -> None:
+def _call(library: ctypes.CDLL, name: str, shape: tuple[int, int], tensors: Sequence[Tensor]) -> None:
     """``name(rows, H, pointer, row stride, ...)`` for a ``[rows, H]`` step."""
     args: list[int] = [shape[0], shape[1]]
     for t in tensors:

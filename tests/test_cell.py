@@ -142,7 +142,12 @@ def test_gradcheck_layer_recurrence():
     c0 = torch.randn(batch, hidden, dtype=torch.float64, requires_grad=True)
     batch_sizes = [3, 3, 2, 1, 1]  # lengths 5, 2, 4 sorted: 5, 4, 2
     assert torch.autograd.gradcheck(
-        lambda *args: _LayerRecurrence.apply(*args, batch_sizes), (x_proj, weight_hh, h0, c0)
+        lambda *args: _LayerRecurrence.apply(*args, batch_sizes, False), (x_proj, weight_hh, h0, c0)
+    )
+    zeros = torch.zeros(batch, hidden, dtype=torch.float64)  # no initial state: the first product is skipped
+    assert torch.autograd.gradcheck(
+        lambda x_proj, weight_hh, c0: _LayerRecurrence.apply(x_proj, weight_hh, zeros, c0, batch_sizes, True),
+        (x_proj, weight_hh, c0),
     )
 
 
@@ -308,16 +313,17 @@ def test_inference_cell_step_matches_torch_cell():
 
 @pytest.fixture(params=["native", "tensor"])
 def point_wise(request, monkeypatch):
-    """Run a test with the tensor operations (None) and with the compiled kernel (the list of its calls)."""
+    """Run a test with the compiled kernel and with the tensor operations; yields the kernel calls made."""
     if request.param == "tensor":
-        monkeypatch.setattr(native, "usable", lambda *tensors: False)
-        return None
-    if not native.available():
+        monkeypatch.setattr(native, "_library", lambda: None)
+    elif not native.available():
         pytest.skip("no C compiler here: the compiled kernel is not built")
     calls: list[str] = []
     call = native._call
     monkeypatch.setattr(native, "_call", lambda library, name, *args: (calls.append(name), call(library, name, *args)))
-    return calls
+    yield calls
+    expected = {"lstm_cell_forward", "lstm_cell_forward_keep", "lstm_cell_backward"} if request.param == "native" else set()
+    assert set(calls) == expected
 
 
 def test_point_wise_step_both_ways_matches_torch(point_wise):
@@ -351,5 +357,3 @@ def test_point_wise_step_both_ways_matches_torch(point_wise):
     assert max_diff(list(grads[0]), list(grads[1])) < 1e-5
     with torch.no_grad():
         assert max_diff(list(cell(x[0], (h, c))), list(expected)) < 1e-5
-    if point_wise is not None:
-        assert set(point_wise) == {"lstm_cell_forward", "lstm_cell_forward_keep", "lstm_cell_backward"}

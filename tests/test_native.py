@@ -44,13 +44,16 @@ def test_without_a_working_compiler_the_tensor_operations_run(fresh_build, monke
 
 
 def test_kernel_leaves_unsupported_tensors_alone():
-    """float64, or rows that are not contiguous: the caller must run the tensor operations."""
+    """float64, rows that are not contiguous, mismatched shapes: the caller must run the tensor operations."""
     pre, c_prev = torch.randn(2, 12, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
     c, h = torch.zeros_like(c_prev), torch.zeros_like(c_prev)
     assert not native.forward(pre, c_prev, c, h)
     assert c.abs().sum() == 0 and h.abs().sum() == 0
     strided = torch.randn(12, 2).t()
     assert not native.forward(strided, torch.randn(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
+    # shapes that do not fit together: the C code would read past the end, so nothing runs
+    assert not native.forward(torch.randn(2, 11), torch.randn(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
+    assert not native.forward(torch.randn(3, 12), torch.randn(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
 
 
 @pytest.mark.skipif(not native.available(), reason="compiled kernel not built here")
