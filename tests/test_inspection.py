@@ -182,9 +182,9 @@ def test_saved_arrays_are_the_models_outputs(traced, tiny_checkpoint):
     src = torch.tensor(saved["src_ids"])[None]
     lengths = torch.tensor([src.shape[1]])
     top = model.encoder.rnn.num_layers - 1
-    memory = model.encode(src, lengths).memory[0].detach().numpy()
+    memory = model.encode(src, lengths).memory[0].detach().numpy()  # with gradients: the training path, float32 rounding apart
     np.testing.assert_allclose(
-        np.hstack([saved[f"encoder.layer{top}.forward.h"], saved[f"encoder.layer{top}.backward.h"]]), memory, atol=1e-6
+        np.hstack([saved[f"encoder.layer{top}.forward.h"], saved[f"encoder.layer{top}.backward.h"]]), memory, atol=1e-5
     )
     hypothesis = greedy_search(model, src, lengths)[0]
     np.testing.assert_allclose(saved["attention"], hypothesis.attention.numpy(), atol=1e-6)
