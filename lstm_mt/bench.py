@@ -2,7 +2,9 @@
 
 Prints a table of median times and ratios (ours / torch) for full sequences
 (forward+backward = "train", forward under no_grad = "infer") and for a decoder-style
-loop of single steps against nn.LSTMCell, plus peak memory on CUDA.
+loop of single steps against nn.LSTMCell, plus the peak memory of a training step: on
+CUDA from the allocator, on CPU (Linux) as the peak resident memory the step adds, in a
+fresh process whose allocator returns freed blocks to the system.
 
     lstm-mt bench                 # the standard shapes, CPU
     lstm-mt bench --quick         # the headline shape only (H=512, T=30, B=64)
@@ -12,9 +14,16 @@ loop of single steps against nn.LSTMCell, plus peak memory on CUDA.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -151,6 +160,57 @@ def peak_memory_mb(shape: Shape, device: torch.device) -> tuple[float, float]:
     return peaks[0], peaks[1]
 
 
+# glibc: every block of 64 KiB or more gets its own mapping, returned to the system when freed,
+# so the resident set follows the memory actually in use.
+_MMAP_EVERY_BLOCK = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+_CLEAR_REFS = Path("/proc/self/clear_refs")  # writing 5 resets the peak resident set (VmHWM)
+
+
+def peak_cpu_memory_mb(shape: Shape) -> Optional[tuple[float, float]]:
+    """Peak resident memory (MB) one training step adds on CPU, torch then ours; None off Linux."""
+    if not _CLEAR_REFS.exists():
+        return None
+    probe = [sys.executable, "-m", "lstm_mt.bench", "--memory-probe", json.dumps(dataclasses.asdict(shape))]
+    env = {**os.environ, **_MMAP_EVERY_BLOCK, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    done = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        return None
+    torch_mb, ours_mb = json.loads(done.stdout.splitlines()[-1])
+    return torch_mb, ours_mb
+
+
+def _memory_probe(shape: Shape, repeats: int = 3) -> None:
+    """In the probe process: print ``[torch MB, ours MB]``, each the median over a few training steps."""
+    ref = torch.nn.LSTM(shape.input, shape.hidden, shape.layers, bidirectional=shape.bidirectional)
+    ours = LSTM.from_torch(ref)
+    x = torch.randn(shape.length, shape.batch, shape.input)
+    peaks = []
+    for module in (ref, ours):
+        def step() -> None:
+            module.zero_grad(set_to_none=True)
+            output, _ = module(x)
+            output.sum().backward()
+        step()  # warm-up: lazily built state (packed weights, the compiled kernel) is not the step's
+        peaks.append(statistics.median(_added_peak_mb(step) for _ in range(repeats)))
+    print(json.dumps(peaks))
+
+
+def _added_peak_mb(fn: Callable[[], None]) -> float:
+    """How far ``fn`` raises the resident set above where it started (MB)."""
+    gc.collect()
+    _CLEAR_REFS.write_text("5")
+    before = _status_kb("VmRSS")
+    fn()
+    return (_status_kb("VmHWM") - before) / 1024
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """`lstm-mt bench`: print the comparison tables."""
     parser = argparse.ArgumentParser(
@@ -160,7 +220,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="only the headline shape")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: the CPU memory measurement
     args = parser.parse_args(argv)
+    if args.memory_probe:
+        _memory_probe(Shape(**json.loads(args.memory_probe)))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -168,17 +232,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"median of {args.repeats}, times in ms")
 
-    print("\n| shape | train torch | train ours | ratio | infer torch | infer ours | ratio |"
-          + (" peak MB torch | peak MB ours |" if device.type == "cuda" else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|---|" if device.type == "cuda" else ""))
+    print("\n| shape | train torch | train ours | ratio | infer torch | infer ours | ratio | train peak MB torch | ours |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for shape in shapes:
         t = bench_sequence(shape, device, args.repeats)
-        row = (f"| {shape.label()} | {t['torch_train']:.1f} | {t['ours_train']:.1f} | "
-               f"{t['ours_train'] / t['torch_train']:.2f}× | {t['torch_infer']:.1f} | {t['ours_infer']:.1f} | "
-               f"{t['ours_infer'] / t['torch_infer']:.2f}× |")
-        if device.type == "cuda":
-            row += " {:.0f} | {:.0f} |".format(*peak_memory_mb(shape, device))
-        print(row, flush=True)
+        peaks = peak_memory_mb(shape, device) if device.type == "cuda" else peak_cpu_memory_mb(shape)
+        print(f"| {shape.label()} | {t['torch_train']:.1f} | {t['ours_train']:.1f} | "
+              f"{t['ours_train'] / t['torch_train']:.2f}× | {t['torch_infer']:.1f} | {t['ours_infer']:.1f} | "
+              f"{t['ours_infer'] / t['torch_infer']:.2f}× | " + ("n/a | n/a |" if peaks is None else "{:.0f} | {:.0f} |".format(*peaks)), flush=True)
 
     print("\nGate recording (lstm-mt inspect): forward time with recording off (the normal path) and on:\n")
     print("| shape | off | on | on / off |")

@@ -15,6 +15,10 @@ Multi30k; hypotheses and report.json in ``<run>/test/``) and writes ``<run>/resu
 direction, parameters, training steps and time, hardware, the decoding choice, every test
 score, and the command line, with one Markdown row per test set for the README's table.
 The run's config is the one the latest `lstm-mt train` wrote to ``<run>/.hydra/config.yaml``.
+
+A third step checks reproducibility: ``python -m lstm_mt.recipe compare RUN RERUN`` prints the
+val BLEU of both runs at each validation (and of their tuned decoding) and exits 1 when any
+pair differs by more than 0.5 BLEU.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from lstm_mt.runtime import select_device
 from lstm_mt.train import METRICS_FILE, as_job_config
 from lstm_mt.translate import DecodingOptions, Translator, write_text_atomic
 
-__all__ = ["Trial", "decoding_grid", "evaluate_run", "main", "tune", "tune_run", "valid_set"]
+__all__ = ["Trial", "compare_runs", "decoding_grid", "evaluate_run", "main", "tune", "tune_run", "valid_set"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ RESULTS_FILE = "results.json"
 TRAIN_TIMES_FILE = "train_times.jsonl"  # {"seconds": N, "status": S} per `lstm-mt train` of recipe.sh
 TEST_DIR = "test"
 SELECTED_BY = "BLEU"  # sacreBLEU's, on the raw valid references
+REPRODUCED_WITHIN = 0.5  # val BLEU: how close a rerun with the same seed must come
 
 
 @dataclass
@@ -144,15 +149,50 @@ def resolve_device(name: str) -> str:
     return str(select_device(name))
 
 
+def compare_runs(first: Path, second: Path, tolerance: float = REPRODUCED_WITHIN) -> bool:
+    """Print the val BLEU of two runs of one recipe side by side; True if every pair is within ``tolerance``.
+
+    Pairs the validations of ``metrics.jsonl`` by update step, and compares the tuned val
+    BLEU of ``decoding.json`` too where both runs have one.
+    """
+    pairs = _valid_bleu(first), _valid_bleu(second)
+    steps = sorted(set(pairs[0]) & set(pairs[1]))
+    if not steps:
+        raise LstmMtError(f"{first} and {second}: no validation at a common step in {METRICS_FILE}")
+    rows = [(f"step {step}", pairs[0][step], pairs[1][step]) for step in steps]
+    tuned = [run / DECODING_FILE for run in (first, second)]
+    if all(path.is_file() for path in tuned):
+        rows.append(("tuned decoding", *(json.loads(path.read_text())["scores"][SELECTED_BY] for path in tuned)))
+    print(f"val BLEU | {first} | {second} | difference")
+    for label, a, b in rows:
+        print(f"{label} | {a:.2f} | {b:.2f} | {abs(a - b):.2f}")
+    largest = max(abs(a - b) for _, a, b in rows)
+    unmatched = len(set(pairs[0]) ^ set(pairs[1]))
+    verdict = "reproduced" if largest <= tolerance else "NOT reproduced"
+    print(f"{verdict}: largest difference {largest:.2f} BLEU (tolerance {tolerance}); "
+          f"{len(steps)} validations compared, {unmatched} in one run only")
+    return largest <= tolerance
+
+
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m lstm_mt.recipe tune|test RUN_DIR [--device D]``; errors are one line, exit status 2."""
+    """``python -m lstm_mt.recipe tune|test RUN_DIR [--device D]`` or ``compare RUN_DIR OTHER_RUN_DIR``.
+
+    Errors are one line with exit status 2; ``compare`` exits 1 when the runs differ by more than the tolerance.
+    """
     parser = argparse.ArgumentParser(prog="python -m lstm_mt.recipe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("tune", "test"), help="tune: pick on val; test: score the test splits")
+    parser.add_argument("step", choices=("tune", "test", "compare"),
+                        help="tune: pick on val; test: score the test splits; compare: val BLEU of two runs")
     parser.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/multi30k_en_de")
+    parser.add_argument("other_run_dir", type=Path, nargs="?", help="compare: the rerun's folder")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument("--tolerance", type=float, default=REPRODUCED_WITHIN, help="compare: BLEU (default 0.5)")
     args = parser.parse_args(argv)
+    if (args.step == "compare") != (args.other_run_dir is not None):
+        parser.error("compare takes two run folders; tune and test take one")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.step == "compare":
+            sys.exit(0 if compare_runs(args.run_dir, args.other_run_dir, args.tolerance) else 1)
         (tune_run if args.step == "tune" else evaluate_run)(args.run_dir, args.device)
     except LstmMtError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -160,6 +200,15 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _valid_bleu(run_dir: Path) -> dict[int, float]:
+    """Val BLEU by update step from ``run_dir``'s metrics.jsonl (the last record of a step wins)."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise LstmMtError(f"{path}: not found; is {run_dir} a training run folder?")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {record["step"]: record["bleu"] for record in records if record.get("kind") == "valid" and "bleu" in record}
 
 
 def _searched(beam_size: int, alpha: float) -> tuple[int, float]:

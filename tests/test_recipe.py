@@ -165,3 +165,38 @@ def test_tune_picks_on_val_and_test_scores_the_test_splits_with_that_choice(run_
     assert summary["direction"] == "de-en" and summary["parameters"] > 0
     assert "| de→en | test_2016_flickr |" in printed
     assert json.loads((run_dir / "results.json").read_text()) == summary
+
+
+def _fake_run(folder, bleus, tuned=None):
+    folder.mkdir()
+    lines = [json.dumps({"kind": "train", "step": 5, "loss": 3.0})]
+    lines += [json.dumps({"kind": "valid", "step": 10 * (k + 1), "bleu": bleu}) for k, bleu in enumerate(bleus)]
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    if tuned is not None:
+        (folder / "decoding.json").write_text(json.dumps({"scores": {"BLEU": tuned}}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "second, tuned, status",
+    [([1.0, 5.0, 9.0], 9.5, 0), ([1.0, 5.4, 9.0], 9.5, 0), ([1.0, 5.0, 9.6], 9.5, 1), ([1.0, 5.0, 9.0], 8.9, 1)],
+    ids=["identical", "within-0.5", "one-validation-off", "tuned-off"],
+)
+def test_compare_passes_a_rerun_only_within_half_a_bleu(tmp_path, capsys, second, tuned, status):
+    first = _fake_run(tmp_path / "run", [1.0, 5.0, 9.0], tuned=9.5)
+    rerun = _fake_run(tmp_path / "rerun", second, tuned=tuned)
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main(["compare", str(first), str(rerun)])
+    assert exit_info.value.code == status
+    out = capsys.readouterr().out
+    assert ("NOT reproduced" in out) == bool(status)
+    assert "3 validations compared" in out
+
+
+def test_compare_without_common_validations_is_a_one_line_error(tmp_path, capsys):
+    first = _fake_run(tmp_path / "run", [1.0])
+    empty = _fake_run(tmp_path / "rerun", [])
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main(["compare", str(first), str(empty)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: ")
