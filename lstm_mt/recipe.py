@@ -202,12 +202,26 @@ def main(argv: Optional[list[str]] = None) -> None:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _valid_bleu(run_dir: Path) -> dict[int, float]:
-    """Val BLEU by update step from ``run_dir``'s metrics.jsonl (the last record of a step wins)."""
+def _metrics_records(run_dir: Path) -> Optional[list[dict[str, Any]]]:
+    """The records of ``run_dir``'s metrics.jsonl in order, or None without the file."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
-        raise LstmMtError(f"{path}: not found; is {run_dir} a training run folder?")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return None
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise LstmMtError(f"{path}:{number}: not a JSON record ({error.msg})") from None
+    return records
+
+
+def _valid_bleu(run_dir: Path) -> dict[int, float]:
+    """Val BLEU by update step from ``run_dir``'s metrics.jsonl (the last record of a step wins)."""
+    records = _metrics_records(run_dir)
+    if records is None:
+        raise LstmMtError(f"{run_dir / METRICS_FILE}: not found; is {run_dir} a training run folder?")
     return {record["step"]: record["bleu"] for record in records if record.get("kind") == "valid" and "bleu" in record}
 
 
@@ -255,9 +269,7 @@ def _summary(run_dir: Path, job: TrainJobConfig, decoding: dict[str, Any], resul
 
 def _training_end(run_dir: Path) -> dict[str, Any]:
     """The last ``end`` record of metrics.jsonl: steps, epochs, why it stopped, best validation."""
-    path = run_dir / METRICS_FILE
-    records = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    ends = [record for record in records if record.get("kind") == "end"]
+    ends = [record for record in _metrics_records(run_dir) or [] if record.get("kind") == "end"]
     return {key: ends[-1].get(key) for key in ("step", "epoch", "reason", "best")} if ends else {}
 
 

@@ -200,3 +200,15 @@ def test_compare_without_common_validations_is_a_one_line_error(tmp_path, capsys
         recipe.main(["compare", str(first), str(empty)])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_compare_names_a_broken_metrics_line(tmp_path, capsys):
+    first = _fake_run(tmp_path / "run", [1.0])
+    broken = _fake_run(tmp_path / "rerun", [1.0])
+    with (broken / "metrics.jsonl").open("a") as metrics:
+        metrics.write('{"kind": "valid", "step": 20, "bl\n')
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main(["compare", str(first), str(broken)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "metrics.jsonl:3:" in err and len(err.strip().splitlines()) == 1
