@@ -77,18 +77,24 @@ def interleaved(fns: dict[str, Callable[[], None]], device: torch.device, repeat
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def lstm_pair(shape: Shape, device: torch.device) -> tuple[torch.nn.LSTM, LSTM, torch.Tensor]:
+    """A `torch.nn.LSTM` of ``shape``, our `LSTM` with a copy of its weights, and an input batch."""
+    ref = torch.nn.LSTM(shape.input, shape.hidden, shape.layers, bidirectional=shape.bidirectional).to(device)
+    return ref, LSTM.from_torch(ref), torch.randn(shape.length, shape.batch, shape.input, device=device)
+
+
+def training_step(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """One forward and backward pass of ``module`` over ``x``, gradients cleared first."""
+    def run() -> None:
+        module.zero_grad(set_to_none=True)
+        output, _ = module(x)
+        output.sum().backward()
+    return run
+
+
 def bench_sequence(shape: Shape, device: torch.device, repeats: int) -> dict[str, float]:
     """Train (fwd+bwd) and inference (fwd) times for full sequences."""
-    ref = torch.nn.LSTM(shape.input, shape.hidden, shape.layers, bidirectional=shape.bidirectional).to(device)
-    ours = LSTM.from_torch(ref)
-    x = torch.randn(shape.length, shape.batch, shape.input, device=device)
-
-    def train(module: torch.nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            module.zero_grad(set_to_none=True)
-            output, _ = module(x)
-            output.sum().backward()
-        return run
+    ref, ours, x = lstm_pair(shape, device)
 
     def infer(module: torch.nn.Module) -> Callable[[], None]:
         def run() -> None:
@@ -96,7 +102,7 @@ def bench_sequence(shape: Shape, device: torch.device, repeats: int) -> dict[str
                 module(x)
         return run
 
-    t = interleaved({"torch_train": train(ref), "ours_train": train(ours)}, device, repeats)
+    t = interleaved({"torch_train": training_step(ref, x), "ours_train": training_step(ours, x)}, device, repeats)
     t.update(interleaved({"torch_infer": infer(ref), "ours_infer": infer(ours)}, device, repeats))
     return t
 
@@ -146,15 +152,12 @@ def bench_recording(shape: Shape, device: torch.device, repeats: int) -> dict[st
 
 def peak_memory_mb(shape: Shape, device: torch.device) -> tuple[float, float]:
     """Peak CUDA memory (MB) of one training step, torch then ours."""
-    ref = torch.nn.LSTM(shape.input, shape.hidden, shape.layers, bidirectional=shape.bidirectional).to(device)
-    ours = LSTM.from_torch(ref)
-    x = torch.randn(shape.length, shape.batch, shape.input, device=device)
+    ref, ours, x = lstm_pair(shape, device)
     peaks = []
     for module in (ref, ours):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        output, _ = module(x)
-        output.sum().backward()
+        training_step(module, x)()
         sync(device)
         peaks.append(torch.cuda.max_memory_allocated(device) / 2**20)
     return peaks[0], peaks[1]
@@ -181,15 +184,10 @@ def peak_cpu_memory_mb(shape: Shape) -> Optional[tuple[float, float]]:
 
 def _memory_probe(shape: Shape, repeats: int = 3) -> None:
     """In the probe process: print ``[torch MB, ours MB]``, each the median over a few training steps."""
-    ref = torch.nn.LSTM(shape.input, shape.hidden, shape.layers, bidirectional=shape.bidirectional)
-    ours = LSTM.from_torch(ref)
-    x = torch.randn(shape.length, shape.batch, shape.input)
+    ref, ours, x = lstm_pair(shape, torch.device("cpu"))
     peaks = []
     for module in (ref, ours):
-        def step() -> None:
-            module.zero_grad(set_to_none=True)
-            output, _ = module(x)
-            output.sum().backward()
+        step = training_step(module, x)
         step()  # warm-up: lazily built state (packed weights, the compiled kernel) is not the step's
         peaks.append(statistics.median(_added_peak_mb(step) for _ in range(repeats)))
     print(json.dumps(peaks))
