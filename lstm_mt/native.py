@@ -53,7 +53,7 @@ def available() -> bool:
 
 def usable(*tensors: Tensor) -> bool:
     """Whether the kernel can take these tensors: CPU float32 matrices with contiguous rows."""
-    return all(t.dtype is torch.float32 and t.is_cpu and t.dim() == 2 and t.stride(1) == 1 for t in tensors) and available()
+    return all(t.dim() == 2 and _float32_cpu_rows(t) for t in tensors) and available()
 
 
 def forward(pre: Tensor, c_prev: Tensor, c: Tensor, h: Tensor, gates: Optional[Tensor] = None, tanh_c: Optional[Tensor] = None) -> bool:
@@ -86,13 +86,18 @@ def _run(name: str, state: Tensor, tensors: tuple[Tensor, ...], widths: tuple[in
         return False
     rows, hidden = state.shape
     for t, width in zip(tensors, widths):
-        if t.dtype is not torch.float32 or not t.is_cpu or t.shape != (rows, width * hidden) or t.stride(1) != 1:
+        if t.shape != (rows, width * hidden) or not _float32_cpu_rows(t):
             return False
     library = _library()
     if library is None:
         return False
     _call(library, name, (rows, hidden), tensors)
     return True
+
+
+def _float32_cpu_rows(t: Tensor) -> bool:
+    """CPU float32 whose rows are contiguous: what the C code reads and writes."""
+    return t.dtype is torch.float32 and t.is_cpu and t.stride(-1) == 1
 
 
 def _call(library: ctypes.CDLL, name: str, shape: tuple[int, int], tensors: Sequence[Tensor]) -> None:
