@@ -436,7 +436,6 @@ class _LayerRecurrence(torch.autograd.Function):
         weight_hh, h0, c0, hs, cs, gates, tanh_cs = ctx.saved_tensors
         batch_sizes = ctx.batch_sizes
         steps, batch, H = hs.shape
-        c_prev = torch.cat([c0.unsqueeze(0), cs[:-1]])
         through_hh = _Product(weight_hh.t().contiguous(), pack=True)  # dpre ↦ dpre @ W_hh
 
         grad_pre = gates.new_empty(steps, batch, 4 * H)
@@ -446,11 +445,11 @@ class _LayerRecurrence(torch.autograd.Function):
         if native.usable(gates[0], dh_total[0], c0):
             step_backward = _native_step_backward
         else:
-            step_backward = _tensor_step_backward(gates, tanh_cs, c_prev)
+            step_backward = _tensor_step_backward(gates, tanh_cs, torch.cat([c0.unsqueeze(0), cs[:-1]]))
         for t in range(steps - 1, -1, -1):
             n = batch_sizes[t]
-            dc_prev = dc_total[t - 1, :n] if t > 0 else dc0[:n]
-            step_backward(t, gates[t, :n], tanh_cs[t, :n], c_prev[t, :n], dh_total[t, :n], dc_total[t, :n], grad_pre[t, :n], dc_prev)
+            c_prev, dc_prev = (cs[t - 1, :n], dc_total[t - 1, :n]) if t > 0 else (c0[:n], dc0[:n])
+            step_backward(t, gates[t, :n], tanh_cs[t, :n], c_prev, dh_total[t, :n], dc_total[t, :n], grad_pre[t, :n], dc_prev)
             if n < batch:
                 grad_pre[t, n:] = 0
             if t > 0:
