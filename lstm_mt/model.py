@@ -86,9 +86,13 @@ class Seq2Seq(nn.Module):
         ``tgt_in`` starts with BOS (the targets shifted right). With ``return_attention``,
         also returns the attention weights ``[B, T, S]``.
         """
-        hidden, attention = self.decoder(tgt_in, self.encode(src, src_lengths))
-        logits = self.generator(hidden)
+        logits, attention = self.decode(tgt_in, self.encode(src, src_lengths))
         return (logits, attention) if return_attention else logits
+
+    def decode(self, tgt_in: Tensor, encoder_out: EncoderOutput) -> tuple[Tensor, Tensor]:
+        """Teacher-forced logits ``[B, T, V]`` and attention ``[B, T, S]`` for an encoded source."""
+        hidden, attention = self.decoder(tgt_in, encoder_out)
+        return self.generator(hidden), attention
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
         """Encode a padded source batch ``[B, S]`` with lengths ``[B]``."""

@@ -14,13 +14,13 @@ never produced. Scores are total log-probabilities, EOS included.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
 from lstm_mt.errors import LstmMtError
-from lstm_mt.model import BOS_ID, EOS_ID, PAD_ID, Seq2Seq
+from lstm_mt.model import BOS_ID, EOS_ID, PAD_ID, EncoderOutput, Seq2Seq
 
 __all__ = [
     "Hypothesis", "SearchConfig", "beam_search", "greedy_search", "length_penalty",
@@ -93,10 +93,19 @@ def search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, cfg: SearchConfig) 
 
 @torch.no_grad()
 def greedy_search(
-    model: Seq2Seq, src: Tensor, src_lengths: Tensor, max_len_a: float = 1.5, max_len_b: int = 10
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    encoder_out: Optional[EncoderOutput] = None,
 ) -> list[Hypothesis]:
-    """The argmax token at every step, for a padded batch ``src`` ``[B, S]``; one `Hypothesis` per row."""
-    encoder_out = model.encode(src, src_lengths)
+    """The argmax token at every step, for a padded batch ``src`` ``[B, S]``; one `Hypothesis` per row.
+
+    ``encoder_out``: ``model.encode(src, src_lengths)`` where the caller already has it.
+    """
+    if encoder_out is None:
+        encoder_out = model.encode(src, src_lengths)
     state = model.init_decoder_state(encoder_out)
     batch = src.shape[0]
     limits = max_output_lengths(src_lengths.to(src.device), max_len_a, max_len_b)

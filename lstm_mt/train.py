@@ -328,8 +328,9 @@ def validate(
     for batch in data.valid_batches(max_tokens):
         batch = batch.to(device)
         with precision.autocast(device):
-            logits = model(batch.src, batch.src_lengths, batch.tgt_in)
-            found = greedy_search(model, batch.src, batch.src_lengths)
+            encoder_out = model.encode(batch.src, batch.src_lengths)  # once, for the loss and the search
+            logits, _ = model.decode(batch.tgt_in, encoder_out)
+            found = greedy_search(model, batch.src, batch.src_lengths, encoder_out=encoder_out)
         nll += label_smoothed_nll(logits, batch.tgt_out, 0.0).nll.item()
         tokens += batch.num_tgt_tokens
         for index, hypothesis in zip(batch.indices, found):
