@@ -45,9 +45,7 @@ class Attention(nn.Module):
         """Unnormalized scores ``[B, S]`` of ``query`` ``[B, Q]`` against ``keys`` ``[B, S, K]``."""
         raise NotImplementedError
 
-    def forward(
-        self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Attend from ``query`` ``[B, Q]`` over ``memory`` ``[B, S, M]``.
 
         ``keys`` is ``project_memory(memory)``; ``mask`` ``[B, S]`` is True at real tokens.
@@ -83,9 +81,7 @@ class DotAttention(Attention):
     def __init__(self, query_size: int, memory_size: int) -> None:
         super().__init__()
         if query_size != memory_size:
-            raise ValueError(
-                f"dot attention needs equal query and memory sizes, got {query_size} and {memory_size}"
-            )
+            raise ValueError(f"dot attention needs equal query and memory sizes, got {query_size} and {memory_size}")
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         """``qᵀ k_j`` for every position: ``[B, S]``."""

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -36,7 +36,7 @@ class AverageConfig:
     """`lstm-mt average`: either ``inputs`` (checkpoint files) or ``dir`` and ``last``."""
 
     inputs: list[str] = field(default_factory=list)
-    dir: Optional[str] = None
+    dir: str | None = None
     last: int = 5
     pattern: str = "*.pt"
     output: str = MISSING
@@ -45,7 +45,7 @@ class AverageConfig:
 ConfigStore.instance().store(name="average_schema", node=AverageConfig)
 
 
-def main(argv: Optional[list[str]] = None) -> Optional[int]:
+def main(argv: list[str] | None = None) -> int | None:
     """`lstm-mt average inputs=[...] output=PATH` or `lstm-mt average dir=DIR last=N output=PATH`."""
     return run_hydra(run_average, "average", sys.argv[1:] if argv is None else argv, "lstm-mt average")
 
@@ -90,7 +90,7 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
     return {**newest, "model": model, "averaged_from": [str(p) for p in paths]}
 
 
-def latest_checkpoints(folder: Path, count: int, pattern: str = "*.pt", exclude: Optional[Path] = None) -> list[Path]:
+def latest_checkpoints(folder: Path, count: int, pattern: str = "*.pt", exclude: Path | None = None) -> list[Path]:
     """The ``count`` checkpoints in ``folder`` with the highest step, oldest first.
 
     Averages written earlier (they have ``averaged_from``) and ``exclude`` are skipped, and

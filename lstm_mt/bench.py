@@ -22,9 +22,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 
@@ -85,10 +85,12 @@ def lstm_pair(shape: Shape, device: torch.device) -> tuple[torch.nn.LSTM, LSTM, 
 
 def training_step(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     """One forward and backward pass of ``module`` over ``x``, gradients cleared first."""
+
     def run() -> None:
         module.zero_grad(set_to_none=True)
         output, _ = module(x)
         output.sum().backward()
+
     return run
 
 
@@ -100,6 +102,7 @@ def bench_sequence(shape: Shape, device: torch.device, repeats: int) -> dict[str
         def run() -> None:
             with torch.no_grad():
                 module(x)
+
         return run
 
     t = interleaved({"torch_train": training_step(ref, x), "ours_train": training_step(ours, x)}, device, repeats)
@@ -125,6 +128,7 @@ def bench_decoder_steps(shape: Shape, device: torch.device, repeats: int) -> dic
                     total = total + h.sum()
                 if backward:
                     total.backward()
+
         return run
 
     t = interleaved({"torch_step_train": loop(ref, True), "ours_step_train": loop(ours, True)}, device, repeats)
@@ -145,6 +149,7 @@ def bench_recording(shape: Shape, device: torch.device, repeats: int) -> dict[st
                         ours(x)
                 else:
                     ours(x)
+
         return run
 
     return interleaved({"off": infer(False), "on": infer(True)}, device, repeats)
@@ -169,7 +174,7 @@ _MMAP_EVERY_BLOCK = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 _CLEAR_REFS = Path("/proc/self/clear_refs")  # writing 5 resets the peak resident set (VmHWM)
 
 
-def peak_cpu_memory_mb(shape: Shape) -> Optional[tuple[float, float]]:
+def peak_cpu_memory_mb(shape: Shape) -> tuple[float, float] | None:
     """Peak resident memory (MB) one training step adds on CPU, torch then ours; None off Linux."""
     if not _CLEAR_REFS.exists():
         return None
@@ -209,7 +214,7 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """`lstm-mt bench`: print the comparison tables."""
     parser = argparse.ArgumentParser(
         prog="lstm-mt bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -227,17 +232,25 @@ def main(argv: Optional[list[str]] = None) -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     shapes = [HEADLINE] if args.quick else SHAPES
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"median of {args.repeats}, times in ms")
+    print(
+        f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+        f"median of {args.repeats}, times in ms"
+    )
 
-    print("\n| shape | train torch | train ours | ratio | infer torch | infer ours | ratio | train peak MB torch | ours |")
+    print(
+        "\n| shape | train torch | train ours | ratio | infer torch | infer ours | ratio | train peak MB torch | ours |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for shape in shapes:
         t = bench_sequence(shape, device, args.repeats)
         peaks = peak_memory_mb(shape, device) if device.type == "cuda" else peak_cpu_memory_mb(shape)
-        print(f"| {shape.label()} | {t['torch_train']:.1f} | {t['ours_train']:.1f} | "
-              f"{t['ours_train'] / t['torch_train']:.2f}× | {t['torch_infer']:.1f} | {t['ours_infer']:.1f} | "
-              f"{t['ours_infer'] / t['torch_infer']:.2f}× | " + ("n/a | n/a |" if peaks is None else "{:.0f} | {:.0f} |".format(*peaks)), flush=True)
+        print(
+            f"| {shape.label()} | {t['torch_train']:.1f} | {t['ours_train']:.1f} | "
+            f"{t['ours_train'] / t['torch_train']:.2f}× | {t['torch_infer']:.1f} | {t['ours_infer']:.1f} | "
+            f"{t['ours_infer'] / t['torch_infer']:.2f}× | "
+            + ("n/a | n/a |" if peaks is None else "{:.0f} | {:.0f} |".format(*peaks)),
+            flush=True,
+        )
 
     print("\nGate recording (lstm-mt inspect): forward time with recording off (the normal path) and on:\n")
     print("| shape | off | on | on / off |")
@@ -250,9 +263,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     print("|---|---|---|---|---|---|---|")
     for shape in [HEADLINE] if args.quick else [HEADLINE, Shape(512, 1, False, 30, 5), Shape(1024, 1, False, 30, 64)]:
         t = bench_decoder_steps(shape, device, args.repeats)
-        print(f"| {shape.label()} | {t['torch_step_train']:.1f} | {t['ours_step_train']:.1f} | "
-              f"{t['ours_step_train'] / t['torch_step_train']:.2f}× | {t['torch_step_infer']:.1f} | "
-              f"{t['ours_step_infer']:.1f} | {t['ours_step_infer'] / t['torch_step_infer']:.2f}× |", flush=True)
+        print(
+            f"| {shape.label()} | {t['torch_step_train']:.1f} | {t['ours_step_train']:.1f} | "
+            f"{t['ours_step_train'] / t['torch_step_train']:.2f}× | {t['torch_step_infer']:.1f} | "
+            f"{t['ours_step_infer']:.1f} | {t['ours_step_infer'] / t['torch_step_infer']:.2f}× |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

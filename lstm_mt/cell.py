@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +87,7 @@ class GateRecord:
     (decoder): ``[B, H]`` and ``lengths`` None. ``g`` is the candidate C̃.
     """
 
-    cell: "LSTMCell"
+    cell: LSTMCell
     reverse: bool
     i: Tensor
     f: Tensor
@@ -94,7 +95,7 @@ class GateRecord:
     o: Tensor
     c: Tensor
     h: Tensor
-    lengths: Optional[Tensor] = None
+    lengths: Tensor | None = None
 
 
 class GateRecorder:
@@ -111,7 +112,7 @@ class GateRecorder:
     def __init__(self) -> None:
         self.records: list[GateRecord] = []
 
-    def __enter__(self) -> "GateRecorder":
+    def __enter__(self) -> GateRecorder:
         global _ACTIVE_RECORDER
         if _ACTIVE_RECORDER is not None:
             raise RuntimeError("a GateRecorder is already active")
@@ -123,7 +124,7 @@ class GateRecorder:
         _ACTIVE_RECORDER = None
 
 
-_ACTIVE_RECORDER: Optional[GateRecorder] = None
+_ACTIVE_RECORDER: GateRecorder | None = None
 
 
 class LSTMCell(nn.Module):
@@ -155,7 +156,7 @@ class LSTMCell(nn.Module):
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
 
-    def gate_parameters(self) -> dict[str, dict[str, Optional[Tensor]]]:
+    def gate_parameters(self) -> dict[str, dict[str, Tensor | None]]:
         """Views of each gate's weights: ``{"forget": {"W_x": ..., "W_h": ..., "b": ...}, ...}``.
 
         ``W_x`` and ``W_h`` are the input and hidden halves of ``W_g`` in the equations;
@@ -169,11 +170,11 @@ class LSTMCell(nn.Module):
             gates[name] = {"W_x": self.weight_ih[rows], "W_h": self.weight_hh[rows], "b": bias}
         return gates
 
-    def combined_bias(self) -> Optional[Tensor]:
+    def combined_bias(self) -> Tensor | None:
         """``b = b_ih + b_hh`` (PyTorch keeps two biases where the equations have one)."""
         return None if self.bias_ih is None else self.bias_ih + self.bias_hh
 
-    def forward(self, x: Tensor, state: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """One step for a batch: ``x`` is ``[batch, input]``; returns ``(h, c)``, each ``[batch, hidden]``."""
         if _ACTIVE_RECORDER is not None:
             h, c, gates = self.step_with_gates(x, state)
@@ -187,21 +188,21 @@ class LSTMCell(nn.Module):
             return _CellStep.apply(*inputs)
 
     def step_with_gates(
-        self, x: Tensor, state: Optional[tuple[Tensor, Tensor]] = None
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor, GateActivations]:
         """`forward` written out with `lstm_step`, also returning i, f, C̃ and o."""
         h_prev, c_prev = self._state_or_zeros(x, state)
         preactivations = F.linear(x, self.weight_ih, self.combined_bias()) + F.linear(h_prev, self.weight_hh)
         return lstm_step(preactivations, c_prev)
 
-    def _state_or_zeros(self, x: Tensor, state: Optional[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    def _state_or_zeros(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
         if state is not None:
             return state
         zeros = x.new_zeros(x.shape[0], self.hidden_size)
         return zeros, zeros
 
     @classmethod
-    def from_torch(cls, cell: nn.LSTMCell) -> "LSTMCell":
+    def from_torch(cls, cell: nn.LSTMCell) -> LSTMCell:
         """An `LSTMCell` with a copy of a `torch.nn.LSTMCell`'s weights."""
         ours = cls(cell.input_size, cell.hidden_size, bias=cell.bias)
         ours.to(dtype=cell.weight_ih.dtype, device=cell.weight_ih.device)
@@ -218,7 +219,7 @@ class LSTMCell(nn.Module):
 # Fast path: the same equations, arranged for speed. Everything below is private.
 # ---------------------------------------------------------------------------------------
 
-_ONEDNN_WORKS: Optional[bool] = None  # decided on first use: does this PyTorch build run oneDNN's linear?
+_ONEDNN_WORKS: bool | None = None  # decided on first use: does this PyTorch build run oneDNN's linear?
 
 
 def _onednn_usable(weight: Tensor) -> bool:
@@ -285,7 +286,7 @@ class _Product:
         if self.onednn and pack:
             self.weight = _packed(weight)
 
-    def __call__(self, x: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    def __call__(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         """``x @ weight.T + bias``."""
         if self.onednn:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "none", [], "")
@@ -449,7 +450,9 @@ class _LayerRecurrence(torch.autograd.Function):
         for t in range(steps - 1, -1, -1):
             n = batch_sizes[t]
             c_prev, dc_prev = (cs[t - 1, :n], dc_total[t - 1, :n]) if t > 0 else (c0[:n], dc0[:n])
-            step_backward(t, gates[t, :n], tanh_cs[t, :n], c_prev, dh_total[t, :n], dc_total[t, :n], grad_pre[t, :n], dc_prev)
+            step_backward(
+                t, gates[t, :n], tanh_cs[t, :n], c_prev, dh_total[t, :n], dc_total[t, :n], grad_pre[t, :n], dc_prev
+            )
             if n < batch:
                 grad_pre[t, n:] = 0
             if t > 0:
@@ -482,7 +485,9 @@ def _tensor_step_backward(gates: Tensor, tanh_cs: Tensor, c_prevs: Tensor) -> _S
     factors, dc_from_dh = _backward_factors(gates, tanh_cs, c_prevs)
     H = tanh_cs.shape[-1]
 
-    def step(t: int, gates: Tensor, tanh_c: Tensor, c_prev: Tensor, dh: Tensor, dc: Tensor, grad_pre: Tensor, dc_prev: Tensor) -> None:
+    def step(
+        t: int, gates: Tensor, tanh_c: Tensor, c_prev: Tensor, dh: Tensor, dc: Tensor, grad_pre: Tensor, dc_prev: Tensor
+    ) -> None:
         n = dh.shape[0]
         dc = _gate_gradients(factors[t, :n], dc_from_dh[t, :n], dh, dc, grad_pre)
         dc_prev.addcmul_(dc, gates[:, H : 2 * H])  # C_prev reaches C through f
@@ -490,7 +495,7 @@ def _tensor_step_backward(gates: Tensor, tanh_cs: Tensor, c_prevs: Tensor) -> _S
     return step
 
 
-def _reverse_within_lengths(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+def _reverse_within_lengths(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Reverse each sequence of a time-major ``[T, B, ...]`` batch inside its own length.
 
     Padding stays where it is, so a reversed sequence still starts at step 0.
@@ -545,8 +550,8 @@ class LSTM(nn.Module):
     def forward(
         self,
         x: Tensor | PackedSequence,
-        lengths: Optional[Tensor] = None,
-        state: Optional[tuple[Tensor, Tensor]] = None,
+        lengths: Tensor | None = None,
+        state: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
         """Run all layers and directions; see the class docstring for shapes."""
         packed = x if isinstance(x, PackedSequence) else None
@@ -604,13 +609,18 @@ class LSTM(nn.Module):
         return output, (h_n, c_n)
 
     @classmethod
-    def from_torch(cls, lstm: nn.LSTM) -> "LSTM":
+    def from_torch(cls, lstm: nn.LSTM) -> LSTM:
         """An `LSTM` with a copy of a `torch.nn.LSTM`'s weights (``proj_size`` unsupported)."""
         if lstm.proj_size:
             raise ValueError("LSTM.from_torch: proj_size > 0 has no equivalent here")
         ours = cls(
-            lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias,
-            lstm.batch_first, lstm.dropout, lstm.bidirectional,
+            lstm.input_size,
+            lstm.hidden_size,
+            lstm.num_layers,
+            lstm.bias,
+            lstm.batch_first,
+            lstm.dropout,
+            lstm.bidirectional,
         )
         ours.to(dtype=lstm.weight_ih_l0.dtype, device=lstm.weight_ih_l0.device)
         with torch.no_grad():
@@ -628,7 +638,7 @@ class LSTM(nn.Module):
         )
 
 
-def _batch_sizes(lengths: Optional[Tensor], steps: int, batch: int) -> list[int]:
+def _batch_sizes(lengths: Tensor | None, steps: int, batch: int) -> list[int]:
     """How many sequences of a length-sorted batch are still running at each step."""
     if lengths is None:
         return [batch] * steps
@@ -647,11 +657,11 @@ def _run_direction(
     x: Tensor,
     h0: Tensor,
     c0: Tensor,
-    lengths: Optional[Tensor],
+    lengths: Tensor | None,
     batch_sizes: list[int],
     reverse: bool,
     h0_is_zero: bool = False,
-    unsort: Optional[Tensor] = None,
+    unsort: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One layer direction over a length-sorted, time-major batch: ``(outputs, h_n, c_n)``.
 
@@ -688,9 +698,9 @@ def _record_layer(
     h0: Tensor,
     hs: Tensor,
     cs: Tensor,
-    lengths: Optional[Tensor],
+    lengths: Tensor | None,
     reverse: bool,
-    unsort: Optional[Tensor],
+    unsort: Tensor | None,
 ) -> None:
     """Recompute a layer run's gates from its inputs and states (one product) and record them."""
     x_proj = _input_projection(cell, x)
@@ -764,17 +774,17 @@ def _joint_step(cell: LSTMCell, x: Tensor, h_prev: Tensor, c_prev: Tensor) -> tu
     return h, c
 
 
-def _joint_weights(cell: LSTMCell) -> tuple[Tensor, Optional[Tensor]]:
+def _joint_weights(cell: LSTMCell) -> tuple[Tensor, Tensor | None]:
     """``W = [W_h, W_x]`` packed for oneDNN, and ``b``, for products with rows ``[h, x]``."""
     return _packed(cell.weight_hh, cell.weight_ih), cell.combined_bias()
 
 
-def _joint_preactivations(hx: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+def _joint_preactivations(hx: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``W·[h, x] + b`` for rows ``hx`` with `_joint_weights`: one oneDNN product."""
     return torch.ops.mkldnn._linear_pointwise(hx, weight, bias, "none", [], "")
 
 
-def _autocast_inputs(*tensors: Optional[Tensor]) -> list[Optional[Tensor]]:
+def _autocast_inputs(*tensors: Tensor | None) -> list[Tensor | None]:
     """Under autocast, the recurrence runs wholly in the autocast dtype (as cuDNN's LSTM does)."""
     device_type = tensors[0].device.type
     if not torch.is_autocast_enabled(device_type):

@@ -21,7 +21,7 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -30,7 +30,7 @@ from lstm_mt.errors import LstmMtError
 FORMAT = "lstm-mt/1"
 REQUIRED_KEYS = ("format", "model", "config", "tokenizer", "vocab_sizes")
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def save_checkpoint(payload: dict[str, Any], path: PathLike) -> Path:
@@ -54,7 +54,7 @@ def save_checkpoint(payload: dict[str, Any], path: PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only``); a missing, truncated or foreign file is an `LstmMtError`."""
     path = Path(path)
     if not path.is_file():

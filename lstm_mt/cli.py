@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 from lstm_mt.errors import LstmMtError
 
@@ -48,12 +49,12 @@ def usage() -> str:
     return USAGE.format(commands="\n".join(lines))
 
 
-def resolve(target: str) -> Callable[[list[str]], Optional[int]]:
+def resolve(target: str) -> Callable[[list[str]], int | None]:
     module_name, function_name = target.split(":")
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Dispatch ``argv`` (default: the process arguments) to a subcommand."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):

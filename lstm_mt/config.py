@@ -10,7 +10,6 @@ dataclasses: an unknown key or a wrongly typed value stops Hydra with a message 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -62,11 +61,11 @@ class TrainConfig:
     patience: int = 5
     early_stop_metric: str = "bleu"
     max_tokens: int = 4096
-    max_train_examples: Optional[int] = None
+    max_train_examples: int | None = None
     valid_every: int = 0
     save_every: int = 0
     keep_last: int = 3
-    resume: Optional[str] = None
+    resume: str | None = None
     precision: str = "auto"
     num_threads: int = 0
     quiet: bool = False

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
@@ -62,11 +62,11 @@ class TestSet:
 
     name: str
     references: list[str]
-    sources: Optional[list[str]] = None
-    hypotheses: Optional[list[str]] = None
+    sources: list[str] | None = None
+    hypotheses: list[str] | None = None
     files: dict[str, str] = field(default_factory=dict)  # "source", "reference", "hypotheses": where from
-    tokenized_references: Optional[list[str]] = None
-    lang: Optional[str] = None
+    tokenized_references: list[str] | None = None
+    lang: str | None = None
 
 
 @dataclass
@@ -87,20 +87,20 @@ class EvaluateConfig(DecodingOptions):
     ``paper_bleu``: None (where possible) | True | False, for dataset splits only.
     """
 
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
     src: list[str] = field(default_factory=list)
     ref: list[str] = field(default_factory=list)
     hyp: list[str] = field(default_factory=list)
     splits: list[str] = field(default_factory=list)
-    mirror: Optional[str] = None
-    output_dir: Optional[str] = None
-    paper_bleu: Optional[bool] = None
+    mirror: str | None = None
+    output_dir: str | None = None
+    paper_bleu: bool | None = None
 
 
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 
 
-def main(argv: Optional[list[str]] = None) -> Optional[int]:
+def main(argv: list[str] | None = None) -> int | None:
     """`lstm-mt evaluate checkpoint=PATH [src=[...] ref=[...]] [key=value ...]`."""
     return run_hydra(run_evaluate, "evaluate", sys.argv[1:] if argv is None else argv, "lstm-mt evaluate")
 
@@ -113,8 +113,9 @@ def run_evaluate(cfg: DictConfig) -> list[SetResult]:
     output_dir = _output_dir(options)
     for result in results:
         if output_dir is not None and "hypotheses" not in result.files:
-            result.files["hypotheses"] = str(write_text_atomic(
-                output_dir / f"{result.name}.hyp", "".join(line + "\n" for line in result.hypotheses)))
+            result.files["hypotheses"] = str(
+                write_text_atomic(output_dir / f"{result.name}.hyp", "".join(line + "\n" for line in result.hypotheses))
+            )
         print(_describe(result))
     if output_dir is not None:
         report = json.dumps(_report(results, options, checkpoint), indent=2)
@@ -122,7 +123,7 @@ def run_evaluate(cfg: DictConfig) -> list[SetResult]:
     return results
 
 
-def evaluate(translator: Optional[Translator], test_sets: list[TestSet], options: DecodingOptions) -> list[SetResult]:
+def evaluate(translator: Translator | None, test_sets: list[TestSet], options: DecodingOptions) -> list[SetResult]:
     """Translate (unless given) and score each test set."""
     results = []
     for test_set in test_sets:
@@ -132,8 +133,11 @@ def evaluate(translator: Optional[Translator], test_sets: list[TestSet], options
             assert translator is not None and test_set.sources is not None
             start = time.perf_counter()
             hypotheses = translator.translate_nbest(
-                test_set.sources, options.search_config(), max_tokens=options.max_tokens,
-                progress=options.progress, source=test_set.files.get("source", test_set.name),
+                test_set.sources,
+                options.search_config(),
+                max_tokens=options.max_tokens,
+                progress=options.progress,
+                source=test_set.files.get("source", test_set.name),
             )
             hypotheses = [nbest[0].text for nbest in hypotheses]
             seconds = time.perf_counter() - start
@@ -144,7 +148,7 @@ def evaluate(translator: Optional[Translator], test_sets: list[TestSet], options
     return results
 
 
-def dataset_test_sets(cfg: DataConfig, paper: Optional[bool] = None) -> list[TestSet]:
+def dataset_test_sets(cfg: DataConfig, paper: bool | None = None) -> list[TestSet]:
     """The test splits of a dataset config (``cfg.test_splits``, or all it has).
 
     ``paper``: whether to load the official tokenized references for paper BLEU (see the
@@ -155,14 +159,22 @@ def dataset_test_sets(cfg: DataConfig, paper: Optional[bool] = None) -> list[Tes
     for split in resolve_test_splits(cfg):
         corpus = load_split(cfg, split)
         files = {"source": corpus.src_path, "reference": corpus.tgt_path}
-        test_sets.append(TestSet(split, corpus.tgt_lines, sources=corpus.src_lines, files=files,
-                                 tokenized_references=_tokenized_references(cfg, split, paper), lang=cfg.tgt))
+        test_sets.append(
+            TestSet(
+                split,
+                corpus.tgt_lines,
+                sources=corpus.src_lines,
+                files=files,
+                tokenized_references=_tokenized_references(cfg, split, paper),
+                lang=cfg.tgt,
+            )
+        )
     if not test_sets:
         raise LstmMtError(f"data: {cfg.name} {cfg.src}-{cfg.tgt} has no test split here; give src=[...] ref=[...]")
     return test_sets
 
 
-def _paper_bleu_setting(cfg: DataConfig, wanted: Optional[bool]) -> Optional[bool]:
+def _paper_bleu_setting(cfg: DataConfig, wanted: bool | None) -> bool | None:
     """``wanted``, or False where paper BLEU cannot be had and was not insisted on (then an error)."""
     if wanted is False:
         return False
@@ -180,7 +192,7 @@ def _paper_bleu_setting(cfg: DataConfig, wanted: Optional[bool]) -> Optional[boo
     return wanted
 
 
-def _tokenized_references(cfg: DataConfig, split: str, wanted: Optional[bool]) -> Optional[list[str]]:
+def _tokenized_references(cfg: DataConfig, split: str, wanted: bool | None) -> list[str] | None:
     """The official tokenized target lines of ``split`` for paper BLEU, or None when not wanted
     (or, ``wanted`` being None, when the files are missing)."""
     if wanted is False:
@@ -208,15 +220,19 @@ def file_test_sets(inputs: list[str], references: list[str], kind: str) -> list[
             )
         name = _unique(_set_name(input_path), names)
         if kind == "src":
-            test_sets.append(TestSet(name, reference, sources=lines,
-                                     files={"source": input_path, "reference": reference_path}))
+            test_sets.append(
+                TestSet(name, reference, sources=lines, files={"source": input_path, "reference": reference_path})
+            )
         else:
-            test_sets.append(TestSet(name, reference, hypotheses=lines,
-                                     files={"hypotheses": input_path, "reference": reference_path}))
+            test_sets.append(
+                TestSet(
+                    name, reference, hypotheses=lines, files={"hypotheses": input_path, "reference": reference_path}
+                )
+            )
     return test_sets
 
 
-def _evaluate_what_options_name(options: EvaluateConfig) -> tuple[Optional[dict[str, Any]], list[SetResult]]:
+def _evaluate_what_options_name(options: EvaluateConfig) -> tuple[dict[str, Any] | None, list[SetResult]]:
     """The checkpoint (None when scoring given hypotheses) and the results of every test set."""
     if options.paper_bleu and (options.hyp or options.src):
         raise LstmMtError("paper_bleu=true needs dataset splits (their official tokenized references), not files")
@@ -244,7 +260,7 @@ def _data_config(checkpoint: dict[str, Any], options: EvaluateConfig) -> DataCon
     return cfg
 
 
-def _output_dir(options: EvaluateConfig) -> Optional[Path]:
+def _output_dir(options: EvaluateConfig) -> Path | None:
     if options.output_dir:
         return Path(options.output_dir)
     if options.checkpoint:
@@ -276,8 +292,8 @@ def _describe(result: SetResult) -> str:
     return "\n".join(lines)
 
 
-def _report(results: list[SetResult], options: EvaluateConfig, checkpoint: Optional[dict[str, Any]]) -> dict[str, Any]:
-    search: Optional[SearchConfig] = None if options.hyp else options.search_config()
+def _report(results: list[SetResult], options: EvaluateConfig, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
+    search: SearchConfig | None = None if options.hyp else options.search_config()
     return {
         "checkpoint": options.checkpoint,
         "step": checkpoint.get("step") if checkpoint else None,
@@ -288,8 +304,10 @@ def _report(results: list[SetResult], options: EvaluateConfig, checkpoint: Optio
                 "sentences": len(result.hypotheses),
                 "seconds": round(result.seconds, 3),
                 "files": result.files,
-                "scores": {score.name: {"score": score.score, "signature": score.signature, "text": score.text}
-                           for score in result.scores},
+                "scores": {
+                    score.name: {"score": score.score, "signature": score.signature, "text": score.text}
+                    for score in result.scores
+                },
             }
             for result in results
         ],

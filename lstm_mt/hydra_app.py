@@ -2,28 +2,30 @@
 
 `run_hydra(task, config_name, argv)` gives each subcommand Hydra's full command line
 (``key=value`` overrides, ``--cfg job``, ``--help``, ``-m`` sweeps, ``hydra.run.dir=...``)
-with the YAML configs in the repository's ``configs/`` folder, and turns an
+with the YAML configs shipped inside the package (``lstm_mt/configs/``, so a wheel
+install works from any directory), and turns an
 `LstmMtError` raised by the task into one ``error: ...`` line and exit status 2.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
 from lstm_mt.errors import LstmMtError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-def run_hydra(task: Callable[[DictConfig], Any], config_name: str, argv: list[str], prog: str) -> Optional[int]:
+def run_hydra(task: Callable[[DictConfig], Any], config_name: str, argv: list[str], prog: str) -> int | None:
     """Run ``task(cfg)`` with the config ``configs/<config_name>.yaml`` and ``argv`` overrides."""
     if not CONFIG_DIR.is_dir():
-        raise LstmMtError(f"config folder {CONFIG_DIR} not found: install lstm-mt with `pip install -e .`")
+        raise LstmMtError(f"config folder {CONFIG_DIR} not found: the lstm-mt installation is incomplete, reinstall it")
 
     failure: list[LstmMtError] = []
 

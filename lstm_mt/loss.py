@@ -43,4 +43,3 @@ def check_smoothing(smoothing: float) -> None:
     """Raise `LstmMtError` unless ``train.label_smoothing`` lies in [0, 1)."""
     if not 0.0 <= smoothing < 1.0:
         raise LstmMtError(f"train.label_smoothing={smoothing} must lie in [0, 1)")
-

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -87,7 +87,7 @@ def _check_line_parallel(hypotheses: list[str], references: list[str]) -> None:
         raise LstmMtError(f"{len(hypotheses)} hypotheses for {len(references)} references: they must be line-parallel")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _moses_tools(moses: ModuleType, lang: str) -> tuple[Any, Any]:
     """sacremoses' punctuation normalizer and tokenizer for ``lang``, built once."""
     return moses.MosesPunctNormalizer(lang=lang), moses.MosesTokenizer(lang=lang)
@@ -98,4 +98,6 @@ def _sacremoses() -> ModuleType:
     try:
         return importlib.import_module("sacremoses")
     except ImportError:
-        raise LstmMtError("paper BLEU needs sacremoses: pip install 'lstm-mt[paper]' (or set paper_bleu=false)") from None
+        raise LstmMtError(
+            "paper BLEU needs sacremoses: pip install 'lstm-mt[paper]' (or set paper_bleu=false)"
+        ) from None

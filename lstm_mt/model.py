@@ -9,7 +9,7 @@ same attributes (an OmegaConf node).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, overload
+from typing import Any, Literal, overload
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,8 +21,15 @@ from lstm_mt.errors import LstmMtError
 from lstm_mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID  # fixed project-wide; re-exported here
 
 __all__ = [
-    "BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID",
-    "ModelConfig", "ModelConfigError", "Seq2Seq", "build_model", "check_config",
+    "BOS_ID",
+    "EOS_ID",
+    "PAD_ID",
+    "UNK_ID",
+    "ModelConfig",
+    "ModelConfigError",
+    "Seq2Seq",
+    "build_model",
+    "check_config",
 ]
 
 
@@ -49,7 +56,7 @@ class ModelConfig:
     bidirectional: bool = True
     decoder_hidden: int = 256
     decoder_layers: int = 1
-    attentional_size: Optional[int] = 128
+    attentional_size: int | None = 128
     attention: str = "bahdanau"
     attention_hidden: int = 128
     dropout: float = 0.2

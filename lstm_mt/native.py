@@ -24,9 +24,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -56,7 +56,9 @@ def usable(*tensors: Tensor) -> bool:
     return all(t.dim() == 2 and _float32_cpu_rows(t) for t in tensors) and available()
 
 
-def forward(pre: Tensor, c_prev: Tensor, c: Tensor, h: Tensor, gates: Optional[Tensor] = None, tanh_c: Optional[Tensor] = None) -> bool:
+def forward(
+    pre: Tensor, c_prev: Tensor, c: Tensor, h: Tensor, gates: Tensor | None = None, tanh_c: Tensor | None = None
+) -> bool:
     """One step from ``pre = W·[h, x] + b`` ``[B, 4H]``: writes ``c`` and ``h`` ``[B, H]``.
 
     With ``gates`` ``[B, 4H]`` and ``tanh_c`` ``[B, H]``, also writes i, f, C̃, o and tanh(C)
@@ -108,8 +110,8 @@ def _call(library: ctypes.CDLL, name: str, shape: tuple[int, int], tensors: Sequ
     getattr(library, name)(*args)
 
 
-@lru_cache(maxsize=None)
-def _library() -> Optional[ctypes.CDLL]:
+@cache
+def _library() -> ctypes.CDLL | None:
     """The built, loaded and checked kernel library, or None (the reason goes to the log)."""
     if os.environ.get("LSTM_MT_NATIVE", "1") == "0":
         return None
@@ -136,7 +138,9 @@ def _build() -> Path:
     """Compile the source into the cache (once per source, compiler and CPU), atomically."""
     compiler = _compiler()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60, check=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, *FLAGS, OPENMP, _cpu_signature()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        "\0".join([SOURCE.read_text(), compiler, version, *FLAGS, OPENMP, _cpu_signature()]).encode()
+    ).hexdigest()[:16]
     cache = Path(os.environ.get("LSTM_MT_CACHE") or Path.home() / ".cache" / "lstm_mt") / "kernels"
     target = cache / f"lstm_cell_{key}.so"
     if target.exists():
@@ -146,7 +150,9 @@ def _build() -> Path:
     os.close(handle)
     try:
         for flags in ([*FLAGS, OPENMP], FLAGS):
-            build = subprocess.run([compiler, *flags, str(SOURCE), "-o", partial], capture_output=True, text=True, timeout=300)
+            build = subprocess.run(
+                [compiler, *flags, str(SOURCE), "-o", partial], capture_output=True, text=True, timeout=300
+            )
             if build.returncode == 0:
                 break
         else:
@@ -189,9 +195,22 @@ def _agrees_with_torch(library: ctypes.CDLL, tolerance: float = 1e-5) -> bool:
     c_ref = f * c_prev.double() + i * g
     tanh_c_ref = c_ref.tanh()
     dC = dc.double() + dh.double() * o * (1 - tanh_c_ref**2)
-    grad_ref = torch.cat([dC * g * i * (1 - i), dC * c_prev.double() * f * (1 - f), dC * i * (1 - g**2), dh.double() * tanh_c_ref * o * (1 - o)], 1)
+    grad_ref = torch.cat(
+        [
+            dC * g * i * (1 - i),
+            dC * c_prev.double() * f * (1 - f),
+            dC * i * (1 - g**2),
+            dh.double() * tanh_c_ref * o * (1 - o),
+        ],
+        1,
+    )
 
-    c, h, gates, tanh_c = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty(rows, 4 * hidden), torch.empty_like(c_prev)
+    c, h, gates, tanh_c = (
+        torch.empty_like(c_prev),
+        torch.empty_like(c_prev),
+        torch.empty(rows, 4 * hidden),
+        torch.empty_like(c_prev),
+    )
     c_infer, h_infer = torch.empty_like(c_prev), torch.empty_like(c_prev)
     grad_pre, dc_prev = torch.empty(rows, 4 * hidden), torch.ones(rows, hidden)
     tensors = {
@@ -202,7 +221,13 @@ def _agrees_with_torch(library: ctypes.CDLL, tolerance: float = 1e-5) -> bool:
     for name, args in tensors.items():
         _call(library, name, (rows, hidden), args)
     checks = [
-        (c, c_ref), (h, o * tanh_c_ref), (c_infer, c_ref), (h_infer, o * tanh_c_ref),
-        (gates, torch.cat([i, f, g, o], 1)), (tanh_c, tanh_c_ref), (grad_pre, grad_ref), (dc_prev, 1 + dC * f),
+        (c, c_ref),
+        (h, o * tanh_c_ref),
+        (c_infer, c_ref),
+        (h_infer, o * tanh_c_ref),
+        (gates, torch.cat([i, f, g, o], 1)),
+        (tanh_c, tanh_c_ref),
+        (grad_pre, grad_ref),
+        (dc_prev, 1 + dC * f),
     ]
     return all(torch.allclose(got.double(), want, rtol=tolerance, atol=tolerance) for got, want in checks)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -44,7 +44,7 @@ class MetricTracker:
         if metric not in METRIC_MODES:
             raise LstmMtError(f"train.early_stop_metric={metric!r} is not one of {', '.join(METRIC_MODES)}")
         self.metric = metric
-        self.best: Optional[float] = None
+        self.best: float | None = None
         self.since_best = 0
 
     def observe(self, value: float) -> bool:

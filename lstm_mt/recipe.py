@@ -31,7 +31,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -110,9 +110,16 @@ def tune_run(run_dir: Path, device: str = "auto") -> dict[str, Any]:
     options = DecodingOptions(device=resolve_device(device), progress=False)
     translators = {name: Translator.from_checkpoint(path, options.device) for name, path in paths.items()}
     chosen, trials = tune(translators, valid_set(job.data), job.decoding, options)
-    decoding = {"split": job.data.valid_split, "selected_by": SELECTED_BY, "checkpoint": str(paths[chosen.checkpoint]),
-                "checkpoint_name": chosen.checkpoint, "beam_size": chosen.beam_size, "alpha": chosen.alpha,
-                "scores": chosen.scores, "trials": [dataclasses.asdict(trial) for trial in trials]}
+    decoding = {
+        "split": job.data.valid_split,
+        "selected_by": SELECTED_BY,
+        "checkpoint": str(paths[chosen.checkpoint]),
+        "checkpoint_name": chosen.checkpoint,
+        "beam_size": chosen.beam_size,
+        "alpha": chosen.alpha,
+        "scores": chosen.scores,
+        "trials": [dataclasses.asdict(trial) for trial in trials],
+    }
     write_text_atomic(run_dir / DECODING_FILE, json.dumps(decoding, indent=2))
     print(f"chosen on {decoding['split']}: {_describe_trial(chosen)} -> {run_dir / DECODING_FILE}")
     return decoding
@@ -125,9 +132,13 @@ def evaluate_run(run_dir: Path, device: str = "auto") -> dict[str, Any]:
     if not decoding_path.is_file():
         raise LstmMtError(f"{decoding_path}: not found; run `python -m lstm_mt.recipe tune {run_dir}` first")
     decoding = json.loads(decoding_path.read_text())
-    options = EvaluateConfig(checkpoint=decoding["checkpoint"], beam_size=decoding["beam_size"],
-                             alpha=decoding["alpha"], device=resolve_device(device),
-                             output_dir=str(run_dir / TEST_DIR))
+    options = EvaluateConfig(
+        checkpoint=decoding["checkpoint"],
+        beam_size=decoding["beam_size"],
+        alpha=decoding["alpha"],
+        device=resolve_device(device),
+        output_dir=str(run_dir / TEST_DIR),
+    )
     results = run_evaluate(OmegaConf.structured(options))
     summary = _summary(run_dir, job, decoding, results, options.device)
     write_text_atomic(run_dir / RESULTS_FILE, json.dumps(summary, indent=2))
@@ -169,19 +180,24 @@ def compare_runs(first: Path, second: Path, tolerance: float = REPRODUCED_WITHIN
     largest = max(abs(a - b) for _, a, b in rows)
     unmatched = len(set(pairs[0]) ^ set(pairs[1]))
     verdict = "reproduced" if largest <= tolerance else "NOT reproduced"
-    print(f"{verdict}: largest difference {largest:.2f} BLEU (tolerance {tolerance}); "
-          f"{len(steps)} validations compared, {unmatched} in one run only")
+    print(
+        f"{verdict}: largest difference {largest:.2f} BLEU (tolerance {tolerance}); "
+        f"{len(steps)} validations compared, {unmatched} in one run only"
+    )
     return largest <= tolerance
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """``python -m lstm_mt.recipe tune|test RUN_DIR [--device D]`` or ``compare RUN_DIR OTHER_RUN_DIR``.
 
     Errors are one line with exit status 2; ``compare`` exits 1 when the runs differ by more than the tolerance.
     """
     parser = argparse.ArgumentParser(prog="python -m lstm_mt.recipe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("tune", "test", "compare"),
-                        help="tune: pick on val; test: score the test splits; compare: val BLEU of two runs")
+    parser.add_argument(
+        "step",
+        choices=("tune", "test", "compare"),
+        help="tune: pick on val; test: score the test splits; compare: val BLEU of two runs",
+    )
     parser.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/multi30k_en_de")
     parser.add_argument("other_run_dir", type=Path, nargs="?", help="compare: the rerun's folder")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
@@ -202,7 +218,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _metrics_records(run_dir: Path) -> Optional[list[dict[str, Any]]]:
+def _metrics_records(run_dir: Path) -> list[dict[str, Any]] | None:
     """The records of ``run_dir``'s metrics.jsonl in order, or None without the file."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
@@ -250,8 +266,9 @@ def _describe_trial(trial: Trial) -> str:
     return f"{trial.checkpoint} beam {trial.beam_size} alpha {trial.alpha}: {scores}"
 
 
-def _summary(run_dir: Path, job: TrainJobConfig, decoding: dict[str, Any], results: list[SetResult],
-             device: str) -> dict[str, Any]:
+def _summary(
+    run_dir: Path, job: TrainJobConfig, decoding: dict[str, Any], results: list[SetResult], device: str
+) -> dict[str, Any]:
     """What results.json holds (see the module docstring)."""
     translator = Translator.from_checkpoint(decoding["checkpoint"])
     return {
@@ -262,8 +279,10 @@ def _summary(run_dir: Path, job: TrainJobConfig, decoding: dict[str, Any], resul
         "training": {**_training_end(run_dir), "seconds": _training_seconds(run_dir)},
         "hardware": _hardware(device),
         "decoding": {key: value for key, value in decoding.items() if key != "trials"},
-        "test": {result.name: {score.name: {"score": score.score, "signature": score.signature}
-                               for score in result.scores} for result in results},
+        "test": {
+            result.name: {score.name: {"score": score.score, "signature": score.signature} for score in result.scores}
+            for result in results
+        },
     }
 
 
@@ -273,7 +292,7 @@ def _training_end(run_dir: Path) -> dict[str, Any]:
     return {key: ends[-1].get(key) for key in ("step", "epoch", "reason", "best")} if ends else {}
 
 
-def _training_seconds(run_dir: Path) -> Optional[float]:
+def _training_seconds(run_dir: Path) -> float | None:
     """Wall-clock seconds of every `lstm-mt train` recipe.sh ran in ``run_dir`` (None: not recorded)."""
     path = run_dir / TRAIN_TIMES_FILE
     if not path.is_file():
@@ -281,7 +300,7 @@ def _training_seconds(run_dir: Path) -> Optional[float]:
     return float(sum(json.loads(line)["seconds"] for line in path.read_text().splitlines() if line.strip()))
 
 
-def _recipe_command(run_dir: Path) -> Optional[str]:
+def _recipe_command(run_dir: Path) -> str | None:
     """``bash scripts/recipe.sh RECIPE [overrides]`` rebuilt from the latest train's overrides."""
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
@@ -311,8 +330,10 @@ def _table_rows(summary: dict[str, Any]) -> list[str]:
     rows = []
     for name, scores in summary["test"].items():
         cells = [f"{scores[key]['score']:.2f}" if key in scores else "-" for key in ("BLEU", PAPER_BLEU, "chrF")]
-        rows.append(f"| {direction} | {name} | {' | '.join(cells)} | {summary['parameters'] / 1e6:.1f}M "
-                    f"| {hours} | {summary['hardware']} | {command} |")
+        rows.append(
+            f"| {direction} | {name} | {' | '.join(cells)} | {summary['parameters'] / 1e6:.1f}M "
+            f"| {hours} | {summary['hardware']} | {command} |"
+        )
     return rows
 
 

@@ -15,7 +15,7 @@ import threading
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -42,7 +42,7 @@ class Precision:
     """The dtype autocast runs in (None: plain fp32) and whether fp16's loss scaling is needed."""
 
     name: str
-    dtype: Optional[torch.dtype]
+    dtype: torch.dtype | None
 
     def autocast(self, device: torch.device) -> AbstractContextManager:
         """Autocast for ``device`` in this precision, or nothing for fp32."""

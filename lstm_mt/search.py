@@ -14,7 +14,6 @@ never produced. Scores are total log-probabilities, EOS included.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -23,8 +22,13 @@ from lstm_mt.errors import LstmMtError
 from lstm_mt.model import BOS_ID, EOS_ID, PAD_ID, EncoderOutput, Seq2Seq
 
 __all__ = [
-    "Hypothesis", "SearchConfig", "beam_search", "greedy_search", "length_penalty",
-    "max_output_lengths", "search",
+    "Hypothesis",
+    "SearchConfig",
+    "beam_search",
+    "greedy_search",
+    "length_penalty",
+    "max_output_lengths",
+    "search",
 ]
 
 
@@ -73,7 +77,7 @@ class Hypothesis:
         return self.score / float(length_penalty(self.length, alpha))
 
 
-def length_penalty(length: Union[int, Tensor], alpha: float) -> Union[float, Tensor]:
+def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
     """GNMT's ``((5 + length) / 6) ** alpha``; 1 for alpha 0."""
     return ((5.0 + length) / 6.0) ** alpha
 
@@ -98,7 +102,7 @@ def greedy_search(
     src_lengths: Tensor,
     max_len_a: float = 1.5,
     max_len_b: int = 10,
-    encoder_out: Optional[EncoderOutput] = None,
+    encoder_out: EncoderOutput | None = None,
 ) -> list[Hypothesis]:
     """The argmax token at every step, for a padded batch ``src`` ``[B, S]``; one `Hypothesis` per row.
 
@@ -238,7 +242,12 @@ class _Beams:
         return chosen
 
     def _finish(
-        self, finishing: Tensor, parents: Tensor, tokens: Tensor, scores: Tensor, attention: Tensor,
+        self,
+        finishing: Tensor,
+        parents: Tensor,
+        tokens: Tensor,
+        scores: Tensor,
+        attention: Tensor,
         finished: _FinishedHypotheses,
     ) -> None:
         rows = parents[finishing]

@@ -17,7 +17,7 @@ import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import sentencepiece as spm
 
@@ -53,9 +53,7 @@ class Tokenizer:
     bos_id = BOS_ID
     eos_id = EOS_ID
 
-    def __init__(
-        self, src_model: bytes, tgt_model: Optional[bytes] = None, model_files: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, src_model: bytes, tgt_model: bytes | None = None, model_files: Sequence[str] = ()) -> None:
         self.joint = tgt_model is None
         self._protos = {"src": src_model, "tgt": src_model if tgt_model is None else tgt_model}
         self._src = _processor(src_model, "source")
@@ -63,7 +61,7 @@ class Tokenizer:
         self.model_files = list(model_files)
 
     @classmethod
-    def from_files(cls, src_model: str | Path, tgt_model: Optional[str | Path] = None) -> Tokenizer:
+    def from_files(cls, src_model: str | Path, tgt_model: str | Path | None = None) -> Tokenizer:
         """Load ``.model`` file(s) written by SentencePiece (joint when ``tgt_model`` is None)."""
         paths = [Path(src_model)] + ([Path(tgt_model)] if tgt_model is not None else [])
         protos = [_read_model(p) for p in paths]
@@ -153,8 +151,13 @@ def train_or_load_tokenizer(
         return Tokenizer.from_files(*paths)
     sides = [list(src_train) + list(tgt_train)] if cfg.joint else [src_train, tgt_train]
     for path, lines in zip(paths, sides):
-        log.info("SentencePiece: training %s %s (vocab %d) on %d sentences",
-                 "joint" if cfg.joint else path.stem, cfg.model_type, cfg.vocab_size, len(lines))
+        log.info(
+            "SentencePiece: training %s %s (vocab %d) on %d sentences",
+            "joint" if cfg.joint else path.stem,
+            cfg.model_type,
+            cfg.vocab_size,
+            len(lines),
+        )
         _write_atomic(path, train_model(cfg, lines))
     _write_atomic(folder / "settings.json", json.dumps(settings, indent=2).encode())
     return Tokenizer.from_files(*paths)
@@ -178,8 +181,14 @@ def train_model(cfg: SubwordConfig, sentences: Sequence[str]) -> bytes:
             input_sentence_size=0,  # all of ``sentences``: sampled above
             shuffle_input_sentence=False,
             num_threads=available_cores(),
-            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-            pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_piece="<pad>",
+            unk_piece="<unk>",
+            bos_piece="<s>",
+            eos_piece="</s>",
             minloglevel=2,
         )
     except RuntimeError as e:

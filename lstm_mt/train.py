@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -77,7 +77,7 @@ TRAINING_KEYS = ("optimizer", "schedule", "scaler", "best", "sampler", "rng", "s
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def main(argv: list[str]) -> Optional[int]:
+def main(argv: list[str]) -> int | None:
     """``lstm-mt train [overrides...]``: Hydra's command line over ``configs/train.yaml``."""
     register_configs()
     return run_hydra(_train_in_hydra_run, "train", argv, prog="lstm-mt train")
@@ -96,12 +96,12 @@ class TrainResult:
     step: int
     epoch: int
     stop_reason: str
-    best_metric: Optional[float]
-    best_checkpoint: Optional[str]
-    last_validation: Optional[dict[str, Any]]
+    best_metric: float | None
+    best_checkpoint: str | None
+    last_validation: dict[str, Any] | None
 
 
-def train(cfg: Union[DictConfig, TrainJobConfig], run_dir: Union[str, Path]) -> TrainResult:
+def train(cfg: DictConfig | TrainJobConfig, run_dir: str | Path) -> TrainResult:
     """Train as ``cfg`` says, writing metrics and checkpoints under ``run_dir``."""
     job = as_job_config(cfg)
     check_train_config(job.train)
@@ -123,7 +123,7 @@ def train(cfg: Union[DictConfig, TrainJobConfig], run_dir: Union[str, Path]) -> 
         dist.stop()
 
 
-def as_job_config(cfg: Union[DictConfig, TrainJobConfig]) -> TrainJobConfig:
+def as_job_config(cfg: DictConfig | TrainJobConfig) -> TrainJobConfig:
     """The config as typed dataclasses, checked against the schema once more.
 
     Hydra already refuses unknown keys and wrong types, except keys added with ``+key=value``;
@@ -141,8 +141,18 @@ def as_job_config(cfg: Union[DictConfig, TrainJobConfig]) -> TrainJobConfig:
 
 def check_train_config(cfg: TrainConfig) -> None:
     """Raise `LstmMtError` naming the first ``train.*`` value that cannot work."""
-    at_least = {"accumulate": 1, "max_tokens": 1, "keep_last": 1, "log_every": 1, "max_epochs": 0,
-                "max_steps": 0, "valid_every": 0, "save_every": 0, "patience": 0, "num_threads": 0}
+    at_least = {
+        "accumulate": 1,
+        "max_tokens": 1,
+        "keep_last": 1,
+        "log_every": 1,
+        "max_epochs": 0,
+        "max_steps": 0,
+        "valid_every": 0,
+        "save_every": 0,
+        "patience": 0,
+        "num_threads": 0,
+    }
     for key, low in at_least.items():
         if getattr(cfg, key) < low:
             raise LstmMtError(f"train.{key}={getattr(cfg, key)} must be >= {low}")
@@ -190,7 +200,7 @@ def first_examples(dataset: EncodedDataset, count: int) -> EncodedDataset:
 class MetricsLog:
     """Appends records to ``metrics.jsonl`` (and TensorBoard); does nothing when ``path`` is None."""
 
-    def __init__(self, path: Optional[Path], tensorboard_dir: Optional[Path] = None) -> None:
+    def __init__(self, path: Path | None, tensorboard_dir: Path | None = None) -> None:
         self.path = path
         self.writer = _tensorboard_writer(tensorboard_dir) if path is not None and tensorboard_dir else None
 
@@ -259,7 +269,7 @@ def step_checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def find_resume_checkpoint(spec: Optional[str], run_dir: Path) -> Optional[Path]:
+def find_resume_checkpoint(spec: str | None, run_dir: Path) -> Path | None:
     """The checkpoint ``train.resume`` names: a path, or for ``auto`` the newest in this run (or None).
 
     The newest is the highest ``step_<N>.pt``: last.pt can lag behind it when a run is killed
@@ -274,8 +284,11 @@ def find_resume_checkpoint(spec: Optional[str], run_dir: Path) -> Optional[Path]
     if newest is None and (folder / "last.pt").is_file():
         newest = folder / "last.pt"
     if newest is None:
-        log.info("train.resume=auto: no checkpoint in %s yet, starting from scratch "
-                 "(to continue a run, set hydra.run.dir to its folder)", folder)
+        log.info(
+            "train.resume=auto: no checkpoint in %s yet, starting from scratch "
+            "(to continue a run, set hydra.run.dir to its folder)",
+            folder,
+        )
     return newest
 
 
@@ -399,7 +412,7 @@ class Progress:
     epoch: int = 0
     validated_at: int = -1
     saved_at: int = -1
-    last_validation: Optional[dict[str, Any]] = None
+    last_validation: dict[str, Any] | None = None
 
 
 def update_groups(batches: BatchIterator, size: int) -> Iterator[list[Batch]]:
@@ -429,17 +442,20 @@ class Trainer:
 
         seed_everything(job.seed)
         self.data = load_data(job, dist)
-        self.module = build_model(job.model, self.data.tokenizer.src_vocab_size,
-                                  self.data.tokenizer.tgt_vocab_size).to(device)
+        self.module = build_model(job.model, self.data.tokenizer.src_vocab_size, self.data.tokenizer.tgt_vocab_size).to(
+            device
+        )
         torch.manual_seed(job.seed + dist.rank)  # dropout differs across ranks, init does not
         self.optimizer = build_optimizer(self.module.parameters(), self.cfg)
         self.schedule = Schedule(self.cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.scales_loss)
         self.best = MetricTracker(self.cfg.early_stop_metric)
-        self.batches = self.data.train_batches(self.cfg.max_tokens, seed=job.seed,
-                                               num_shards=dist.world_size, shard=dist.rank)
-        self.metrics = MetricsLog(run_dir / METRICS_FILE if dist.is_main else None,
-                                  run_dir / "tensorboard" if self.cfg.tensorboard else None)
+        self.batches = self.data.train_batches(
+            self.cfg.max_tokens, seed=job.seed, num_shards=dist.world_size, shard=dist.rank
+        )
+        self.metrics = MetricsLog(
+            run_dir / METRICS_FILE if dist.is_main else None, run_dir / "tensorboard" if self.cfg.tensorboard else None
+        )
         resume_from = self.dist.broadcast(find_resume_checkpoint(self.cfg.resume, run_dir))
         if resume_from is not None:
             self.restore(Path(resume_from))
@@ -454,9 +470,16 @@ class Trainer:
         return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
     def _log_start(self) -> None:
-        log.info("model: %d parameters (%s), device %s, precision %s, %d rank(s), %d thread(s); run dir %s",
-                 self.module.num_parameters(), _model_summary(self.job), self.device, self.precision.name,
-                 self.dist.world_size, torch.get_num_threads(), self.run_dir)
+        log.info(
+            "model: %d parameters (%s), device %s, precision %s, %d rank(s), %d thread(s); run dir %s",
+            self.module.num_parameters(),
+            _model_summary(self.job),
+            self.device,
+            self.precision.name,
+            self.dist.world_size,
+            torch.get_num_threads(),
+            self.run_dir,
+        )
 
     # --- running ---
 
@@ -469,7 +492,7 @@ class Trainer:
         finally:
             self.metrics.close()
 
-    def stop_reason(self) -> Optional[str]:
+    def stop_reason(self) -> str | None:
         """Why training should stop now, or None to go on."""
         cfg = self.cfg
         if self.interrupted:
@@ -504,8 +527,15 @@ class Trainer:
             self.validate_and_save()
 
     def _progress_bar(self, total: int, done: int) -> tqdm:
-        return tqdm(total=total, initial=done, desc=f"epoch {self.progress.epoch + 1}", unit="upd",
-                    disable=self.cfg.quiet or not self.dist.is_main, dynamic_ncols=True, leave=False)
+        return tqdm(
+            total=total,
+            initial=done,
+            desc=f"epoch {self.progress.epoch + 1}",
+            unit="upd",
+            disable=self.cfg.quiet or not self.dist.is_main,
+            dynamic_ncols=True,
+            leave=False,
+        )
 
     def update(self, group: list[Batch]) -> UpdateStats:
         """One optimizer step over ``group``: loss summed over tokens / all ranks' token count."""
@@ -562,12 +592,18 @@ class Trainer:
         """A ``train`` record (and, with train.quiet, a log line) for the updates since the last one."""
         if not self.window.updates:
             return
-        record = {"kind": "train", "step": self.progress.step, "epoch": self.epoch_float(),
-                  **self.window.summary()}
+        record = {"kind": "train", "step": self.progress.step, "epoch": self.epoch_float(), **self.window.summary()}
         self.metrics.write(record)
         if self.cfg.quiet:
-            log.info("epoch %.2f step %d: loss %.3f ppl %.1f lr %.2e %.0f tok/s", record["epoch"],
-                     record["step"], record["loss"], record["ppl"], record["lr"], record["tokens_per_s"])
+            log.info(
+                "epoch %.2f step %d: loss %.3f ppl %.1f lr %.2e %.0f tok/s",
+                record["epoch"],
+                record["step"],
+                record["loss"],
+                record["ppl"],
+                record["lr"],
+                record["tokens_per_s"],
+            )
         self.window = TrainWindow()
 
     def epoch_float(self) -> float:
@@ -589,11 +625,25 @@ class Trainer:
         self.schedule.apply(self.optimizer, self.progress.step)
         self.progress.validated_at = self.progress.step
         self.progress.last_validation = dataclasses.asdict(result)
-        self.metrics.write({"kind": "valid", "step": self.progress.step, "epoch": self.epoch_float(),
-                            **self.progress.last_validation, "best": self.best.best,
-                            "lr": self.optimizer.param_groups[0]["lr"]})
-        log.info("valid step %d: loss %.3f ppl %.2f BLEU %.2f (%s)%s", self.progress.step, result.loss,
-                 result.ppl, result.bleu, result.bleu_signature, " new best" if improved else "")
+        self.metrics.write(
+            {
+                "kind": "valid",
+                "step": self.progress.step,
+                "epoch": self.epoch_float(),
+                **self.progress.last_validation,
+                "best": self.best.best,
+                "lr": self.optimizer.param_groups[0]["lr"],
+            }
+        )
+        log.info(
+            "valid step %d: loss %.3f ppl %.2f BLEU %.2f (%s)%s",
+            self.progress.step,
+            result.loss,
+            result.ppl,
+            result.bleu,
+            result.bleu_signature,
+            " new best" if improved else "",
+        )
         self.save(best=improved)
 
     # --- checkpoints ---
@@ -639,7 +689,9 @@ class Trainer:
         checkpoint = load_checkpoint(path)
         missing = [key for key in TRAINING_KEYS if key not in checkpoint]
         if missing:
-            raise LstmMtError(f"{path}: cannot resume from it, it lacks {', '.join(missing)} (not a training checkpoint)")
+            raise LstmMtError(
+                f"{path}: cannot resume from it, it lacks {', '.join(missing)} (not a training checkpoint)"
+            )
         self._check_same_model(path, checkpoint)
         try:
             self.module.load_state_dict(checkpoint["model"])
@@ -653,9 +705,13 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise LstmMtError(f"{path}: cannot resume from this checkpoint: {reason}") from None
-        self.progress = Progress(step=int(checkpoint["step"]), epoch=int(checkpoint["epoch"]),
-                                 validated_at=int(checkpoint.get("validated_at", -1)),
-                                 saved_at=int(checkpoint["step"]), last_validation=checkpoint.get("metrics"))
+        self.progress = Progress(
+            step=int(checkpoint["step"]),
+            epoch=int(checkpoint["epoch"]),
+            validated_at=int(checkpoint.get("validated_at", -1)),
+            saved_at=int(checkpoint["step"]),
+            last_validation=checkpoint.get("metrics"),
+        )
         self.metrics.forget_after(self.progress.step)
         log.info("resumed from %s at step %d (epoch %.2f)", path, self.progress.step, self.epoch_float())
 
@@ -666,7 +722,9 @@ class Trainer:
         if differing:
             raise LstmMtError(f"{path}: cannot resume with a different model: {'; '.join(differing)}")
         if checkpoint["tokenizer"] != self.data.tokenizer.to_bytes_dict():
-            raise LstmMtError(f"{path}: cannot resume: its SentencePiece model differs from this run's (data.spm or data changed)")
+            raise LstmMtError(
+                f"{path}: cannot resume: its SentencePiece model differs from this run's (data.spm or data changed)"
+            )
 
     # --- the end ---
 
@@ -674,8 +732,13 @@ class Trainer:
         """Validate and save unless just done, record how the run ended; exit 128+N after signal N."""
         reason = self.stop_reason() or "done"
         if self.interrupted:
-            log.warning("stopped by %s at step %d; continue with: lstm-mt train <same overrides> "
-                        "train.resume=auto hydra.run.dir=%s", reason, self.progress.step, self.run_dir)
+            log.warning(
+                "stopped by %s at step %d; continue with: lstm-mt train <same overrides> "
+                "train.resume=auto hydra.run.dir=%s",
+                reason,
+                self.progress.step,
+                self.run_dir,
+            )
             raise SystemExit(128 + self.interrupted)
         self.log_window()
         if self.progress.validated_at != self.progress.step:
@@ -684,17 +747,38 @@ class Trainer:
             self.save()
         digests = self.dist.gather(parameter_digest(self.module))
         in_sync = len(set(digests)) == 1
-        self.metrics.write({"kind": "end", "step": self.progress.step, "epoch": self.epoch_float(),
-                            "reason": reason, "best": self.best.best, "parameter_sha256": digests,
-                            "ranks_in_sync": in_sync})
+        self.metrics.write(
+            {
+                "kind": "end",
+                "step": self.progress.step,
+                "epoch": self.epoch_float(),
+                "reason": reason,
+                "best": self.best.best,
+                "parameter_sha256": digests,
+                "ranks_in_sync": in_sync,
+            }
+        )
         if not in_sync:
             raise RuntimeError(f"ranks ended with different parameters: {digests}")
         best_path = self.run_dir / CHECKPOINT_DIR / "best.pt"
         best_checkpoint = str(best_path) if best_path.is_file() else None
-        log.info("finished (%s) after %d updates, %d epochs; best %s %s (%s)", reason, self.progress.step,
-                 self.progress.epoch, self.cfg.early_stop_metric, self.best.best, best_checkpoint)
-        return TrainResult(self.progress.step, self.progress.epoch, reason, self.best.best,
-                           best_checkpoint, self.progress.last_validation)
+        log.info(
+            "finished (%s) after %d updates, %d epochs; best %s %s (%s)",
+            reason,
+            self.progress.step,
+            self.progress.epoch,
+            self.cfg.early_stop_metric,
+            self.best.best,
+            best_checkpoint,
+        )
+        return TrainResult(
+            self.progress.step,
+            self.progress.epoch,
+            reason,
+            self.best.best,
+            best_checkpoint,
+            self.progress.last_validation,
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -705,5 +789,7 @@ def seed_everything(seed: int) -> None:
 
 def _model_summary(job: TrainJobConfig) -> str:
     m = job.model
-    return (f"emb {m.emb_size}, encoder {m.encoder_layers}x{m.encoder_hidden}{' bi' if m.bidirectional else ''}, "
-            f"decoder {m.decoder_layers}x{m.decoder_hidden}, {m.attention} attention")
+    return (
+        f"emb {m.emb_size}, encoder {m.encoder_layers}x{m.encoder_hidden}{' bi' if m.bidirectional else ''}, "
+        f"decoder {m.decoder_layers}x{m.decoder_hidden}, {m.attention} attention"
+    )

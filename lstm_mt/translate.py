@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -45,8 +45,17 @@ from lstm_mt.search import Hypothesis, SearchConfig, search
 from lstm_mt.tokenizer import Tokenizer
 
 __all__ = [
-    "DecodingOptions", "TranslateConfig", "Translation", "Translator", "format_translations", "main",
-    "read_input", "run_translate", "typed_config", "write_output", "write_text_atomic",
+    "DecodingOptions",
+    "TranslateConfig",
+    "Translation",
+    "Translator",
+    "format_translations",
+    "main",
+    "read_input",
+    "run_translate",
+    "typed_config",
+    "write_output",
+    "write_text_atomic",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,7 +79,7 @@ class Translation:
     score: float
     target_ids: list[int]
     source_ids: list[int]
-    attention: Optional[Tensor] = None
+    attention: Tensor | None = None
 
 
 class Translator:
@@ -145,7 +154,7 @@ class Translator:
     def translate_nbest(
         self,
         sentences: Sequence[str],
-        cfg: Optional[SearchConfig] = None,
+        cfg: SearchConfig | None = None,
         *,
         max_tokens: int = DEFAULT_MAX_TOKENS,
         progress: bool = False,
@@ -171,29 +180,34 @@ class Translator:
                 indices = [todo[p] for p in positions]
                 batch = collate_source([source_ids[i] for i in indices], indices).to(self.device)
                 for index, nbest in zip(indices, search(self.model, batch.src, batch.src_lengths, cfg)):
-                    results[index] = [self._translation(h, source_ids[index], cfg.alpha, keep_attention)
-                                      for h in nbest]
+                    results[index] = [self._translation(h, source_ids[index], cfg.alpha, keep_attention) for h in nbest]
                 bar.update(len(indices))
         return results
 
-    def encode(self, sentences: Sequence[str], source: str = "input") -> list[Optional[list[int]]]:
+    def encode(self, sentences: Sequence[str], source: str = "input") -> list[list[int] | None]:
         """Source ids of each sentence, cut to ``max_input_tokens``; None for an empty or blank one."""
         if isinstance(sentences, str):
             raise TypeError("translate takes a list of sentences, not one string")
         blank = [not sentence.strip() for sentence in sentences]
         encoded = iter(self.tokenizer.encode_src([s for s, b in zip(sentences, blank) if not b]))
-        source_ids: list[Optional[list[int]]] = []
+        source_ids: list[list[int] | None] = []
         for line, is_blank in enumerate(blank, start=1):
             ids = None if is_blank else next(encoded)
             if ids is not None and len(ids) > self.max_input_tokens:
-                log.warning("%s:%d: %d subword tokens, translating only the first %d (max_input_tokens)",
-                            source, line, len(ids), self.max_input_tokens)
+                log.warning(
+                    "%s:%d: %d subword tokens, translating only the first %d (max_input_tokens)",
+                    source,
+                    line,
+                    len(ids),
+                    self.max_input_tokens,
+                )
                 ids = ids[: self.max_input_tokens]
             source_ids.append(ids)
         return source_ids
 
-    def _translation(self, hypothesis: Hypothesis, source_ids: list[int], alpha: float, keep_attention: bool
-                     ) -> Translation:
+    def _translation(
+        self, hypothesis: Hypothesis, source_ids: list[int], alpha: float, keep_attention: bool
+    ) -> Translation:
         text = self.tokenizer.decode_tgt(hypothesis.tokens)
         attention = hypothesis.attention if keep_attention else None
         return Translation(text, hypothesis.normalized_score(alpha), hypothesis.tokens, source_ids, attention)
@@ -235,17 +249,17 @@ class TranslateConfig(DecodingOptions):
     """
 
     checkpoint: str = MISSING
-    input: Optional[str] = None
-    output: Optional[str] = None
+    input: str | None = None
+    output: str | None = None
     nbest: int = 1
-    attention_plots: Optional[str] = None
+    attention_plots: str | None = None
     attention_plots_max: int = 10
 
 
 ConfigStore.instance().store(name="translate_schema", node=TranslateConfig)
 
 
-def main(argv: Optional[list[str]] = None) -> Optional[int]:
+def main(argv: list[str] | None = None) -> int | None:
     """`lstm-mt translate checkpoint=PATH [input=FILE] [output=FILE] [key=value ...]`."""
     return run_hydra(run_translate, "translate", sys.argv[1:] if argv is None else argv, "lstm-mt translate")
 
@@ -258,18 +272,29 @@ def run_translate(cfg: DictConfig) -> None:
     translator = Translator.from_checkpoint(options.checkpoint, options.device, options.max_input_tokens)
     start = time.perf_counter()
     results = translator.translate_nbest(
-        sentences, options.search_config(options.nbest), max_tokens=options.max_tokens,
-        progress=options.progress, source=source, keep_attention=options.attention_plots is not None,
+        sentences,
+        options.search_config(options.nbest),
+        max_tokens=options.max_tokens,
+        progress=options.progress,
+        source=source,
+        keep_attention=options.attention_plots is not None,
     )
     seconds = time.perf_counter() - start
     write_output(format_translations(results, options.nbest), options.output)
     if options.attention_plots:
         from lstm_mt.plotting import save_attention_plots
 
-        save_attention_plots(Path(options.attention_plots), sentences, [r[0] for r in results],
-                             translator.tokenizer, options.attention_plots_max)
-    print(f"translated {len(sentences)} lines in {seconds:.1f} s: "
-          f"{len(sentences) / max(seconds, 1e-9):.1f} sentences/s", file=sys.stderr)
+        save_attention_plots(
+            Path(options.attention_plots),
+            sentences,
+            [r[0] for r in results],
+            translator.tokenizer,
+            options.attention_plots_max,
+        )
+    print(
+        f"translated {len(sentences)} lines in {seconds:.1f} s: {len(sentences) / max(seconds, 1e-9):.1f} sentences/s",
+        file=sys.stderr,
+    )
 
 
 def format_translations(results: Sequence[Sequence[Translation]], nbest: int) -> list[str]:
@@ -283,14 +308,14 @@ def format_translations(results: Sequence[Sequence[Translation]], nbest: int) ->
     ]
 
 
-def read_input(path: Optional[str]) -> tuple[list[str], str]:
+def read_input(path: str | None) -> tuple[list[str], str]:
     """Lines of a UTF-8 file (plain or .gz) or of stdin (path None or "-"), and the name to report them by."""
     if path in (None, "-"):
         return decode_lines(sys.stdin.buffer.read(), "<stdin>"), "<stdin>"
     return decode_lines(read_bytes(path), path), path
 
 
-def write_output(lines: Sequence[str], path: Optional[str]) -> None:
+def write_output(lines: Sequence[str], path: str | None) -> None:
     """Write ``lines`` to stdout (path None or "-") or atomically to the file ``path``."""
     text = "".join(line + "\n" for line in lines)
     if path in (None, "-"):

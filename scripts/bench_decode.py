@@ -30,7 +30,7 @@ from lstm_mt.tokenizer import train_or_load_tokenizer
 from lstm_mt.translate import DEFAULT_MAX_TOKENS, Translator, typed_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "lstm_mt" / "configs"
 SHARED_MIRROR = ROOT.parent / "shared" / "data"  # where the tests look too
 SPLIT = "test_2016_flickr"
 
@@ -61,8 +61,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="source tokens per batch")
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 5], help="beam sizes to time (1: greedy)")
     parser.add_argument("--cache-dir", default=None, help="SentencePiece cache (default: data.cache_dir)")
-    parser.add_argument("--mirror", default=None,
-                        help=f"data mirror (default: ${MIRROR_ENV}, else {SHARED_MIRROR} if it exists)")
+    parser.add_argument(
+        "--mirror", default=None, help=f"data mirror (default: ${MIRROR_ENV}, else {SHARED_MIRROR} if it exists)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -85,9 +86,11 @@ def run(args: argparse.Namespace) -> None:
     translator.translate(sentences[:8], beam_size=max(args.beams))  # warm-up
 
     model = args.checkpoint or "configs/model/base.yaml, untrained"
-    print(f"{SPLIT} de-en, {len(sentences)} sentences; model: {model} "
-          f"({translator.model.num_parameters() / 1e6:.1f}M parameters); device {args.device}, "
-          f"{torch.get_num_threads()} threads, max_tokens {args.max_tokens}, torch {torch.__version__}\n")
+    print(
+        f"{SPLIT} de-en, {len(sentences)} sentences; model: {model} "
+        f"({translator.model.num_parameters() / 1e6:.1f}M parameters); device {args.device}, "
+        f"{torch.get_num_threads()} threads, max_tokens {args.max_tokens}, torch {torch.__version__}\n"
+    )
     print("| search | seconds | sentences/s | output tokens/s |")
     print("|---|---|---|---|")
     for beam_size in args.beams:

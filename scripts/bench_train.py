@@ -51,8 +51,15 @@ class Row:
     peak_mib: float
 
     def cells(self) -> list[str]:
-        return [self.precision, str(self.updates), f"{self.tokens:.0f}", f"{self.seconds:.1f}",
-                f"{self.tokens / self.seconds:.0f}", f"{self.seconds / self.updates:.2f}", f"{self.peak_mib:.0f}"]
+        return [
+            self.precision,
+            str(self.updates),
+            f"{self.tokens:.0f}",
+            f"{self.seconds:.1f}",
+            f"{self.tokens / self.seconds:.0f}",
+            f"{self.seconds / self.updates:.2f}",
+            f"{self.peak_mib:.0f}",
+        ]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -102,8 +109,9 @@ def sync(device: torch.device) -> None:
 
 def bench(args: argparse.Namespace, precision: str, overrides: list[str]) -> tuple[Row, Trainer]:
     """Warm up, then time ``args.steps`` updates of a fresh job in ``precision``."""
-    job = compose_job([*overrides, f"train.precision={precision}", f"device={args.device}",
-                       f"train.num_threads={args.threads}"])
+    job = compose_job(
+        [*overrides, f"train.precision={precision}", f"device={args.device}", f"train.num_threads={args.threads}"]
+    )
     device = select_device(job.device)
     with tempfile.TemporaryDirectory() as run_dir, StopSignals() as signals:
         trainer = Trainer(job, Path(run_dir), Distributed(), device, signals)
@@ -143,7 +151,9 @@ def cpu_name() -> str:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    overrides = args.overrides if any(o.startswith("model=") for o in args.overrides) else ["model=base", *args.overrides]
+    overrides = (
+        args.overrides if any(o.startswith("model=") for o in args.overrides) else ["model=base", *args.overrides]
+    )
     rows, trainer = [], None
     for precision in args.precision.split(","):
         row, trainer = bench(args, precision, overrides)
@@ -152,14 +162,17 @@ def main(argv: list[str]) -> None:
     device = trainer.device
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()}, {args.threads} threads"
     print(f"\n$ python scripts/bench_train.py {' '.join(argv)}")
-    print(f"{' '.join(overrides)}: {trainer.module.num_parameters() / 1e6:.1f}M parameters, "
-          f"vocab {trainer.data.tokenizer.tgt_vocab_size}, max_tokens {trainer.cfg.max_tokens}, "
-          f"{args.warmup} warm-up + {args.steps} timed updates; {where}; torch {torch.__version__}")
+    print(
+        f"{' '.join(overrides)}: {trainer.module.num_parameters() / 1e6:.1f}M parameters, "
+        f"vocab {trainer.data.tokenizer.tgt_vocab_size}, max_tokens {trainer.cfg.max_tokens}, "
+        f"{args.warmup} warm-up + {args.steps} timed updates; {where}; torch {torch.__version__}"
+    )
     print_table(rows, device)
     if args.decode:
         decode_bench = Path(__file__).with_name("bench_decode.py")
-        subprocess.run([sys.executable, str(decode_bench), "--threads", str(args.threads), "--device", args.device],
-                       check=True)
+        subprocess.run(
+            [sys.executable, str(decode_bench), "--threads", str(args.threads), "--device", args.device], check=True
+        )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lstm_mt.data import DataConfig, MIRROR_ENV, SubwordConfig, prepare_data
+from lstm_mt.data import MIRROR_ENV, DataConfig, SubwordConfig, prepare_data
 from lstm_mt.errors import LstmMtError
 from lstm_mt.tokenizer import available_cores
 
@@ -22,23 +22,33 @@ DEFAULT_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mirror", default=os.environ.get(MIRROR_ENV) or str(DEFAULT_MIRROR),
-                        help="data mirror folder (default: $LSTM_MT_DATA_MIRROR or ../shared/data)")
+    parser.add_argument(
+        "--mirror",
+        default=os.environ.get(MIRROR_ENV) or str(DEFAULT_MIRROR),
+        help="data mirror folder (default: $LSTM_MT_DATA_MIRROR or ../shared/data)",
+    )
     parser.add_argument("--cache-dir", default=None, help="cache folder (default: a fresh temporary one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = DataConfig(name="multi30k", src="de", tgt="en", mirror=args.mirror,
-                         cache_dir=args.cache_dir or tmp,
-                         spm=SubwordConfig(model_type="unigram", vocab_size=8000, joint=True))
+        cfg = DataConfig(
+            name="multi30k",
+            src="de",
+            tgt="en",
+            mirror=args.mirror,
+            cache_dir=args.cache_dir or tmp,
+            spm=SubwordConfig(model_type="unigram", vocab_size=8000, joint=True),
+        )
         start = time.perf_counter()
         try:
             prepared = prepare_data(cfg)
         except LstmMtError as e:
-            raise SystemExit(f"error: {e}")
+            raise SystemExit(f"error: {e}") from None
         seconds = time.perf_counter() - start
-    print(f"prepared multi30k de->en ({len(prepared.train)} train / {len(prepared.valid)} valid pairs, "
-          f"8k joint unigram) in {seconds:.2f} s on {available_cores()} cores")
+    print(
+        f"prepared multi30k de->en ({len(prepared.train)} train / {len(prepared.valid)} valid pairs, "
+        f"8k joint unigram) in {seconds:.2f} s on {available_cores()} cores"
+    )
 
 
 if __name__ == "__main__":

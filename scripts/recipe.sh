@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command per result: train a recipe of configs/experiment/, average its last 5
+# One command per result: train a recipe of lstm_mt/configs/experiment/, average its last 5
 # checkpoints, choose checkpoint (best.pt or the average) and decoding (beam size x length
 # penalty) on the valid split only, then score the test splits (sacreBLEU with signatures,
 # chrF, the Multi30k papers' lowercased tokenized BLEU) and write runs/RECIPE/results.json.
@@ -11,12 +11,12 @@
 # checkpoint of runs/RECIPE (RUN_DIR= chooses another folder) and the later steps are redone.
 # The device for decoding is the device= argument (default auto: CUDA when available).
 set -euo pipefail
-usage="usage: bash scripts/recipe.sh RECIPE [train overrides...]   (RECIPE: a file of configs/experiment/)"
+usage="usage: bash scripts/recipe.sh RECIPE [train overrides...]   (RECIPE: a file of lstm_mt/configs/experiment/)"
 recipe=${1:?$usage}
 shift
 cd "$(dirname "$0")/.."
-if [ ! -f "configs/experiment/$recipe.yaml" ]; then
-    echo "error: configs/experiment/$recipe.yaml not found; $usage" >&2
+if [ ! -f "lstm_mt/configs/experiment/$recipe.yaml" ]; then
+    echo "error: lstm_mt/configs/experiment/$recipe.yaml not found; $usage" >&2
     exit 2
 fi
 if [ -z "${LSTM_MT_DATA_MIRROR:-}" ] && [ -d ../shared/data/multi30k ]; then

@@ -27,8 +27,13 @@ TOKENIZER_PAIRS = 500
 TRAINING_PAIRS = 48
 TRAINING_STEPS = 160
 TINY_MODEL = ModelConfig(
-    emb_size=32, encoder_hidden=32, decoder_hidden=64, attentional_size=32, attention_hidden=32,
-    dropout=0.0, embedding_dropout=0.0,
+    emb_size=32,
+    encoder_hidden=32,
+    decoder_hidden=64,
+    attentional_size=32,
+    attention_hidden=32,
+    dropout=0.0,
+    embedding_dropout=0.0,
 )
 
 

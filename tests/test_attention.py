@@ -108,7 +108,8 @@ def test_bahdanau_attention_by_hand():
 
     def score(key):
         return sum(
-            v[a] * math.tanh(sum(W_q[a][i] * QUERY[i] for i in range(2)) + sum(W_k[a][m] * key[m] for m in range(2)) + b[a])
+            v[a]
+            * math.tanh(sum(W_q[a][i] * QUERY[i] for i in range(2)) + sum(W_k[a][m] * key[m] for m in range(2)) + b[a])
             for a in range(2)
         )
 

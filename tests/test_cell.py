@@ -210,9 +210,12 @@ def test_packed_weights_follow_in_place_updates():
         before = ours(x)[0]
     ours(x)[0].sum().backward()
     optimizer.step()
-    reference.load_state_dict({
-        f"{name}_l0": getattr(ours.layers[0][0], name).detach() for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-    })
+    reference.load_state_dict(
+        {
+            f"{name}_l0": getattr(ours.layers[0][0], name).detach()
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        }
+    )
     with torch.no_grad():
         after = ours(x)[0]
         assert max_diff([after], [reference(x)[0]]) < 1e-5
@@ -322,7 +325,9 @@ def point_wise(request, monkeypatch):
     call = native._call
     monkeypatch.setattr(native, "_call", lambda library, name, *args: (calls.append(name), call(library, name, *args)))
     yield calls
-    expected = {"lstm_cell_forward", "lstm_cell_forward_keep", "lstm_cell_backward"} if request.param == "native" else set()
+    expected = (
+        {"lstm_cell_forward", "lstm_cell_forward_keep", "lstm_cell_backward"} if request.param == "native" else set()
+    )
     assert set(calls) == expected
 
 
@@ -353,7 +358,10 @@ def test_point_wise_step_both_ways_matches_torch(point_wise):
     actual = cell(x[0], (h, c))
     assert max_diff(list(actual), list(expected)) < 1e-5
     loss_weights = torch.randn(2, 5, 8)
-    grads = [torch.autograd.grad(sum((t * w).sum() for t, w in zip(out, loss_weights)), [x, h, c, *module.parameters()]) for out, module in ((actual, cell), (expected, ref_cell))]
+    grads = [
+        torch.autograd.grad(sum((t * w).sum() for t, w in zip(out, loss_weights)), [x, h, c, *module.parameters()])
+        for out, module in ((actual, cell), (expected, ref_cell))
+    ]
     assert max_diff(list(grads[0]), list(grads[1])) < 1e-5
     with torch.no_grad():
         assert max_diff(list(cell(x[0], (h, c))), list(expected)) < 1e-5

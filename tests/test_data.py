@@ -31,16 +31,17 @@ from lstm_mt.data import (
     collate_source,
     load_split,
     load_tokenized_reference,
+    multi30k,
     prepare_data,
     resolve_test_splits,
+    sources,
+    tatoeba,
+    textio,
 )
-from lstm_mt.data import multi30k, sources, tatoeba, textio
 from lstm_mt.errors import LstmMtError
 
 MIRROR = Path(os.environ.get(MIRROR_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
-needs_mirror = pytest.mark.skipif(
-    not (MIRROR / "multi30k" / "raw").is_dir(), reason=f"no data mirror at {MIRROR}"
-)
+needs_mirror = pytest.mark.skipif(not (MIRROR / "multi30k" / "raw").is_dir(), reason=f"no data mirror at {MIRROR}")
 PUBLISHED = {"train": 29000, "val": 1014, "test_2016_flickr": 1000, "test_2017_flickr": 1000}
 RAW_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
 
@@ -99,7 +100,11 @@ def test_resolve_test_splits_come_from_the_source_and_are_checked():
     assert resolve_test_splits(with_mirror) == ["test_2016_flickr", "test_2017_flickr"]
     online = DataConfig(src="de", tgt="en")
     assert resolve_test_splits(online) == [
-        "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr"]
+        "test_2016_flickr",
+        "test_2017_flickr",
+        "test_2017_mscoco",
+        "test_2018_flickr",
+    ]
     assert resolve_test_splits(DataConfig(src="cs", tgt="en")) == ["test_2016_flickr", "test_2018_flickr"]
     with_mirror.test_splits = ["test_2018_flickr"]  # published, but not in this mirror
     with pytest.raises(LstmMtError, match="data.test_splits: 'test_2018_flickr' is not available"):
@@ -198,7 +203,8 @@ def test_mirror_without_the_needed_files(tmp_path):
     with pytest.raises(LstmMtError) as err:
         load_split(cfg, "train")
     assert str(err.value) == (
-        f"{mirror}/multi30k/raw/train.de.gz: not found; the data mirror {mirror} lacks multi30k/raw/train.de.gz")
+        f"{mirror}/multi30k/raw/train.de.gz: not found; the data mirror {mirror} lacks multi30k/raw/train.de.gz"
+    )
     assert resolve_test_splits(cfg) == [], "test splits missing from the mirror are not offered"
 
 
@@ -248,20 +254,27 @@ def test_lines_split_only_on_newline(tmp_path):
 # --- custom corpora ----------------------------------------------------------------------------
 
 
-def custom_config(
-    tmp_path: Path, train: tuple[bytes, bytes], valid: tuple[bytes, bytes], **kwargs
-) -> DataConfig:
+def custom_config(tmp_path: Path, train: tuple[bytes, bytes], valid: tuple[bytes, bytes], **kwargs) -> DataConfig:
     def pair(name: str, texts: tuple[bytes, bytes], gz: bool) -> FilePair:
         paths = [tmp_path / f"{name}.{side}{'.gz' if gz else ''}" for side in ("src", "tgt")]
         for path, text in zip(paths, texts):
             path.write_bytes(gzip.compress(text) if gz else text)
         return FilePair(str(paths[0]), str(paths[1]))
 
-    custom = CustomConfig(train=pair("train", train, gz=False), valid=pair("valid", valid, gz=True),
-                          test={"t1": pair("t1", (b"x\n", b"y\n"), gz=False),
-                                "t2": pair("t2", (b"p\nq\n", b"r\ns\n"), gz=True)})
-    return DataConfig(name="custom", src="src", tgt="tgt", valid_split="valid",
-                      cache_dir=str(tmp_path / "cache"), custom=custom, **kwargs)
+    custom = CustomConfig(
+        train=pair("train", train, gz=False),
+        valid=pair("valid", valid, gz=True),
+        test={"t1": pair("t1", (b"x\n", b"y\n"), gz=False), "t2": pair("t2", (b"p\nq\n", b"r\ns\n"), gz=True)},
+    )
+    return DataConfig(
+        name="custom",
+        src="src",
+        tgt="tgt",
+        valid_split="valid",
+        cache_dir=str(tmp_path / "cache"),
+        custom=custom,
+        **kwargs,
+    )
 
 
 def test_custom_corpus_plain_gz_and_several_test_sets(tmp_path):
@@ -319,7 +332,7 @@ def test_tatoeba_split_is_disjoint_deterministic_and_direction_independent(tmp_p
         assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2]), side
     val = parts["val"]
     assert val.src_lines[0].startswith("Satz") and val.tgt_lines[0].startswith("Sentence")
-    assert lines[val.line_numbers[0] - 1] .startswith(f"{val.tgt_lines[0]}\t{val.src_lines[0]}")
+    assert lines[val.line_numbers[0] - 1].startswith(f"{val.tgt_lines[0]}\t{val.src_lines[0]}")
     reversed_val = load_split(en_de, "val")
     assert reversed_val.line_numbers == val.line_numbers and reversed_val.src_lines == val.tgt_lines
     assert load_split(de_en, "val").line_numbers == val.line_numbers
@@ -337,7 +350,7 @@ def test_tatoeba_bad_lines_and_pairs(tmp_path):
         load_split(cfg, "train")
     with pytest.raises(LstmMtError, match="tatoeba has no pair en-cs"):
         load_split(DataConfig(name="tatoeba", src="en", tgt="cs", mirror=str(mirror)), "train")
-    with pytest.raises(LstmMtError, match=f"lacks tatoeba-manythings/fra-eng/fra.txt.gz"):
+    with pytest.raises(LstmMtError, match="lacks tatoeba-manythings/fra-eng/fra.txt.gz"):
         load_split(DataConfig(name="tatoeba", src="fr", tgt="en", mirror=str(mirror)), "train")
 
 
@@ -497,9 +510,14 @@ def multi30k_prepared(tmp_path_factory):
     """Multi30k de-en with an 8k joint SentencePiece model, prepared once; records opened files."""
     if not (MIRROR / "multi30k" / "raw").is_dir():
         pytest.skip(f"no data mirror at {MIRROR}")
-    cfg = DataConfig(name="multi30k", src="de", tgt="en", mirror=str(MIRROR),
-                     cache_dir=str(tmp_path_factory.mktemp("cache")),
-                     spm=SubwordConfig(model_type="unigram", vocab_size=8000, joint=True))
+    cfg = DataConfig(
+        name="multi30k",
+        src="de",
+        tgt="en",
+        mirror=str(MIRROR),
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+        spm=SubwordConfig(model_type="unigram", vocab_size=8000, joint=True),
+    )
     opened: list[str] = []
     real_read_bytes = textio.read_bytes
     with pytest.MonkeyPatch.context() as mp:
@@ -554,7 +572,8 @@ def test_prepared_batches_hold_the_right_examples(multi30k_prepared):
     assert sorted(i for b in valid for i in b.indices) == list(range(1014))
     first = valid[0]
     assert prepared.tokenizer.decode_tgt(first.tgt_out[0]) == prepared.tokenizer.normalize_tgt(
-        prepared.valid.tgt_lines[first.indices[0]])
+        prepared.valid.tgt_lines[first.indices[0]]
+    )
 
 
 def test_prepare_counts_and_skips_empty_training_lines_and_filters_train_only(tmp_path, caplog):
@@ -607,13 +626,18 @@ def test_bad_input_through_the_cli_is_one_error_line_without_traceback(tmp_path,
     else:
         expected = str(bad)
     overrides = [
-        "data=custom", f"data.cache_dir={tmp_path / 'cache'}",
-        f"data.custom.train.src={bad}", f"data.custom.train.tgt={good_tgt}",
-        f"data.custom.valid.src={good_src}", f"data.custom.valid.tgt={good_tgt}",
-        f"hydra.run.dir={tmp_path / 'run'}", "train.quiet=true",
+        "data=custom",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"data.custom.train.src={bad}",
+        f"data.custom.train.tgt={good_tgt}",
+        f"data.custom.valid.src={good_src}",
+        f"data.custom.valid.tgt={good_tgt}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "train.quiet=true",
     ]
-    result = subprocess.run([sys.executable, "-m", "lstm_mt", "train", *overrides],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "lstm_mt", "train", *overrides], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2, result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and expected in error_lines[0], result.stderr

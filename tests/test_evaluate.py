@@ -65,7 +65,9 @@ def test_evaluate_given_hypotheses_matches_the_sacrebleu_command(test_2016, tmp_
     printed = capsys.readouterr().out
     official = subprocess.run(
         [sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "-w", "4"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     scores = report["test_sets"][0]["scores"]
@@ -89,9 +91,23 @@ def test_evaluate_command_on_file_pairs_writes_hypotheses_and_report(tiny_checkp
         write_lines(tmp_path / f"{name}.en", corpus.tgt_lines[rows])
     args = ["src=[a.de,b.de]", "ref=[a.en,b.en]"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "lstm_mt", "evaluate", f"checkpoint={tiny_checkpoint.path}",
-                             *args, "beam_size=3", "output_dir=scores"],
-                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lstm_mt",
+            "evaluate",
+            f"checkpoint={tiny_checkpoint.path}",
+            *args,
+            "beam_size=3",
+            "output_dir=scores",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "scores" / "report.json").read_text())
     assert report["checkpoint"] == str(tiny_checkpoint.path) and report["step"] == 160
@@ -143,8 +159,11 @@ def perturbed_copies(tiny_checkpoint, folder: Path, steps: list[int]) -> list[Pa
     for step in steps:
         generator = torch.Generator().manual_seed(step)
         model = {name: t + torch.randn(t.shape, generator=generator) for name, t in payload["model"].items()}
-        paths.append(save_checkpoint({**payload, "model": model, "step": step, "optimizer": {"lr": 1.0}},
-                                     folder / f"step{step}.pt"))
+        paths.append(
+            save_checkpoint(
+                {**payload, "model": model, "step": step, "optimizer": {"lr": 1.0}}, folder / f"step{step}.pt"
+            )
+        )
     return paths
 
 

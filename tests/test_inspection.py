@@ -37,8 +37,15 @@ torch.set_num_threads(1)
 
 NON_LATIN = "Ein Mann fährt Fahrrad 🚲 в Москве 北京"
 TINY = ModelConfig(  # two layers on each side, so layer inputs and directions are exercised
-    emb_size=16, encoder_hidden=12, encoder_layers=2, decoder_hidden=20, decoder_layers=2,
-    attentional_size=16, attention_hidden=10, dropout=0.0, embedding_dropout=0.0,
+    emb_size=16,
+    encoder_hidden=12,
+    encoder_layers=2,
+    decoder_hidden=20,
+    decoder_layers=2,
+    attentional_size=16,
+    attention_hidden=10,
+    dropout=0.0,
+    embedding_dropout=0.0,
 )
 
 
@@ -46,13 +53,15 @@ TINY = ModelConfig(  # two layers on each side, so layer inputs and directions a
 
 
 def test_longest_run_above_threshold_per_unit():
-    forget = np.array([
-        [0.95] * 7 + [0.2] * 3,                                    # 7 steps from 0
-        [0.2, 0.95, 0.95, 0.95, 0.2, 0.95, 0.95, 0.95, 0.95, 0.95],  # runs of 3 and 5: 5 from 5
-        [0.5] * 10,                                                 # never
-        [0.9] * 10,                                                 # the threshold itself is not above it
-        [0.2, 0.99] + [0.2] * 8,                                    # one step
-    ]).T
+    forget = np.array(
+        [
+            [0.95] * 7 + [0.2] * 3,  # 7 steps from 0
+            [0.2, 0.95, 0.95, 0.95, 0.2, 0.95, 0.95, 0.95, 0.95, 0.95],  # runs of 3 and 5: 5 from 5
+            [0.5] * 10,  # never
+            [0.9] * 10,  # the threshold itself is not above it
+            [0.2, 0.99] + [0.2] * 8,  # one step
+        ]
+    ).T
     lengths, starts = longest_runs_above(forget, 0.9)
     assert lengths.tolist() == [7, 5, 0, 0, 1]
     assert starts.tolist() == [0, 5, 0, 0, 1]
@@ -182,7 +191,9 @@ def test_saved_arrays_are_the_models_outputs(traced, tiny_checkpoint):
     src = torch.tensor(saved["src_ids"])[None]
     lengths = torch.tensor([src.shape[1]])
     top = model.encoder.rnn.num_layers - 1
-    memory = model.encode(src, lengths).memory[0].detach().numpy()  # with gradients: the training path, float32 rounding apart
+    memory = (
+        model.encode(src, lengths).memory[0].detach().numpy()
+    )  # with gradients: the training path, float32 rounding apart
     np.testing.assert_allclose(
         np.hstack([saved[f"encoder.layer{top}.forward.h"], saved[f"encoder.layer{top}.backward.h"]]), memory, atol=1e-5
     )
@@ -222,14 +233,21 @@ def test_command_writes_figures_page_and_arrays_for_a_non_latin_sentence(tiny_ch
     out = tmp_path / "report"
     result = subprocess.run(
         [*inspect_command(), f"checkpoint={tiny_checkpoint.path}", f"text={NON_LATIN}", f"output_dir={out}", "top_k=5"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr, "glyphs no font has are drawn as boxes, silently"
     folder = out / "sentence_001"
     assert sorted(path.name for path in folder.iterdir()) == [
-        "arrays.npz", "attention.png", "cell_state_norm.png",
-        "gates_decoder_layer0.png", "gates_encoder_layer0_backward.png", "gates_encoder_layer0_forward.png",
+        "arrays.npz",
+        "attention.png",
+        "cell_state_norm.png",
+        "gates_decoder_layer0.png",
+        "gates_encoder_layer0_backward.png",
+        "gates_encoder_layer0_forward.png",
         "report.html",
     ]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["report"], "no Hydra outputs beside the report"
@@ -252,8 +270,16 @@ def test_input_file_blank_lines_and_max_sentences(tiny_checkpoint, tmp_path):
     sentences = tmp_path / "sentences.de"
     sentences.write_text("Zwei Hunde spielen.\n\n   \nEine Frau liest.\nNicht mehr.\n", encoding="utf-8")
     out = tmp_path / "out"
-    main([f"checkpoint={tiny_checkpoint.path}", f"input={sentences}", f"output_dir={out}", "max_sentences=2",
-          "top_k=100", "device=cpu"])
+    main(
+        [
+            f"checkpoint={tiny_checkpoint.path}",
+            f"input={sentences}",
+            f"output_dir={out}",
+            "max_sentences=2",
+            "top_k=100",
+            "device=cpu",
+        ]
+    )
     assert sorted(path.name for path in out.iterdir()) == ["index.html", "sentence_001", "sentence_002"]
     with np.load(out / "sentence_002" / "arrays.npz") as arrays:
         assert str(arrays["source"]) == "Eine Frau liest."
@@ -289,8 +315,15 @@ def test_any_sentence_reaches_the_config_unchanged():
     from lstm_mt.hydra_app import CONFIG_DIR
 
     register_configs()
-    sentences = [NON_LATIN, "Er sagt: \"Ja, ich komm' gleich\" [sofort] {x: 1}", "a\\b\\", "${oc.env:HOME} kostet $5",
-                 "  null  ", "1.5", "x=y"]
+    sentences = [
+        NON_LATIN,
+        'Er sagt: "Ja, ich komm\' gleich" [sofort] {x: 1}',
+        "a\\b\\",
+        "${oc.env:HOME} kostet $5",
+        "  null  ",
+        "1.5",
+        "x=y",
+    ]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         for sentence in sentences:
             cfg = compose("inspect", overrides=quote_free_text([f"text={sentence}", "top_k=3"]))

@@ -13,15 +13,22 @@ from lstm_mt.model import BOS_ID, EOS_ID, PAD_ID, ModelConfig, ModelConfigError,
 
 torch.set_num_threads(1)
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "model"
+CONFIGS = Path(__file__).resolve().parent.parent / "lstm_mt" / "configs" / "model"
 VOCAB = 23
 
 
 def tiny_config(**overrides) -> ModelConfig:
     """Two layers on each side (so stacking and dropout placement are exercised), no dropout."""
     sizes = dict(
-        emb_size=8, encoder_hidden=6, encoder_layers=2, decoder_hidden=12, decoder_layers=2,
-        attentional_size=8, attention_hidden=7, dropout=0.0, embedding_dropout=0.0,
+        emb_size=8,
+        encoder_hidden=6,
+        encoder_layers=2,
+        decoder_hidden=12,
+        decoder_layers=2,
+        attentional_size=8,
+        attention_hidden=7,
+        dropout=0.0,
+        embedding_dropout=0.0,
     )
     return ModelConfig(**{**sizes, **overrides})
 
@@ -224,8 +231,13 @@ def test_overfits_a_toy_corpus_and_greedy_decoding_reproduces_it():
     tgt_out = pad([t + [EOS_ID] for _, t in pairs])
     torch.manual_seed(0)
     config = ModelConfig(
-        emb_size=32, encoder_hidden=32, decoder_hidden=64, attentional_size=32, attention_hidden=32,
-        dropout=0.0, embedding_dropout=0.0,
+        emb_size=32,
+        encoder_hidden=32,
+        decoder_hidden=64,
+        attentional_size=32,
+        attention_hidden=32,
+        dropout=0.0,
+        embedding_dropout=0.0,
     )
     model = build_model(config, FIRST_WORD + NUM_WORDS, FIRST_WORD + NUM_WORDS)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -248,7 +260,9 @@ def test_overfits_a_toy_corpus_and_greedy_decoding_reproduces_it():
 def test_tied_and_shared_embeddings_are_one_tensor():
     model = tiny_model(tie_decoder_embeddings=True, share_embeddings=True)
     generator, src_embedding, tgt_embedding = (
-        model.generator.weight, model.encoder.embedding.weight, model.decoder.embedding.weight
+        model.generator.weight,
+        model.encoder.embedding.weight,
+        model.decoder.embedding.weight,
     )
     assert generator is tgt_embedding is src_embedding
     assert generator.data_ptr() == src_embedding.data_ptr()

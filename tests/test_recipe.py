@@ -28,14 +28,21 @@ from lstm_mt.model import ModelConfig
 from lstm_mt.train import as_job_config, train
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["model.emb_size=32", "model.encoder_hidden=32", "model.decoder_hidden=64", "model.attentional_size=32",
-        "model.attention_hidden=32", "model.encoder_layers=1", "model.decoder_layers=1"]
+TINY = [
+    "model.emb_size=32",
+    "model.encoder_hidden=32",
+    "model.decoder_hidden=64",
+    "model.attentional_size=32",
+    "model.attention_hidden=32",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+]
 
 
 def compose_train(*overrides: str):
     """The job config exactly as `lstm-mt train <overrides>` composes it."""
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "lstm_mt" / "configs"), version_base="1.3"):
         return compose("train", overrides=list(overrides))
 
 
@@ -56,14 +63,19 @@ def test_recipes_compose_to_the_typed_schema(experiment, src, tgt):
     assert overridden.decoding.beam_sizes == [1] and overridden.device == "cuda"
 
 
-@pytest.mark.parametrize("text, named", [
-    ("decoding:\n  beam_sise: 5\n", "beam_sise"),          # a typo'd key
-    ("train:\n  patience: forever\n", "train.patience"),   # a wrong type
-])
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("decoding:\n  beam_sise: 5\n", "beam_sise"),  # a typo'd key
+        ("train:\n  patience: forever\n", "train.patience"),  # a wrong type
+    ],
+)
 def test_a_typo_in_an_experiment_file_is_refused(tmp_path, text, named):
     (tmp_path / "experiment").mkdir()
-    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - multi30k\n  - _self_\n" + text)
-    shutil.copy(REPO / "configs" / "experiment" / "multi30k.yaml", tmp_path / "experiment")
+    (tmp_path / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - multi30k\n  - _self_\n" + text
+    )
+    shutil.copy(REPO / "lstm_mt" / "configs" / "experiment" / "multi30k.yaml", tmp_path / "experiment")
     with pytest.raises(ConfigCompositionException) as error:
         compose_train("+experiment=mine", f"hydra.searchpath=[file://{tmp_path}]")
     assert named in str(error.value) + str(error.value.__cause__)
@@ -85,15 +97,30 @@ def test_training_never_opens_a_test_split(multi30k_de_en, tmp_path, monkeypatch
         def recorded(file, *args, **kwargs):
             opened.append(str(file))
             return open_function(file, *args, **kwargs)
+
         return recorded
 
-    for module, name in [(builtins, "open"), (io, "open"), (gzip, "open"), (pathlib.Path, "open"),
-                         (textio, "read_bytes")]:
+    for module, name in [
+        (builtins, "open"),
+        (io, "open"),
+        (gzip, "open"),
+        (pathlib.Path, "open"),
+        (textio, "read_bytes"),
+    ]:
         monkeypatch.setattr(module, name, recording(getattr(module, name)))
-    cfg = compose_train("+experiment=multi30k_en_de", f"data.mirror={multi30k_de_en.mirror}",
-                        f"data.cache_dir={tmp_path / 'cache'}", "data.spm.vocab_size=500", "data.spm.max_sentences=2000",
-                        *TINY, "train.max_train_examples=200", "train.max_steps=2", "train.num_threads=1",
-                        "train.quiet=true", "device=cpu")
+    cfg = compose_train(
+        "+experiment=multi30k_en_de",
+        f"data.mirror={multi30k_de_en.mirror}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.spm.vocab_size=500",
+        "data.spm.max_sentences=2000",
+        *TINY,
+        "train.max_train_examples=200",
+        "train.max_steps=2",
+        "train.num_threads=1",
+        "train.quiet=true",
+        "device=cpu",
+    )
     (tmp_path / "run").mkdir()  # Hydra makes the run folder before train() runs
     result = train(cfg, tmp_path / "run")
     assert result.step == 2
@@ -116,12 +143,17 @@ def run_dir(tiny_checkpoint, tmp_path) -> Path:
     """A run folder as `lstm-mt train` and recipe.sh leave it: config, best.pt, average.pt, timings."""
     run = tmp_path / "run"
     model = ModelConfig(**load_checkpoint(tiny_checkpoint.path)["config"]["model"])
-    job = TrainJobConfig(data=tiny_checkpoint.data, model=model,
-                         decoding=DecodingConfig(beam_size=1, alpha=0.6, beam_sizes=[1, 2], alphas=[0.0, 1.0]))
+    job = TrainJobConfig(
+        data=tiny_checkpoint.data,
+        model=model,
+        decoding=DecodingConfig(beam_size=1, alpha=0.6, beam_sizes=[1, 2], alphas=[0.0, 1.0]),
+    )
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.structured(job), run / ".hydra" / "config.yaml")
-    OmegaConf.save(OmegaConf.create(["+experiment=multi30k_de_en", "train.resume=auto", "device=cpu"]),
-                   run / ".hydra" / "overrides.yaml")
+    OmegaConf.save(
+        OmegaConf.create(["+experiment=multi30k_de_en", "train.resume=auto", "device=cpu"]),
+        run / ".hydra" / "overrides.yaml",
+    )
     (run / "checkpoints").mkdir()
     shutil.copy(tiny_checkpoint.path, run / "checkpoints" / "best.pt")
     save_checkpoint(average_checkpoints([tiny_checkpoint.path, tiny_checkpoint.path]), run / "average.pt")
@@ -137,14 +169,21 @@ def test_tune_picks_on_val_and_test_scores_the_test_splits_with_that_choice(run_
     def first_sentences(cfg):  # a slice of val keeps the test fast
         valid = full_valid(cfg)
         decoded.append(valid.name)
-        return dataclasses.replace(valid, sources=valid.sources[:40], references=valid.references[:40],
-                                   tokenized_references=valid.tokenized_references[:40])
+        return dataclasses.replace(
+            valid,
+            sources=valid.sources[:40],
+            references=valid.references[:40],
+            tokenized_references=valid.tokenized_references[:40],
+        )
 
     monkeypatch.setattr(recipe, "valid_set", first_sentences)
     decoding = recipe.tune_run(run_dir, "cpu")
     assert decoded == ["val"] and decoding["split"] == "val"
     trials = decoding["trials"]
-    assert [(t["checkpoint"], t["beam_size"], t["alpha"]) for t in trials][:2] == [("best", 1, 0.0), ("average", 1, 0.0)]
+    assert [(t["checkpoint"], t["beam_size"], t["alpha"]) for t in trials][:2] == [
+        ("best", 1, 0.0),
+        ("average", 1, 0.0),
+    ]
     assert len(trials) == 4  # best and average greedy, then beam 2 with alpha 0 and 1 for the winner
     name = decoding["checkpoint_name"]
     assert decoding["checkpoint"] == str(run_dir / recipe.CANDIDATES[name])

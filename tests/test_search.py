@@ -70,8 +70,9 @@ def test_batched_beam_search_equals_one_sentence_at_a_time(model, val_batch):
     assert len(set(lengths.tolist())) > 5, "the batch should mix source lengths"
     batched = beam_search(model, src, lengths, beam_size=4, alpha=0.6, nbest=4)
     for row, nbest in enumerate(batched):
-        alone = beam_search(model, src[row : row + 1, : lengths[row]], lengths[row : row + 1],
-                            beam_size=4, alpha=0.6, nbest=4)[0]
+        alone = beam_search(
+            model, src[row : row + 1, : lengths[row]], lengths[row : row + 1], beam_size=4, alpha=0.6, nbest=4
+        )[0]
         assert [h.tokens for h in nbest] == [h.tokens for h in alone]
         assert [h.score for h in nbest] == pytest.approx([h.score for h in alone], abs=1e-9)
         for ours, reference in zip(nbest, alone):
@@ -133,8 +134,11 @@ def test_output_length_is_capped_by_source_length(model, val_batch):
 
 
 def test_bad_search_options_name_the_key(model, val_batch):
-    for cfg, key in ((SearchConfig(beam_size=2, nbest=3), "nbest=3"), (SearchConfig(beam_size=0), "beam_size=0"),
-                     (SearchConfig(alpha=-1.0), "alpha=-1.0")):
+    for cfg, key in (
+        (SearchConfig(beam_size=2, nbest=3), "nbest=3"),
+        (SearchConfig(beam_size=0), "beam_size=0"),
+        (SearchConfig(alpha=-1.0), "alpha=-1.0"),
+    ):
         with pytest.raises(LstmMtError, match=key):
             search(model, val_batch.src, val_batch.src_lengths, cfg)
 
@@ -142,8 +146,9 @@ def test_bad_search_options_name_the_key(model, val_batch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_beam_search_on_cuda_matches_cpu(model, val_batch):
     cpu = beam_search(model, val_batch.src, val_batch.src_lengths, beam_size=4, alpha=0.6, nbest=2)
-    cuda = beam_search(copy.deepcopy(model).cuda(), val_batch.src.cuda(), val_batch.src_lengths.cuda(),
-                       beam_size=4, alpha=0.6, nbest=2)
+    cuda = beam_search(
+        copy.deepcopy(model).cuda(), val_batch.src.cuda(), val_batch.src_lengths.cuda(), beam_size=4, alpha=0.6, nbest=2
+    )
     assert [[h.tokens for h in n] for n in cuda] == [[h.tokens for h in n] for n in cpu]
     assert all(h.attention.device.type == "cpu" for n in cuda for h in n)
 
@@ -201,8 +206,9 @@ def test_a_beam_wide_enough_for_every_prefix_finds_the_exact_nbest(alpha, seed):
     chain = MarkovChain(seed)
     src_lengths = torch.tensor([3, 2, 1])  # caps of 3, 2 and 1 steps (max_len_a=1, b=0) in one batch
     src = torch.full((3, 3), 7)
-    results = beam_search(chain, src, src_lengths, beam_size=len(WORDS) ** 3, alpha=alpha,
-                          max_len_a=1.0, max_len_b=0, nbest=10)
+    results = beam_search(
+        chain, src, src_lengths, beam_size=len(WORDS) ** 3, alpha=alpha, max_len_a=1.0, max_len_b=0, nbest=10
+    )
     for limit, nbest in zip(src_lengths.tolist(), results):
         expected = every_output(chain, limit, alpha)[:10]
         assert [h.tokens for h in nbest] == [tokens for _, tokens, _ in expected]
@@ -215,6 +221,7 @@ def test_a_finished_hypothesis_outranks_longer_ones_only_by_its_normalized_score
     chain = MarkovChain(3)
     src, lengths = torch.full((1, 4), 7), torch.tensor([4])
     for alpha in (0.0, 1.0, 3.0):
-        best = beam_search(chain, src, lengths, beam_size=len(WORDS) ** 4, alpha=alpha,
-                           max_len_a=1.0, max_len_b=0)[0][0]
+        best = beam_search(chain, src, lengths, beam_size=len(WORDS) ** 4, alpha=alpha, max_len_a=1.0, max_len_b=0)[0][
+            0
+        ]
         assert best.tokens == every_output(chain, 4, alpha)[0][1]

@@ -101,8 +101,9 @@ def test_cache_reuses_models_and_retrains_on_change(joint, corpus, monkeypatch):
 
 def test_separate_bpe_vocabularies(corpus, tmp_path):
     src, tgt, val = corpus
-    tok = train_or_load_tokenizer(SubwordConfig(model_type="bpe", vocab_size=600, joint=False),
-                                  src[:3000], tgt[:3000], tmp_path)
+    tok = train_or_load_tokenizer(
+        SubwordConfig(model_type="bpe", vocab_size=600, joint=False), src[:3000], tgt[:3000], tmp_path
+    )
     assert not tok.joint
     assert [Path(p).name for p in tok.model_files] == ["src.model", "tgt.model"]
     assert set(tok.to_bytes_dict()) == {"src", "tgt"}
@@ -124,8 +125,9 @@ def test_bad_settings_are_reported(corpus, tmp_path):
 
 def test_models_with_other_special_ids_are_refused(corpus):
     writer = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus[0][:500]), model_writer=writer,
-                                   vocab_size=200, minloglevel=2)  # SentencePiece defaults: unk=0, bos=1, eos=2
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus[0][:500]), model_writer=writer, vocab_size=200, minloglevel=2
+    )  # SentencePiece defaults: unk=0, bos=1, eos=2
     with pytest.raises(LstmMtError, match=r"special ids pad,unk,bos,eos=\(-1, 0, 1, 2\)"):
         Tokenizer(writer.getvalue())
 
@@ -146,8 +148,9 @@ def test_training_is_reproducible_across_processes(tmp_path):
         "print(hashlib.sha256(b''.join(tok.to_bytes_dict().values())).hexdigest())\n"
     )
     digests = [
-        subprocess.run([sys.executable, "-c", program, str(tmp_path / f"cache{k}")],
-                       capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run(
+            [sys.executable, "-c", program, str(tmp_path / f"cache{k}")], capture_output=True, text=True, check=True
+        ).stdout.strip()
         for k in range(2)
     ]
     assert digests[0] == digests[1] and len(digests[0]) == 64

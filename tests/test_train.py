@@ -30,16 +30,29 @@ from lstm_mt.runtime import Distributed, StopSignals, select_precision
 from lstm_mt.train import MetricsLog, Trainer, as_job_config, parameter_digest, train
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "configs"
+CONFIG_DIR = REPO / "lstm_mt" / "configs"
 MIRROR = Path(os.environ.get(MIRROR_ENV) or REPO.parent / "shared" / "data")
 needs_mirror = pytest.mark.skipif(not (MIRROR / "multi30k" / "raw").is_dir(), reason=f"no data mirror at {MIRROR}")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 # A model small enough for a few seconds per epoch of 300 pairs on one thread.
-TINY_MODEL = ["model.emb_size=64", "model.encoder_hidden=64", "model.decoder_hidden=128",
-              "model.attentional_size=64", "model.attention_hidden=64"]
-TINY_TRAIN = ["train.max_train_examples=300", "train.max_tokens=1024", "train.lr=3e-3", "train.num_threads=1",
-              "train.quiet=true", "train.log_every=5", "train.early_stop_metric=loss", "seed=3"]
+TINY_MODEL = [
+    "model.emb_size=64",
+    "model.encoder_hidden=64",
+    "model.decoder_hidden=128",
+    "model.attentional_size=64",
+    "model.attention_hidden=64",
+]
+TINY_TRAIN = [
+    "train.max_train_examples=300",
+    "train.max_tokens=1024",
+    "train.lr=3e-3",
+    "train.num_threads=1",
+    "train.quiet=true",
+    "train.log_every=5",
+    "train.early_stop_metric=loss",
+    "seed=3",
+]
 
 
 def compose_train(*overrides: str):
@@ -53,7 +66,12 @@ def compose_train(*overrides: str):
 def tiny_data(tmp_path_factory) -> list[str]:
     """Real Multi30k from the mirror, a 500-piece vocabulary, one SentencePiece cache per session."""
     cache = tmp_path_factory.mktemp("cache")
-    return [f"data.mirror={MIRROR}", f"data.cache_dir={cache}", "data.spm.vocab_size=500", "data.spm.max_sentences=5000"]
+    return [
+        f"data.mirror={MIRROR}",
+        f"data.cache_dir={cache}",
+        "data.spm.vocab_size=500",
+        "data.spm.max_sentences=5000",
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +102,12 @@ def final_model(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_default_config_composes_to_the_schema():
     job = as_job_config(compose_train())
-    assert (job.data.name, job.model.emb_size, job.train.optimizer, job.train.max_tokens) == ("multi30k", 128, "adam", 4096)
+    assert (job.data.name, job.model.emb_size, job.train.optimizer, job.train.max_tokens) == (
+        "multi30k",
+        128,
+        "adam",
+        4096,
+    )
     assert job.train.label_smoothing == 0.1 and job.train.clip_norm == 1.0 and job.device == "auto"
     quick = as_job_config(compose_train("train=quick"))
     assert (quick.train.max_epochs, quick.train.max_tokens) == (1, 2048) and quick.train.label_smoothing == 0.1
@@ -92,8 +115,18 @@ def test_default_config_composes_to_the_schema():
 
 @needs_mirror
 def test_overrides_reach_the_model_optimizer_and_batches(tmp_path, tiny_data):
-    cfg = compose_train(*tiny_data, "train.max_train_examples=300", "model=base", "model.decoder_layers=1", "train.optimizer=adamw", "train.lr=5e-4",
-                        "train.max_tokens=2000", "data.src=en", "data.tgt=de", "device=cpu")
+    cfg = compose_train(
+        *tiny_data,
+        "train.max_train_examples=300",
+        "model=base",
+        "model.decoder_layers=1",
+        "train.optimizer=adamw",
+        "train.lr=5e-4",
+        "train.max_tokens=2000",
+        "data.src=en",
+        "data.tgt=de",
+        "device=cpu",
+    )
     trainer = Trainer(as_job_config(cfg), tmp_path, Distributed(), torch.device("cpu"), StopSignals())
     model = trainer.module
     assert model.encoder.embedding.embedding_dim == 256
@@ -106,12 +139,15 @@ def test_overrides_reach_the_model_optimizer_and_batches(tmp_path, tiny_data):
     assert len(trainer.data.train) == 300
 
 
-@pytest.mark.parametrize("override, named", [
-    ("model.emb_sz=64", "emb_sz"),                 # a typo'd key
-    ("train.lr=fast", "train.lr"),                 # a string where a float belongs
-    ("train.max_epochs=2.5", "train.max_epochs"),  # a float where an int belongs
-    ("seeed=3", "seeed"),                          # a typo at the top level
-])
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("model.emb_sz=64", "emb_sz"),  # a typo'd key
+        ("train.lr=fast", "train.lr"),  # a string where a float belongs
+        ("train.max_epochs=2.5", "train.max_epochs"),  # a float where an int belongs
+        ("seeed=3", "seeed"),  # a typo at the top level
+    ],
+)
 def test_unknown_keys_and_wrong_types_are_refused(override, named):
     with pytest.raises(ConfigCompositionException) as error:
         compose_train(override)
@@ -124,10 +160,13 @@ def test_keys_added_with_plus_are_refused_before_training(tmp_path, added):
         train(compose_train(added), tmp_path)
 
 
-@pytest.mark.parametrize("group, text, named", [
-    ("train", "defaults: [default, _self_]\nlerning_rate: 0.1\n", "lerning_rate"),
-    ("model", "emb_size: large\n", "emb_size"),
-])
+@pytest.mark.parametrize(
+    "group, text, named",
+    [
+        ("train", "defaults: [default, _self_]\nlerning_rate: 0.1\n", "lerning_rate"),
+        ("model", "emb_size: large\n", "emb_size"),
+    ],
+)
 def test_group_files_are_checked_against_the_schema(tmp_path, group, text, named):
     (tmp_path / group).mkdir()
     (tmp_path / group / "mine.yaml").write_text(text)
@@ -147,9 +186,11 @@ def test_cli_prints_the_composed_config_and_a_clear_error_for_a_bad_value():
 
 
 def test_bad_train_values_name_the_key(tmp_path):
-    for override, message in [("train.schedule=cosine", "train.schedule='cosine'"),
-                              ("train.accumulate=0", "train.accumulate=0"),
-                              ("train.early_stop_metric=ter", "train.early_stop_metric='ter'")]:
+    for override, message in [
+        ("train.schedule=cosine", "train.schedule='cosine'"),
+        ("train.accumulate=0", "train.accumulate=0"),
+        ("train.early_stop_metric=ter", "train.early_stop_metric='ter'"),
+    ]:
         with pytest.raises(LstmMtError, match=message):
             train(compose_train(override), tmp_path)
     with pytest.raises(LstmMtError, match="train.precision=fp16 needs a CUDA device"):
@@ -168,11 +209,13 @@ def test_label_smoothed_loss_matches_torch_and_ignores_padding():
     targets[2, 1:] = 0
     for smoothing in (0.0, 0.1, 0.3):
         loss, nll = label_smoothed_nll(logits, targets, smoothing)
-        expected = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0,
-                                   label_smoothing=smoothing, reduction="sum")
+        expected = F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=0, label_smoothing=smoothing, reduction="sum"
+        )
         torch.testing.assert_close(loss, expected)
-        torch.testing.assert_close(nll, F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
-                                                        ignore_index=0, reduction="sum"))
+        torch.testing.assert_close(
+            nll, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0, reduction="sum")
+        )
 
 
 def schedule(**overrides) -> Schedule:
@@ -182,15 +225,18 @@ def schedule(**overrides) -> Schedule:
 
 def test_warmup_then_inverse_sqrt_and_constant():
     inverse = schedule(schedule="inverse_sqrt", warmup_steps=4, lr=1.0)
-    assert [inverse.lr(step) for step in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, (4 / 5) ** 0.5, (4 / 6) ** 0.5])
+    assert [inverse.lr(step) for step in range(6)] == pytest.approx(
+        [0.25, 0.5, 0.75, 1.0, (4 / 5) ** 0.5, (4 / 6) ** 0.5]
+    )
     assert inverse.lr(399) == pytest.approx(0.1)
     constant = schedule(schedule="constant", warmup_steps=2, lr=0.5)
     assert [constant.lr(step) for step in range(4)] == [0.25, 0.5, 0.5, 0.5]
 
 
 def test_plateau_halves_the_rate_after_patience_and_resumes_from_its_state():
-    plateau = schedule(schedule="plateau", lr=1.0, plateau_patience=1, plateau_factor=0.5, min_lr=0.2,
-                       early_stop_metric="loss")
+    plateau = schedule(
+        schedule="plateau", lr=1.0, plateau_patience=1, plateau_factor=0.5, min_lr=0.2, early_stop_metric="loss"
+    )
     rates = []
     for loss in (5.0, 4.0, 4.5, 4.2, 3.0, 3.5, 3.5, 3.5, 3.5, 3.5, 3.5):
         plateau.observe(loss)
@@ -245,12 +291,24 @@ def test_short_training_lowers_validation_loss_and_writes_its_run_folder(referen
     saved = sorted(set(range(2, 3 * per_epoch + 1, 2)) | {r["step"] for r in valid})  # save_every=2, validations
     assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", *(f"step_{n}.pt" for n in saved[-2:])]
     last = load_checkpoint(folder / "last.pt")
-    assert (last["step"], last["epoch"], last["sampler"]["epoch"], last["sampler"]["position"]) == (3 * per_epoch, 3, 3, 0)
+    assert (last["step"], last["epoch"], last["sampler"]["epoch"], last["sampler"]["position"]) == (
+        3 * per_epoch,
+        3,
+        3,
+        0,
+    )
     assert last["best"]["best"] == min(r["loss"] for r in valid)
     files = last["data"]["files"]
     assert sorted(files) == ["spm", "train", "val"], "only the train and valid splits are read"
-    assert [Path(f).name for f in files["train"] + files["val"]] == ["train.de.gz", "train.en.gz", "val.de.gz", "val.en.gz"]
-    rebuilt = build_model(ModelConfig(**last["config"]["model"]), last["vocab_sizes"]["src"], last["vocab_sizes"]["tgt"])
+    assert [Path(f).name for f in files["train"] + files["val"]] == [
+        "train.de.gz",
+        "train.en.gz",
+        "val.de.gz",
+        "val.en.gz",
+    ]
+    rebuilt = build_model(
+        ModelConfig(**last["config"]["model"]), last["vocab_sizes"]["src"], last["vocab_sizes"]["tgt"]
+    )
     rebuilt.load_state_dict(last["model"])
     assert parameter_digest(rebuilt) == records(reference_run, "end")[0]["parameter_sha256"][0]
 
@@ -259,8 +317,10 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
     deadline = time.monotonic() + timeout
     while not path.exists():
         if process.poll() is not None:
-            raise AssertionError(f"training ended (status {process.returncode}) before {path} appeared:\n"
-                                 f"{process.stderr.read() if process.stderr else ''}")
+            raise AssertionError(
+                f"training ended (status {process.returncode}) before {path} appeared:\n"
+                f"{process.stderr.read() if process.stderr else ''}"
+            )
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"{path} did not appear within {timeout}s")
@@ -269,7 +329,9 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
 
 @needs_mirror
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_signal, after_step", [(signal.SIGKILL, 14), (signal.SIGTERM, 4)], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize(
+    "stop_signal, after_step", [(signal.SIGKILL, 14), (signal.SIGTERM, 4)], ids=["SIGKILL", "SIGTERM"]
+)
 def test_stopped_run_resumes_to_bitwise_identical_parameters(tmp_path, tiny, reference_run, stop_signal, after_step):
     run_dir = tmp_path / "run"
     args = [*tiny, *RUN, f"hydra.run.dir={run_dir}"]
@@ -296,8 +358,9 @@ def test_stopped_run_resumes_to_bitwise_identical_parameters(tmp_path, tiny, ref
 
 @needs_mirror
 def test_resuming_with_another_model_is_refused(tmp_path, tiny, reference_run):
-    cfg = compose_train(*tiny, "model.emb_size=32", "model.attentional_size=32",
-                        f"train.resume={reference_run}/checkpoints/last.pt")
+    cfg = compose_train(
+        *tiny, "model.emb_size=32", "model.attentional_size=32", f"train.resume={reference_run}/checkpoints/last.pt"
+    )
     with pytest.raises(LstmMtError, match=r"cannot resume with a different model: model.emb_size=64 there, 32 here"):
         train(cfg, tmp_path)
 
@@ -340,8 +403,19 @@ def test_bf16_autocast_on_cpu_trains(tmp_path, tiny):
 @pytest.mark.slow
 def test_torchrun_two_ranks_end_with_identical_parameters(tmp_path, tiny):
     run_dir = tmp_path / "ddp"
-    command = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "lstm_mt", "train", *tiny,
-               "train.max_steps=6", "train.accumulate=2", "train.max_tokens=600", f"hydra.run.dir={run_dir}"]
+    command = [
+        str(TORCHRUN),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "lstm_mt",
+        "train",
+        *tiny,
+        "train.max_steps=6",
+        "train.accumulate=2",
+        "train.max_tokens=600",
+        f"hydra.run.dir={run_dir}",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     (end,) = records(run_dir, "end")

@@ -52,8 +52,9 @@ def val_sources(tiny_checkpoint) -> list[str]:
 def run_cli(*args: str, cwd: Path, stdin: bytes = b"") -> subprocess.CompletedProcess:
     """`python -m lstm_mt <args>` in ``cwd``, single-threaded so the test stays quick on a busy machine."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "lstm_mt", *args], cwd=cwd, input=stdin,
-                          capture_output=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "lstm_mt", *args], cwd=cwd, input=stdin, capture_output=True, env=env, timeout=120
+    )
 
 
 # --- the Python API ----------------------------------------------------------------------
@@ -82,8 +83,9 @@ def test_beam_size_one_is_greedy_and_nbest_lists_are_ranked(translator, val_sour
     nbest = translator.translate_nbest(val_sources, SearchConfig(beam_size=1, nbest=1))
     assert [n[0].text for n in nbest] == greedy
     assert nbest[0][0].attention is None, "attention is kept only when asked for"
-    results = translator.translate_nbest(val_sources, SearchConfig(beam_size=4, alpha=0.6, nbest=3),
-                                         keep_attention=True)
+    results = translator.translate_nbest(
+        val_sources, SearchConfig(beam_size=4, alpha=0.6, nbest=3), keep_attention=True
+    )
     best = translator.translate(val_sources, beam_size=4, alpha=0.6)
     for source, translations, text in zip(val_sources, results, best):
         assert len(translations) == 3 and translations[0].text == text
@@ -135,8 +137,9 @@ def test_checkpoint_errors_are_one_line(tiny_checkpoint, tmp_path):
 def test_cli_translates_every_kind_of_line_one_output_line_each(tiny_checkpoint, tmp_path):
     source = tmp_path / "awkward.de"
     source.write_text("\n".join(AWKWARD_LINES) + "\n", encoding="utf-8")
-    result = run_cli("translate", f"checkpoint={tiny_checkpoint.path}", f"input={source}", "output=out/awkward.en",
-                     cwd=tmp_path)
+    result = run_cli(
+        "translate", f"checkpoint={tiny_checkpoint.path}", f"input={source}", "output=out/awkward.en", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == b"", "with output= stdout stays empty"
     lines = (tmp_path / "out" / "awkward.en").read_text(encoding="utf-8").split("\n")
@@ -153,8 +156,9 @@ def test_cli_translates_every_kind_of_line_one_output_line_each(tiny_checkpoint,
 def test_cli_reads_stdin_and_writes_stdout(tiny_checkpoint, tmp_path):
     lines = ["Ein Hund rennt.", "", "Мужчина едет на велосипеде.", "Ein Mann fährt Fahrrad."]
     data = ("\n".join(lines) + "\n").encode()
-    piped = run_cli("translate", f"checkpoint={tiny_checkpoint.path}", "beam_size=2", "progress=false",
-                    cwd=tmp_path, stdin=data)
+    piped = run_cli(
+        "translate", f"checkpoint={tiny_checkpoint.path}", "beam_size=2", "progress=false", cwd=tmp_path, stdin=data
+    )
     assert piped.returncode == 0, piped.stderr.decode()
     output = piped.stdout.decode("utf-8").split("\n")
     assert len(output) == len(lines) + 1 and output[1] == "" and output[-1] == ""
@@ -166,8 +170,9 @@ def test_cli_reads_stdin_and_writes_stdout(tiny_checkpoint, tmp_path):
 def test_cli_rejects_invalid_utf8_naming_the_line(tiny_checkpoint, tmp_path):
     source = tmp_path / "broken.de"
     source.write_bytes(b"Ein Hund.\nZwei Katzen.\nEin \xff Mann.\n")
-    result = run_cli("translate", f"checkpoint={tiny_checkpoint.path}", f"input={source}", "output=out.en",
-                     cwd=tmp_path)
+    result = run_cli(
+        "translate", f"checkpoint={tiny_checkpoint.path}", f"input={source}", "output=out.en", cwd=tmp_path
+    )
     assert result.returncode == 2
     assert result.stderr.decode().strip() == f"error: {source}:3: invalid UTF-8 (byte 0xff at column 5)"
     assert not (tmp_path / "out.en").exists()
@@ -201,8 +206,15 @@ def test_attention_plots_label_the_model_pieces(tiny_checkpoint, tmp_path, monke
     monkeypatch.setattr(plotting, "save_attention_heatmap", record)
     source = tmp_path / "in.de"
     source.write_text("\n".join(["Ein Hund rennt.", "", "我们在公园里散步。", "Ein Mann."]) + "\n", encoding="utf-8")
-    main([f"checkpoint={tiny_checkpoint.path}", f"input={source}", f"attention_plots={tmp_path / 'plots'}",
-          "attention_plots_max=3", "progress=false"])
+    main(
+        [
+            f"checkpoint={tiny_checkpoint.path}",
+            f"input={source}",
+            f"attention_plots={tmp_path / 'plots'}",
+            "attention_plots_max=3",
+            "progress=false",
+        ]
+    )
     assert [name for name, *_ in drawn] == ["line-1.png", "line-3.png"]  # line 2 is empty, line 4 past the max
     for name, (rows, columns), src_labels, tgt_labels in drawn:
         assert (len(tgt_labels), len(src_labels)) == (rows, columns)

@@ -1,10 +1,10 @@
 """Watch the gates and the attention work, sentence by sentence (`lstm-mt inspect`).
 
-    tracing.py   translate one sentence greedily under a GateRecorder: SentenceTrace, LayerTrace
-    analysis.py  pure statistics of gate arrays: memory units, saturation, openness, variance
-    figures.py   matplotlib figures: attention, gate heatmaps per layer, cell-state norms
-    report.py    one folder per sentence: PNGs, report.html, arrays.npz; index.html
-    command.py   InspectConfig (Hydra) and `main`, the `lstm-mt inspect` subcommand
+tracing.py   translate one sentence greedily under a GateRecorder: SentenceTrace, LayerTrace
+analysis.py  pure statistics of gate arrays: memory units, saturation, openness, variance
+figures.py   matplotlib figures: attention, gate heatmaps per layer, cell-state norms
+report.py    one folder per sentence: PNGs, report.html, arrays.npz; index.html
+command.py   InspectConfig (Hydra) and `main`, the `lstm-mt inspect` subcommand
 """
 
 from lstm_mt.inspection.analysis import (
@@ -22,7 +22,21 @@ from lstm_mt.inspection.command import InspectConfig, main, register_configs, ru
 from lstm_mt.inspection.tracing import LayerId, LayerTrace, SentenceTrace, trace_sentence
 
 __all__ = [
-    "GateStats", "InspectConfig", "LayerId", "LayerSummary", "LayerTrace", "MemorySpan", "SentenceTrace",
-    "cell_state_norm", "gate_stats", "long_memory_units", "longest_runs_above", "main", "register_configs",
-    "run_inspection", "summarize_layer", "top_variance_units", "trace_sentence",
+    "GateStats",
+    "InspectConfig",
+    "LayerId",
+    "LayerSummary",
+    "LayerTrace",
+    "MemorySpan",
+    "SentenceTrace",
+    "cell_state_norm",
+    "gate_stats",
+    "long_memory_units",
+    "longest_runs_above",
+    "main",
+    "register_configs",
+    "run_inspection",
+    "summarize_layer",
+    "top_variance_units",
+    "trace_sentence",
 ]

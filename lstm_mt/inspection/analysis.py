@@ -15,8 +15,8 @@ so they can be tested on hand-made gates and reused on any recording:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

@@ -14,7 +14,6 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -41,9 +40,9 @@ class InspectConfig:
     shown per gate heatmap (those that vary most). ``device``: cpu, cuda, cuda:1, ...
     """
 
-    checkpoint: Optional[str] = None
-    text: Optional[str] = None
-    input: Optional[str] = None
+    checkpoint: str | None = None
+    text: str | None = None
+    input: str | None = None
     output_dir: str = "inspect"
     top_k: int = 16
     max_sentences: int = 10
@@ -55,7 +54,7 @@ def register_configs() -> None:
     ConfigStore.instance().store(name=SCHEMA_NAME, node=InspectConfig)
 
 
-def main(argv: Optional[list[str]] = None) -> Optional[int]:
+def main(argv: list[str] | None = None) -> int | None:
     """`lstm-mt inspect`: Hydra overrides in ``argv`` (default: the process arguments)."""
     register_configs()
     argv = sys.argv[1:] if argv is None else argv

@@ -9,9 +9,10 @@ pyplot's global state.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,8 +26,14 @@ if TYPE_CHECKING:
 
 # Fonts with CJK glyphs that matplotlib can draw, tried after DejaVu Sans when installed.
 FALLBACK_FONTS = (
-    "Noto Sans CJK JP", "Noto Sans CJK SC", "Source Han Sans", "WenQuanYi Zen Hei",
-    "Droid Sans Fallback", "Arial Unicode MS", "Microsoft YaHei", "PingFang SC",
+    "Noto Sans CJK JP",
+    "Noto Sans CJK SC",
+    "Source Han Sans",
+    "WenQuanYi Zen Hei",
+    "Droid Sans Fallback",
+    "Arial Unicode MS",
+    "Microsoft YaHei",
+    "PingFang SC",
 )
 INCH_PER_LABEL = 0.28  # room for one rotated subword label on a time axis
 
@@ -41,8 +48,9 @@ def gates_figure(layer: LayerTrace, pieces: Sequence[str], top_k: int, path: Pat
         for axes, (letter, gate) in zip(rows, GATES.items()):
             values = layer.arrays[letter]
             chosen = top_variance_units(values, top_k)
-            image = axes.imshow(values[:, chosen].T, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto",
-                                interpolation="nearest")
+            image = axes.imshow(
+                values[:, chosen].T, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
+            )
             axes.set_yticks(range(len(chosen)), [str(unit) for unit in chosen], fontsize=6)
             axes.set_ylabel(f"{gate} gate\nunit")
         _label_time_axis(rows[-1], pieces)

@@ -13,8 +13,8 @@ One folder per sentence::
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -51,7 +51,10 @@ def write_sentence_report(trace: SentenceTrace, folder: Path, title: str, top_k:
     write_arrays(trace, folder / ARRAYS_FILE)
     with figures.unicode_labels():
         attention = save_attention_heatmap(
-            folder / "attention.png", torch.from_numpy(trace.attention), trace.src_pieces, trace.tgt_pieces,
+            folder / "attention.png",
+            torch.from_numpy(trace.attention),
+            trace.src_pieces,
+            trace.tgt_pieces,
             trace.translation,
         )
     gates = []
@@ -162,8 +165,8 @@ def _arrays_help(trace: SentenceTrace) -> str:
         "<code>.f</code>, <code>.g</code> (candidate C̃), <code>.o</code>, <code>.c</code>, "
         "<code>.h</code> [steps, units] and the initial state <code>.c0</code>, <code>.h0</code>. Layers: "
         + ", ".join(f"<code>{layer_trace.name}</code>" for layer_trace in trace.layers)
-        + f".</p>\n<pre>import numpy as np\narrays = np.load(\"{ARRAYS_FILE}\")\n"
-        f"forget = arrays[\"{layer}.f\"]  # [steps, units]</pre>"
+        + f'.</p>\n<pre>import numpy as np\narrays = np.load("{ARRAYS_FILE}")\n'
+        f'forget = arrays["{layer}.f"]  # [steps, units]</pre>'
     )
 
 
