@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 
 from lstm_mt.data.config import DataConfig
 from lstm_mt.model import ModelConfig
+from lstm_mt.search import SearchConfig
 
 SCHEMA_NAME = "train_schema"  # the first entry of configs/train.yaml's defaults list
 
@@ -74,18 +75,18 @@ class TrainConfig:
 
 
 @dataclass
-class DecodingConfig:
-    """How a result recipe decodes for evaluation, tuned on the valid split only (never read by training).
+class DecodingGrid:
+    """The search settings a result recipe tries on the valid split (never read by training).
 
     `lstm_mt.recipe` compares best.pt with the checkpoint average at ``beam_size``/``alpha``, then
     scores every ``beam_sizes`` x ``alphas`` pair on the valid split with the better checkpoint and
-    translates the test splits with the best pair.
+    translates the test splits with the best pair. Defaults: `SearchConfig`'s.
     """
 
-    beam_size: int = 5
-    alpha: float = 0.6
-    beam_sizes: list[int] = field(default_factory=lambda: [5])
-    alphas: list[float] = field(default_factory=lambda: [0.6])
+    beam_size: int = SearchConfig.beam_size
+    alpha: float = SearchConfig.alpha
+    beam_sizes: list[int] = field(default_factory=lambda: [SearchConfig.beam_size])
+    alphas: list[float] = field(default_factory=lambda: [SearchConfig.alpha])
 
 
 @dataclass
@@ -98,7 +99,7 @@ class TrainJobConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    decoding: DecodingGrid = field(default_factory=DecodingGrid)
     seed: int = 1
     device: str = "auto"
 

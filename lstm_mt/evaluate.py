@@ -234,6 +234,10 @@ def file_test_sets(inputs: list[str], references: list[str], kind: str) -> list[
 
 def _evaluate_what_options_name(options: EvaluateConfig) -> tuple[dict[str, Any] | None, list[SetResult]]:
     """The checkpoint (None when scoring given hypotheses) and the results of every test set."""
+    if options.nbest != 1:
+        raise LstmMtError(
+            f"nbest={options.nbest}: evaluate scores the best translation; lstm-mt translate writes n-best"
+        )
     if options.paper_bleu and (options.hyp or options.src):
         raise LstmMtError("paper_bleu=true needs dataset splits (their official tokenized references), not files")
     if options.hyp:

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from lstm_mt.config import DecodingConfig, TrainJobConfig
+from lstm_mt.config import DecodingGrid, TrainJobConfig
 from lstm_mt.data import DataConfig
 from lstm_mt.errors import LstmMtError
 from lstm_mt.evaluate import EvaluateConfig, SetResult, TestSet, dataset_test_sets, evaluate, run_evaluate
@@ -68,13 +68,13 @@ class Trial:
     scores: dict[str, float]
 
 
-def decoding_grid(cfg: DecodingConfig) -> list[tuple[int, float]]:
+def decoding_grid(cfg: DecodingGrid) -> list[tuple[int, float]]:
     """Each (beam_size, alpha) of ``beam_sizes`` x ``alphas`` once; beam 1 (greedy) ignores alpha: (1, 0.0)."""
     return list(dict.fromkeys(_searched(beam, alpha) for beam in cfg.beam_sizes for alpha in cfg.alphas))
 
 
 def tune(
-    translators: dict[str, Translator], valid: TestSet, cfg: DecodingConfig, options: DecodingOptions
+    translators: dict[str, Translator], valid: TestSet, cfg: DecodingGrid, options: DecodingOptions
 ) -> tuple[Trial, list[Trial]]:
     """The best trial on ``valid`` and all trials run (in order, none twice).
 

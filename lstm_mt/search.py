@@ -91,8 +91,8 @@ def search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, cfg: SearchConfig) 
     """An n-best list per row of ``src`` ``[B, S]``: greedy for beam_size 1, beam search otherwise."""
     cfg.check()
     if cfg.beam_size == 1:
-        return [[best] for best in greedy_search(model, src, src_lengths, cfg.max_len_a, cfg.max_len_b)]
-    return beam_search(model, src, src_lengths, cfg.beam_size, cfg.alpha, cfg.max_len_a, cfg.max_len_b, cfg.nbest)
+        return [[best] for best in greedy_search(model, src, src_lengths, cfg)]
+    return beam_search(model, src, src_lengths, cfg)
 
 
 @torch.no_grad()
@@ -100,19 +100,20 @@ def greedy_search(
     model: Seq2Seq,
     src: Tensor,
     src_lengths: Tensor,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
+    cfg: SearchConfig | None = None,
     encoder_out: EncoderOutput | None = None,
 ) -> list[Hypothesis]:
     """The argmax token at every step, for a padded batch ``src`` ``[B, S]``; one `Hypothesis` per row.
 
-    ``encoder_out``: ``model.encode(src, src_lengths)`` where the caller already has it.
+    Only ``cfg``'s length cap applies (default: `SearchConfig`'s). ``encoder_out``:
+    ``model.encode(src, src_lengths)`` where the caller already has it.
     """
+    cfg = cfg or SearchConfig()
     if encoder_out is None:
         encoder_out = model.encode(src, src_lengths)
     state = model.init_decoder_state(encoder_out)
     batch = src.shape[0]
-    limits = max_output_lengths(src_lengths.to(src.device), max_len_a, max_len_b)
+    limits = max_output_lengths(src_lengths.to(src.device), cfg.max_len_a, cfg.max_len_b)
     prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
     scores = torch.zeros(batch, dtype=_score_dtype(encoder_out.memory.dtype), device=src.device)
@@ -136,14 +137,10 @@ def beam_search(
     model: Seq2Seq,
     src: Tensor,
     src_lengths: Tensor,
-    beam_size: int = 5,
-    alpha: float = 0.0,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    nbest: int = 1,
+    cfg: SearchConfig | None = None,
     keep_greedy: bool = True,
 ) -> list[list[Hypothesis]]:
-    """The ``nbest`` best hypotheses of each row of ``src`` ``[B, S]``, best first by ``score / lp``.
+    """``cfg.nbest`` best hypotheses of each row of ``src`` ``[B, S]``, best first by ``score / lp``.
 
     Every step extends each live prefix by every token and keeps, per sentence, the best
     ``beam_size`` of the ``2 * beam_size`` best extensions that do not end; an extension
@@ -156,15 +153,17 @@ def beam_search(
     and then end below greedy search. With ``keep_greedy`` the greedy hypothesis joins
     the candidates, so the result never ranks below it, for about a fifth more time.
     """
-    SearchConfig(beam_size, alpha, max_len_a, max_len_b, nbest).check()
+    cfg = cfg or SearchConfig()
+    cfg.check()
+    beam_size = cfg.beam_size
     src_lengths = src_lengths.to(src.device)
-    encoder_out = model.encode(src, src_lengths)
-    state = model.init_decoder_state(encoder_out)
+    encoded = model.encode(src, src_lengths)
+    state = model.init_decoder_state(encoded)
     rows = torch.arange(src.shape[0], device=src.device).repeat_interleave(beam_size)
-    encoder_out, state = encoder_out.index_select(rows), state.index_select(rows)
-    limits = max_output_lengths(src_lengths, max_len_a, max_len_b)
+    encoder_out, state = encoded.index_select(rows), state.index_select(rows)
+    limits = max_output_lengths(src_lengths, cfg.max_len_a, cfg.max_len_b)
     beams = _Beams.start(limits, beam_size, src.shape[1], encoder_out.memory.dtype)
-    finished = _FinishedHypotheses(src_lengths.tolist(), beam_size, alpha)
+    finished = _FinishedHypotheses(src_lengths.tolist(), beam_size, cfg.alpha)
     for step in range(int(limits.max())):
         log_probs, state, attention = model.decode_step(beams.last_tokens(), state, encoder_out)
         parents = beams.advance(_forbid_specials(log_probs), attention, step, finished)
@@ -176,9 +175,9 @@ def beam_search(
                 break
             state, encoder_out = state.index_select(kept_rows), encoder_out.index_select(kept_rows)
     if keep_greedy and beam_size > 1:
-        for sentence, greedy in enumerate(greedy_search(model, src, src_lengths, max_len_a, max_len_b)):
+        for sentence, greedy in enumerate(greedy_search(model, src, src_lengths, cfg, encoded)):
             finished.add_if_new(sentence, greedy)
-    return finished.best(nbest)
+    return finished.best(cfg.nbest)
 
 
 @dataclass

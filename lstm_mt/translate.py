@@ -18,6 +18,7 @@ file; progress and speed go to stderr, so stdout carries only translations.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -137,17 +138,19 @@ class Translator:
     def translate(
         self,
         sentences: Sequence[str],
-        beam_size: int = 5,
-        alpha: float = 0.6,
-        max_len_a: float = 1.5,
-        max_len_b: int = 10,
+        cfg: SearchConfig | None = None,
         *,
         max_tokens: int = DEFAULT_MAX_TOKENS,
         progress: bool = False,
         source: str = "input",
+        **search_options: Any,
     ) -> list[str]:
-        """The best translation of each sentence, in input order (beam_size 1: greedy)."""
-        cfg = SearchConfig(beam_size=beam_size, alpha=alpha, max_len_a=max_len_a, max_len_b=max_len_b)
+        """The best translation of each sentence, in input order.
+
+        ``cfg`` (default `SearchConfig()`) with any of its fields replaced by ``search_options``,
+        e.g. ``translate(sentences, beam_size=1)`` for greedy search.
+        """
+        cfg = dataclasses.replace(cfg or SearchConfig(), **search_options)
         results = self.translate_nbest(sentences, cfg, max_tokens=max_tokens, progress=progress, source=source)
         return [nbest[0].text for nbest in results]
 
@@ -217,27 +220,22 @@ class Translator:
 
 
 @dataclass
-class DecodingOptions:
-    """How `lstm-mt translate` and `lstm-mt evaluate` search and batch.
+class DecodingOptions(SearchConfig):
+    """How `lstm-mt translate` and `lstm-mt evaluate` search and batch: a `SearchConfig`
+    (its fields and defaults) plus where and in what batches.
 
-    ``beam_size`` 1 is greedy; ``alpha`` is the GNMT length penalty exponent; outputs are
-    capped at ``max_len_a * source_length + max_len_b`` tokens; ``max_tokens`` bounds a
-    batch's source tokens times beam_size; inputs longer than ``max_input_tokens`` subwords are
-    truncated (with a warning); ``device``: cpu, cuda, cuda:1, ...
+    ``max_tokens`` bounds a batch's source tokens times beam_size; inputs longer than
+    ``max_input_tokens`` subwords are truncated (with a warning); ``device``: cpu, cuda, cuda:1, ...
     """
 
     device: str = "cpu"
-    beam_size: int = 5
-    alpha: float = 0.6
-    max_len_a: float = 1.5
-    max_len_b: int = 10
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
     progress: bool = True
 
-    def search_config(self, nbest: int = 1) -> SearchConfig:
-        """These options as a `SearchConfig`."""
-        return SearchConfig(self.beam_size, self.alpha, self.max_len_a, self.max_len_b, nbest)
+    def search_config(self) -> SearchConfig:
+        """The search part of these options, as a plain `SearchConfig`."""
+        return SearchConfig(**{field.name: getattr(self, field.name) for field in dataclasses.fields(SearchConfig)})
 
 
 @dataclass
@@ -251,7 +249,6 @@ class TranslateConfig(DecodingOptions):
     checkpoint: str = MISSING
     input: str | None = None
     output: str | None = None
-    nbest: int = 1
     attention_plots: str | None = None
     attention_plots_max: int = 10
 
@@ -273,7 +270,7 @@ def run_translate(cfg: DictConfig) -> None:
     start = time.perf_counter()
     results = translator.translate_nbest(
         sentences,
-        options.search_config(options.nbest),
+        options.search_config(),
         max_tokens=options.max_tokens,
         progress=options.progress,
         source=source,

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
     print("| search | seconds | sentences/s | output tokens/s |")
     print("|---|---|---|---|")
     for beam_size in args.beams:
-        cfg = SearchConfig(beam_size=beam_size, alpha=0.6)
+        cfg = SearchConfig(beam_size=beam_size)
         seconds, tokens = time_search(translator, sentences, cfg, args.max_tokens)
         name = "greedy" if beam_size == 1 else f"beam {beam_size}"
         print(f"| {name} | {seconds:.1f} | {len(sentences) / seconds:.1f} | {tokens / seconds:.0f} |", flush=True)

@@ -147,6 +147,8 @@ def test_evaluate_errors_name_the_files(tiny_checkpoint, tmp_path):
         evaluate_main([f"src=[{a}]", f"ref=[{b}]"])
     with pytest.raises(LstmMtError, match="'test_2099' is not available"):
         evaluate_main([checkpoint, "splits=[test_2099]"])
+    with pytest.raises(LstmMtError, match="nbest=2: evaluate scores the best translation"):
+        evaluate_main([checkpoint, "beam_size=2", "nbest=2"])
 
 
 # --- averaging ---------------------------------------------------------------------------

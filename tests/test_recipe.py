@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from lstm_mt import recipe
 from lstm_mt.average import average_checkpoints
 from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
-from lstm_mt.config import DecodingConfig, TrainJobConfig, register_configs
+from lstm_mt.config import DecodingGrid, TrainJobConfig, register_configs
 from lstm_mt.data import multi30k, textio
 from lstm_mt.model import ModelConfig
 from lstm_mt.train import as_job_config, train
@@ -58,7 +58,7 @@ def test_recipes_compose_to_the_typed_schema(experiment, src, tgt):
     assert (job.model.emb_size, job.model.decoder_hidden, job.model.dropout) == (256, 512, 0.3)  # model=base
     assert job.train.early_stop_metric == "bleu" and job.train.valid_every == 0 and job.train.keep_last >= 5
     assert job.train.label_smoothing == 0.1 and job.train.patience > 0
-    assert job.decoding == DecodingConfig(beam_size=5, alpha=0.6, beam_sizes=[1, 5, 10], alphas=[0.0, 0.6, 1.0])
+    assert job.decoding == DecodingGrid(beam_size=5, alpha=0.6, beam_sizes=[1, 5, 10], alphas=[0.0, 0.6, 1.0])
     overridden = as_job_config(compose_train(f"+experiment={experiment}", "decoding.beam_sizes=[1]", "device=cuda"))
     assert overridden.decoding.beam_sizes == [1] and overridden.device == "cuda"
 
@@ -134,7 +134,7 @@ def test_training_never_opens_a_test_split(multi30k_de_en, tmp_path, monkeypatch
 
 
 def test_the_grid_tries_greedy_search_once():
-    grid = recipe.decoding_grid(DecodingConfig(beam_sizes=[1, 5, 10], alphas=[0.0, 0.6, 1.0]))
+    grid = recipe.decoding_grid(DecodingGrid(beam_sizes=[1, 5, 10], alphas=[0.0, 0.6, 1.0]))
     assert grid == [(1, 0.0), (5, 0.0), (5, 0.6), (5, 1.0), (10, 0.0), (10, 0.6), (10, 1.0)]
 
 
@@ -146,7 +146,7 @@ def run_dir(tiny_checkpoint, tmp_path) -> Path:
     job = TrainJobConfig(
         data=tiny_checkpoint.data,
         model=model,
-        decoding=DecodingConfig(beam_size=1, alpha=0.6, beam_sizes=[1, 2], alphas=[0.0, 1.0]),
+        decoding=DecodingGrid(beam_size=1, alpha=0.6, beam_sizes=[1, 2], alphas=[0.0, 1.0]),
     )
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.structured(job), run / ".hydra" / "config.yaml")

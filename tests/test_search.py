@@ -56,7 +56,7 @@ def teacher_forced_score(model, src, src_length, hypothesis: Hypothesis) -> floa
 
 def test_beam_of_one_is_greedy(model, val_batch):
     greedy = greedy_search(model, val_batch.src, val_batch.src_lengths)
-    beam = beam_search(model, val_batch.src, val_batch.src_lengths, beam_size=1, alpha=0.0)
+    beam = beam_search(model, val_batch.src, val_batch.src_lengths, SearchConfig(beam_size=1, alpha=0.0))
     for g, (b,) in zip(greedy, beam):
         assert b.tokens == g.tokens
         assert b.score == pytest.approx(g.score, abs=1e-9)
@@ -68,10 +68,13 @@ def test_beam_of_one_is_greedy(model, val_batch):
 def test_batched_beam_search_equals_one_sentence_at_a_time(model, val_batch):
     src, lengths = val_batch.src, val_batch.src_lengths
     assert len(set(lengths.tolist())) > 5, "the batch should mix source lengths"
-    batched = beam_search(model, src, lengths, beam_size=4, alpha=0.6, nbest=4)
+    batched = beam_search(model, src, lengths, SearchConfig(beam_size=4, alpha=0.6, nbest=4))
     for row, nbest in enumerate(batched):
         alone = beam_search(
-            model, src[row : row + 1, : lengths[row]], lengths[row : row + 1], beam_size=4, alpha=0.6, nbest=4
+            model,
+            src[row : row + 1, : lengths[row]],
+            lengths[row : row + 1],
+            SearchConfig(beam_size=4, alpha=0.6, nbest=4),
         )[0]
         assert [h.tokens for h in nbest] == [h.tokens for h in alone]
         assert [h.score for h in nbest] == pytest.approx([h.score for h in alone], abs=1e-9)
@@ -82,7 +85,7 @@ def test_batched_beam_search_equals_one_sentence_at_a_time(model, val_batch):
 def test_nbest_scores_are_the_models_log_probabilities_whenever_each_hypothesis_ended(model, val_batch):
     """A finished hypothesis keeps the score it had when it ended: not extended, not re-scored."""
     src, lengths = val_batch.src, val_batch.src_lengths
-    results = beam_search(model, src, lengths, beam_size=5, alpha=1.0, nbest=5)
+    results = beam_search(model, src, lengths, SearchConfig(beam_size=5, alpha=1.0, nbest=5))
     ended_at_different_steps = 0
     for row, nbest in enumerate(results):
         assert len(nbest) == 5
@@ -110,13 +113,24 @@ def test_beam_search_scores_at_least_as_high_as_greedy_search(model, val_batch, 
     trained = collate_source(trained_ids, range(len(trained_ids)))
     for batch in (trained, val_batch):
         greedy = greedy_search(model, batch.src, batch.src_lengths)
-        beam = beam_search(model, batch.src, batch.src_lengths, beam_size=5, alpha=0.0)
+        beam = beam_search(model, batch.src, batch.src_lengths, SearchConfig(beam_size=5, alpha=0.0))
         assert all(b[0].score >= g.score - 1e-6 for g, b in zip(greedy, beam))
         assert any(b[0].score > g.score + 1e-3 for g, b in zip(greedy, beam)), "beams should find better"
         # Without keep_greedy, 4 of these 72 sentences ended below greedy on the machine this
         # was written on; how many depends on the CPU's rounding, so it is not asserted.
-        plain = beam_search(model, batch.src, batch.src_lengths, beam_size=5, alpha=0.0, keep_greedy=False)
+        plain = beam_search(
+            model, batch.src, batch.src_lengths, SearchConfig(beam_size=5, alpha=0.0), keep_greedy=False
+        )
         assert all(p[0].score <= b[0].score + 1e-6 for p, b in zip(plain, beam))
+
+
+def test_beam_search_encodes_the_source_once(model, val_batch, monkeypatch):
+    """keep_greedy's greedy pass reads the encoder output beam search already has."""
+    calls = []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda *args: calls.append(1) or encode(*args))
+    beam_search(model, val_batch.src, val_batch.src_lengths, SearchConfig(beam_size=3), keep_greedy=True)
+    assert len(calls) == 1
 
 
 def test_output_length_is_capped_by_source_length(model, val_batch):
@@ -124,8 +138,8 @@ def test_output_length_is_capped_by_source_length(model, val_batch):
     limits = max_output_lengths(lengths, 0.5, 1)
     assert limits.tolist() == [int(n * 0.5 + 1) for n in lengths.tolist()]
     for hypotheses in (
-        [[h] for h in greedy_search(model, src, lengths, max_len_a=0.5, max_len_b=1)],
-        beam_search(model, src, lengths, beam_size=3, max_len_a=0.5, max_len_b=1, nbest=3),
+        [[h] for h in greedy_search(model, src, lengths, SearchConfig(max_len_a=0.5, max_len_b=1))],
+        beam_search(model, src, lengths, SearchConfig(beam_size=3, max_len_a=0.5, max_len_b=1, nbest=3)),
     ):
         for limit, nbest in zip(limits.tolist(), hypotheses):
             for h in nbest:
@@ -145,9 +159,12 @@ def test_bad_search_options_name_the_key(model, val_batch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_beam_search_on_cuda_matches_cpu(model, val_batch):
-    cpu = beam_search(model, val_batch.src, val_batch.src_lengths, beam_size=4, alpha=0.6, nbest=2)
+    cpu = beam_search(model, val_batch.src, val_batch.src_lengths, SearchConfig(beam_size=4, alpha=0.6, nbest=2))
     cuda = beam_search(
-        copy.deepcopy(model).cuda(), val_batch.src.cuda(), val_batch.src_lengths.cuda(), beam_size=4, alpha=0.6, nbest=2
+        copy.deepcopy(model).cuda(),
+        val_batch.src.cuda(),
+        val_batch.src_lengths.cuda(),
+        SearchConfig(beam_size=4, alpha=0.6, nbest=2),
     )
     assert [[h.tokens for h in n] for n in cuda] == [[h.tokens for h in n] for n in cpu]
     assert all(h.attention.device.type == "cpu" for n in cuda for h in n)
@@ -207,7 +224,10 @@ def test_a_beam_wide_enough_for_every_prefix_finds_the_exact_nbest(alpha, seed):
     src_lengths = torch.tensor([3, 2, 1])  # caps of 3, 2 and 1 steps (max_len_a=1, b=0) in one batch
     src = torch.full((3, 3), 7)
     results = beam_search(
-        chain, src, src_lengths, beam_size=len(WORDS) ** 3, alpha=alpha, max_len_a=1.0, max_len_b=0, nbest=10
+        chain,
+        src,
+        src_lengths,
+        SearchConfig(beam_size=len(WORDS) ** 3, alpha=alpha, max_len_a=1.0, max_len_b=0, nbest=10),
     )
     for limit, nbest in zip(src_lengths.tolist(), results):
         expected = every_output(chain, limit, alpha)[:10]
@@ -221,7 +241,6 @@ def test_a_finished_hypothesis_outranks_longer_ones_only_by_its_normalized_score
     chain = MarkovChain(3)
     src, lengths = torch.full((1, 4), 7), torch.tensor([4])
     for alpha in (0.0, 1.0, 3.0):
-        best = beam_search(chain, src, lengths, beam_size=len(WORDS) ** 4, alpha=alpha, max_len_a=1.0, max_len_b=0)[0][
-            0
-        ]
+        cfg = SearchConfig(beam_size=len(WORDS) ** 4, alpha=alpha, max_len_a=1.0, max_len_b=0)
+        best = beam_search(chain, src, lengths, cfg)[0][0]
         assert best.tokens == every_output(chain, 4, alpha)[0][1]

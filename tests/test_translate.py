@@ -3,6 +3,7 @@ with the tiny Multi30k checkpoint of conftest.py. The command runs in a subproce
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from lstm_mt import plotting
 from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
+from lstm_mt.config import DecodingGrid
 from lstm_mt.data import load_split
 from lstm_mt.errors import LstmMtError
 from lstm_mt.search import SearchConfig
@@ -190,6 +193,18 @@ def test_nbest_output_and_config_errors(tiny_checkpoint, tmp_path, capsys):
         main([f"checkpoint={tiny_checkpoint.path}", f"input={source}", "beam_size=3", "nbest=4"])
     with pytest.raises(LstmMtError, match="checkpoint must be set"):
         main([f"input={source}"])
+
+
+@pytest.mark.parametrize("command", ["translate", "evaluate"])
+def test_commands_search_with_search_configs_defaults(command):
+    """The defaults live in `SearchConfig` alone: the commands' YAML and the recipe grid inherit them."""
+    with initialize_config_dir(config_dir=str(ROOT / "lstm_mt" / "configs"), version_base="1.3"):
+        composed = compose(command)
+    options = {field.name: composed[field.name] for field in dataclasses.fields(SearchConfig)}
+    assert options == dataclasses.asdict(SearchConfig())
+    grid = DecodingGrid()
+    assert (grid.beam_size, grid.alpha) == (SearchConfig.beam_size, SearchConfig.alpha)
+    assert (grid.beam_sizes, grid.alphas) == ([SearchConfig.beam_size], [SearchConfig.alpha])
 
 
 # --- attention heatmaps ------------------------------------------------------------------
