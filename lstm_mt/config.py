@@ -26,12 +26,14 @@ class TrainConfig:
 
     Optimization: ``optimizer`` adam | adamw, ``lr``, ``betas``, ``weight_decay``,
     ``label_smoothing``, ``clip_norm`` (0: no clipping), ``accumulate`` (batches per update).
-    Schedule: ``schedule`` plateau | inverse_sqrt | constant; ``warmup_steps`` ramps the
-    rate up linearly first (any schedule); plateau multiplies it by ``plateau_factor`` when
+    Schedule: ``schedule`` plateau | inverse_sqrt | linear | constant; ``warmup_steps`` ramps the
+    rate up linearly first (any schedule); linear then decays it to 0 at ``max_steps``; plateau multiplies it by ``plateau_factor`` when
     more than ``plateau_patience`` validations in a row did not improve ``early_stop_metric``,
     never below ``min_lr``.
-    Length: ``max_epochs``, ``max_steps`` (updates; 0: no limit), early stopping after
-    ``patience`` validations without improvement (0: never).
+    Length: ``max_epochs``, ``max_steps`` (updates; 0: no limit), ``max_minutes`` (wall-clock
+    budget of the run, resumed sessions included; checked between updates, then the run validates
+    and saves as at any end; 0: no limit), early stopping after ``patience`` validations without
+    improvement (0: never).
     Batches: ``max_tokens`` padded tokens per batch and per rank; ``max_train_examples`` keeps
     only the first N training pairs (quick runs, tests).
     Validation every ``valid_every`` updates (0: after each epoch): loss, perplexity, BLEU.
@@ -59,6 +61,7 @@ class TrainConfig:
     min_lr: float = 1e-5
     max_epochs: int = 30
     max_steps: int = 0
+    max_minutes: float = 0.0
     patience: int = 5
     early_stop_metric: str = "bleu"
     max_tokens: int = 4096

@@ -2,8 +2,9 @@
 
 The schedule is one small object with plain-number state (so it resumes exactly from a
 checkpoint): the rate of update ``n`` is ``lr × warmup(n) × decay(n) × plateau_scale``,
-where warmup ramps up linearly over ``warmup_steps``, decay is 1 or ``sqrt(warmup / n)``
-after warmup (inverse_sqrt), and plateau_scale is multiplied by ``plateau_factor`` whenever
+where warmup ramps up linearly over ``warmup_steps``, decay is 1, ``sqrt(warmup / n)``
+after warmup (inverse_sqrt) or a straight line from 1 after warmup to 0 at ``max_steps``
+(linear: short runs of a known length end on a small rate), and plateau_scale is multiplied by ``plateau_factor`` whenever
 more than ``plateau_patience`` validations in a row did not improve (as torch's
 ReduceLROnPlateau counts), never taking the rate below ``min_lr``.
 """
@@ -20,7 +21,7 @@ from lstm_mt.config import TrainConfig
 from lstm_mt.errors import LstmMtError
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-SCHEDULES = ("plateau", "inverse_sqrt", "constant")
+SCHEDULES = ("plateau", "inverse_sqrt", "linear", "constant")
 METRIC_MODES = {"bleu": "max", "loss": "min"}  # how each validation metric improves
 
 
@@ -67,16 +68,22 @@ class MetricTracker:
 
 
 class Schedule:
-    """The learning rate of every update: warmup, then constant, inverse-sqrt or reduce-on-plateau."""
+    """The learning rate of every update: warmup, then constant, inverse-sqrt, linear decay or reduce-on-plateau."""
 
     def __init__(self, cfg: TrainConfig) -> None:
         if cfg.schedule not in SCHEDULES:
             raise LstmMtError(f"train.schedule={cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
         if cfg.warmup_steps < 0:
             raise LstmMtError(f"train.warmup_steps={cfg.warmup_steps} must be >= 0")
+        if cfg.schedule == "linear" and cfg.max_steps <= cfg.warmup_steps:
+            raise LstmMtError(
+                f"train.schedule=linear decays to 0 at train.max_steps, which must exceed train.warmup_steps "
+                f"(max_steps={cfg.max_steps}, warmup_steps={cfg.warmup_steps})"
+            )
         self.kind = cfg.schedule
         self.base_lr = cfg.lr
         self.warmup_steps = cfg.warmup_steps
+        self.max_steps = cfg.max_steps
         self.plateau_factor = cfg.plateau_factor
         self.plateau_patience = cfg.plateau_patience
         self.min_lr = cfg.min_lr
@@ -89,6 +96,8 @@ class Schedule:
         rate = self.base_lr * (min(1.0, n / self.warmup_steps) if self.warmup_steps else 1.0)
         if self.kind == "inverse_sqrt":
             rate *= math.sqrt(max(self.warmup_steps, 1) / max(n, self.warmup_steps, 1))
+        elif self.kind == "linear" and n > self.warmup_steps:
+            rate *= max(0.0, (self.max_steps + 1 - n) / (self.max_steps + 1 - self.warmup_steps))
         elif self.kind == "plateau":
             rate *= self.plateau_scale
         return rate

@@ -148,6 +148,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         "log_every": 1,
         "max_epochs": 0,
         "max_steps": 0,
+        "max_minutes": 0,
         "valid_every": 0,
         "save_every": 0,
         "patience": 0,
@@ -406,13 +407,14 @@ class TrainWindow:
 
 @dataclass
 class Progress:
-    """Where training stands: updates done, epochs completed, the last validated and saved updates."""
+    """Where training stands: updates done, epochs completed, the last validated and saved updates, time spent."""
 
     step: int = 0
     epoch: int = 0
     validated_at: int = -1
     saved_at: int = -1
     last_validation: dict[str, Any] | None = None
+    seconds_before: float = 0.0  # wall clock of the sessions this one resumed
 
 
 def update_groups(batches: BatchIterator, size: int) -> Iterator[list[Batch]]:
@@ -437,6 +439,8 @@ class Trainer:
         self.run_dir, self.dist, self.device, self.signals = run_dir, dist, device, signals
         self.precision = select_precision(self.cfg.precision, device)
         self.interrupted = 0
+        self.out_of_time = False
+        self.started = time.monotonic()
         self.progress = Progress()
         self.window = TrainWindow()
 
@@ -486,6 +490,7 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train until max_epochs, max_steps, early stopping or a signal; then validate and save."""
         try:
+            self.check_time_budget()  # a resumed run may have spent it already
             while self.stop_reason() is None:
                 self.train_epoch()
             return self.finish()
@@ -499,6 +504,8 @@ class Trainer:
             return signal.Signals(self.interrupted).name
         if cfg.max_steps and self.progress.step >= cfg.max_steps:
             return "max_steps"
+        if self.out_of_time:
+            return "max_minutes"
         if self.progress.epoch >= cfg.max_epochs:
             return "max_epochs"
         if cfg.patience and self.best.since_best >= cfg.patience:
@@ -509,8 +516,10 @@ class Trainer:
         """Updates over the rest of the current epoch (all of it unless resumed mid-epoch)."""
         self.batches.set_epoch(self.progress.epoch)
         per_update = self.cfg.accumulate
-        total = math.ceil(len(self.batches) / per_update)
         done = self.batches.state_dict()["position"] // per_update
+        total = math.ceil(len(self.batches) / per_update)
+        if self.cfg.max_steps:  # the bar ends where training will
+            total = min(total, done + self.cfg.max_steps - self.progress.step)
         with self._progress_bar(total, done) as bar, logging_redirect_tqdm():
             clock = time.perf_counter()
             for group in update_groups(self.batches, per_update):
@@ -581,8 +590,18 @@ class Trainer:
         elif self.cfg.save_every and step % self.cfg.save_every == 0:
             self.save()
         self.interrupted = self.dist.max(self.signals.received, self.device)
+        self.check_time_budget()
         if self.interrupted and self.progress.saved_at != step:
             self.save()
+
+    def check_time_budget(self) -> None:
+        """Note whether ``train.max_minutes`` is spent on any rank, so that all ranks stop together."""
+        over_budget = bool(self.cfg.max_minutes) and self.elapsed_seconds() >= 60 * self.cfg.max_minutes
+        self.out_of_time = bool(self.dist.max(int(over_budget), self.device))
+
+    def elapsed_seconds(self) -> float:
+        """Wall-clock seconds of this run: earlier sessions (when resumed) and this one so far."""
+        return self.progress.seconds_before + time.monotonic() - self.started
 
     def _postfix(self) -> str:
         summary = self.window.summary()
@@ -682,6 +701,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "data": self.data.record(),
             "metrics": self.progress.last_validation,
+            "seconds": self.elapsed_seconds(),
         }
 
     def restore(self, path: Path) -> None:
@@ -711,6 +731,7 @@ class Trainer:
             validated_at=int(checkpoint.get("validated_at", -1)),
             saved_at=int(checkpoint["step"]),
             last_validation=checkpoint.get("metrics"),
+            seconds_before=float(checkpoint.get("seconds", 0.0)),
         )
         self.metrics.forget_after(self.progress.step)
         log.info("resumed from %s at step %d (epoch %.2f)", path, self.progress.step, self.epoch_float())
@@ -753,6 +774,7 @@ class Trainer:
                 "step": self.progress.step,
                 "epoch": self.epoch_float(),
                 "reason": reason,
+                "minutes": round(self.elapsed_seconds() / 60, 2),
                 "best": self.best.best,
                 "parameter_sha256": digests,
                 "ranks_in_sync": in_sync,
@@ -763,10 +785,11 @@ class Trainer:
         best_path = self.run_dir / CHECKPOINT_DIR / "best.pt"
         best_checkpoint = str(best_path) if best_path.is_file() else None
         log.info(
-            "finished (%s) after %d updates, %d epochs; best %s %s (%s)",
+            "finished (%s) after %d updates, %d epochs, %.1f min; best %s %s (%s)",
             reason,
             self.progress.step,
             self.progress.epoch,
+            self.elapsed_seconds() / 60,
             self.cfg.early_stop_metric,
             self.best.best,
             best_checkpoint,

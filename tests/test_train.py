@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -233,6 +234,13 @@ def test_warmup_then_inverse_sqrt_and_constant():
     assert [constant.lr(step) for step in range(4)] == [0.25, 0.5, 0.5, 0.5]
 
 
+def test_linear_schedule_warms_up_then_falls_to_zero_at_max_steps():
+    linear = schedule(schedule="linear", warmup_steps=2, max_steps=6, lr=1.0)
+    assert [linear.lr(step) for step in range(7)] == pytest.approx([0.5, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
+    with pytest.raises(LstmMtError, match="train.schedule=linear decays to 0 at train.max_steps"):
+        schedule(schedule="linear", warmup_steps=2)
+
+
 def test_plateau_halves_the_rate_after_patience_and_resumes_from_its_state():
     plateau = schedule(
         schedule="plateau", lr=1.0, plateau_patience=1, plateau_factor=0.5, min_lr=0.2, early_stop_metric="loss"
@@ -397,6 +405,31 @@ def test_bf16_autocast_on_cpu_trains(tmp_path, tiny):
     result = train(cfg, tmp_path)
     valid = records(tmp_path, "valid")
     assert result.step == 3 and len(valid) == 1 and valid[0]["loss"] < 6.5
+
+
+@needs_mirror
+def test_progress_bar_ends_at_max_steps_not_at_the_end_of_the_epoch(tmp_path, tiny, capfd):
+    result = train(compose_train(*tiny, "train.quiet=false", "train.max_steps=3"), tmp_path)
+    assert result.step == 3
+    bar = capfd.readouterr().err
+    totals = {int(total) for total in re.findall(r"\b\d+/(\d+) \[", bar)}
+    assert totals == {3}, bar[-500:]
+
+
+@needs_mirror
+def test_time_budget_stops_before_the_next_update_then_validates_saves_and_counts_resumed_sessions(tmp_path, tiny):
+    first = train(compose_train(*tiny, "train.max_steps=2"), tmp_path)
+    spent = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["seconds"]
+    assert first.step == 2 and spent > 0
+    resumed = train(compose_train(*tiny, "train.max_steps=20", "train.max_minutes=1e-6", "train.resume=auto"), tmp_path)
+    assert (resumed.step, resumed.stop_reason) == (2, "max_minutes")
+    end = records(tmp_path, "end")[-1]
+    assert end["reason"] == "max_minutes" and end["minutes"] >= round(spent / 60, 2), "earlier sessions count"
+    (tmp_path / "fresh").mkdir()
+    fresh = train(compose_train(*tiny, "train.max_minutes=1e-6"), tmp_path / "fresh")
+    assert (fresh.step, fresh.stop_reason) == (0, "max_minutes")
+    assert [r["step"] for r in records(tmp_path / "fresh", "valid")] == [0], "a stopped run still validates"
+    assert (tmp_path / "fresh" / "checkpoints" / "best.pt").is_file()
 
 
 @needs_mirror
