@@ -19,6 +19,12 @@ Where things live (one module per concern, in the order a sentence travels):
     inspection/     `lstm-mt inspect`: gates and attention, sentence by sentence
     cli.py          the `lstm-mt` command (hydra_app.py runs each subcommand)
 
+and underneath them all:
+
+    errors.py       LstmMtError, the one-line error users see
+    files.py        atomic_write, the one atomic file writer (a plain open()'s file mode)
+    configuring.py  typed_config: config values checked against a dataclass schema
+
 The main classes are importable from the package itself (``from lstm_mt import LSTM``);
 they are loaded on first use so that ``lstm-mt --help`` does not wait for PyTorch.
 """

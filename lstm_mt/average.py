@@ -22,9 +22,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
+from lstm_mt.configuring import typed_config
 from lstm_mt.errors import LstmMtError
 from lstm_mt.hydra_app import run_hydra
-from lstm_mt.translate import typed_config
 
 __all__ = ["AverageConfig", "average_checkpoints", "latest_checkpoints", "main"]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from lstm_mt.errors import LstmMtError
+from lstm_mt.files import atomic_write
 
 FORMAT = "lstm-mt/1"
 REQUIRED_KEYS = ("format", "model", "config", "tokenizer", "vocab_sizes")
@@ -34,24 +34,13 @@ PathLike = str | os.PathLike
 
 
 def save_checkpoint(payload: dict[str, Any], path: PathLike) -> Path:
-    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, then rename.
+    """Write ``payload`` to ``path`` atomically (`lstm_mt.files.atomic_write`).
 
     A crash at any moment leaves either the old file or the new one, never half of one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, **payload}
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path) as handle:
+        torch.save({"format": FORMAT, **payload}, handle)
+    return Path(path)
 
 
 def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -31,19 +31,15 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from lstm_mt.checkpoint import load_checkpoint
+from lstm_mt.configuring import typed_config
 from lstm_mt.data import DataConfig, load_split, load_tokenized_reference, resolve_test_splits
 from lstm_mt.data.textio import read_lines
 from lstm_mt.errors import LstmMtError
-from lstm_mt.hydra_app import run_hydra
+from lstm_mt.files import write_text_atomic
+from lstm_mt.hydra_app import report_warnings_on_stderr, run_hydra
 from lstm_mt.metrics import Score, corpus_scores, paper_bleu, require_paper_bleu
 from lstm_mt.search import SearchConfig
-from lstm_mt.translate import (
-    DecodingOptions,
-    Translator,
-    report_warnings_on_stderr,
-    typed_config,
-    write_text_atomic,
-)
+from lstm_mt.translate import DecodingOptions, Translator
 
 __all__ = ["EvaluateConfig", "SetResult", "TestSet", "dataset_test_sets", "evaluate", "file_test_sets", "main"]
 

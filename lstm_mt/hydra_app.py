@@ -5,10 +5,12 @@
 with the YAML configs shipped inside the package (``lstm_mt/configs/``, so a wheel
 install works from any directory), and turns an
 `LstmMtError` raised by the task into one ``error: ...`` line and exit status 2.
+`report_warnings_on_stderr` shows lstm-mt's warnings on stderr while Hydra's logging setup is off.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig
+from tqdm import tqdm
 
 from lstm_mt.errors import LstmMtError
 
@@ -45,3 +48,20 @@ def run_hydra(task: Callable[[DictConfig], Any], config_name: str, argv: list[st
     if failure:
         raise failure[0]
     return 0
+
+
+def report_warnings_on_stderr() -> None:
+    """Show lstm-mt's warnings as ``warning: ...`` lines on stderr, without breaking a tqdm bar.
+
+    The commands keep Hydra's logging setup off, so that stdout carries only their output.
+    """
+    logger = logging.getLogger("lstm_mt")
+    if not any(isinstance(handler, _TqdmHandler) for handler in logger.handlers):
+        handler = _TqdmHandler(logging.WARNING)
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        logger.addHandler(handler)
+
+
+class _TqdmHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)

@@ -37,13 +37,15 @@ import torch
 from omegaconf import OmegaConf
 
 from lstm_mt.config import DecodingGrid, TrainJobConfig
+from lstm_mt.configuring import typed_config
 from lstm_mt.data import DataConfig
 from lstm_mt.errors import LstmMtError
 from lstm_mt.evaluate import EvaluateConfig, SetResult, TestSet, dataset_test_sets, evaluate, run_evaluate
+from lstm_mt.files import write_text_atomic
 from lstm_mt.metrics import PAPER_BLEU
 from lstm_mt.runtime import select_device
-from lstm_mt.train import METRICS_FILE, as_job_config
-from lstm_mt.translate import DecodingOptions, Translator, write_text_atomic
+from lstm_mt.train import METRICS_FILE
+from lstm_mt.translate import DecodingOptions, Translator
 
 __all__ = ["Trial", "compare_runs", "decoding_grid", "evaluate_run", "main", "tune", "tune_run", "valid_set"]
 
@@ -152,7 +154,7 @@ def run_config(run_dir: Path) -> TrainJobConfig:
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
         raise LstmMtError(f"{path}: not found; {run_dir} is not a run folder of `lstm-mt train`")
-    return as_job_config(OmegaConf.load(path))
+    return typed_config(TrainJobConfig, OmegaConf.load(path), str(path))
 
 
 def resolve_device(name: str) -> str:

@@ -14,7 +14,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 import sentencepiece as spm
 
 from lstm_mt.errors import LstmMtError
+from lstm_mt.files import write_bytes_atomic
 
 if TYPE_CHECKING:  # the data package imports this module, so import its config lazily
     from lstm_mt.data.config import SubwordConfig
@@ -158,8 +158,8 @@ def train_or_load_tokenizer(
             cfg.vocab_size,
             len(lines),
         )
-        _write_atomic(path, train_model(cfg, lines))
-    _write_atomic(folder / "settings.json", json.dumps(settings, indent=2).encode())
+        write_bytes_atomic(path, train_model(cfg, lines))
+    write_bytes_atomic(folder / "settings.json", json.dumps(settings, indent=2).encode())
     return Tokenizer.from_files(*paths)
 
 
@@ -270,14 +270,3 @@ def _strip_specials(ids: Sequence[int]) -> list[int]:
 def _normalize(sp: spm.SentencePieceProcessor, text: str) -> str:
     # SentencePiece marks spaces (and a leading dummy prefix) with U+2581; decode turns them back.
     return sp.normalize(text).replace("\u2581", " ").removeprefix(" ")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)

@@ -51,14 +51,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
 from lstm_mt.config import TrainConfig, TrainJobConfig, register_configs
+from lstm_mt.configuring import typed_config
 from lstm_mt.data import Batch, BatchIterator, EncodedDataset, PreparedData, prepare_data
 from lstm_mt.errors import LstmMtError
 from lstm_mt.hydra_app import run_hydra
@@ -103,7 +103,7 @@ class TrainResult:
 
 def train(cfg: DictConfig | TrainJobConfig, run_dir: str | Path) -> TrainResult:
     """Train as ``cfg`` says, writing metrics and checkpoints under ``run_dir``."""
-    job = as_job_config(cfg)
+    job = typed_config(TrainJobConfig, cfg, "config")
     check_train_config(job.train)
     if job.train.num_threads > 0:
         torch.set_num_threads(job.train.num_threads)
@@ -121,22 +121,6 @@ def train(cfg: DictConfig | TrainJobConfig, run_dir: str | Path) -> TrainResult:
         return result
     finally:
         dist.stop()
-
-
-def as_job_config(cfg: DictConfig | TrainJobConfig) -> TrainJobConfig:
-    """The config as typed dataclasses, checked against the schema once more.
-
-    Hydra already refuses unknown keys and wrong types, except keys added with ``+key=value``;
-    merging the plain values into a fresh schema refuses those too.
-    """
-    if isinstance(cfg, TrainJobConfig):
-        return cfg
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrainJobConfig), OmegaConf.to_container(cfg, resolve=True))
-    except OmegaConfBaseException as error:
-        reason = str(error).strip().splitlines()[0]
-        raise LstmMtError(f"config key {error.full_key}: {reason}") from None
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
 def check_train_config(cfg: TrainConfig) -> None:

@@ -22,25 +22,25 @@ import dataclasses
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING, DictConfig
 from torch import Tensor
 from tqdm import tqdm
 
 from lstm_mt.checkpoint import load_checkpoint
+from lstm_mt.configuring import typed_config
 from lstm_mt.data import InferenceBatchSampler, collate_source
 from lstm_mt.data.textio import decode_lines, read_bytes
 from lstm_mt.errors import LstmMtError
-from lstm_mt.hydra_app import run_hydra
+from lstm_mt.files import write_text_atomic
+from lstm_mt.hydra_app import report_warnings_on_stderr, run_hydra
 from lstm_mt.model import ModelConfig, Seq2Seq, build_model
 from lstm_mt.search import Hypothesis, SearchConfig, search
 from lstm_mt.tokenizer import Tokenizer
@@ -54,14 +54,10 @@ __all__ = [
     "main",
     "read_input",
     "run_translate",
-    "typed_config",
     "write_output",
-    "write_text_atomic",
 ]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 DEFAULT_MAX_INPUT_TOKENS = 250
 DEFAULT_MAX_TOKENS = 3000
@@ -322,66 +318,9 @@ def write_output(lines: Sequence[str], path: str | None) -> None:
         write_text_atomic(Path(path), text)
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise LstmMtError(f"{path}: cannot write ({error.strerror})") from None
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; give it a new file's mode
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def typed_config(schema: type[T], values: Any, what: str) -> T:
-    """``values`` (a dict or DictConfig) checked against the dataclass ``schema`` and returned as one.
-
-    Unknown keys, wrong types and missing values are an `LstmMtError` naming ``what`` and the key.
-    """
-    if isinstance(values, DictConfig):
-        missing = sorted(key for key in values if OmegaConf.is_missing(values, key))
-        if missing:
-            raise LstmMtError(f"{what}: {', '.join(missing)} must be set (e.g. {missing[0]}=...)")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), values or {})
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
-    except OmegaConfBaseException as error:
-        raise LstmMtError(f"{what}: {str(error).strip().splitlines()[0]}") from None
-
-
-def report_warnings_on_stderr() -> None:
-    """Show lstm-mt's warnings as ``warning: ...`` lines on stderr, without breaking a tqdm bar.
-
-    The commands keep Hydra's logging setup off, so that stdout carries only their output.
-    """
-    logger = logging.getLogger("lstm_mt")
-    if not any(isinstance(handler, _TqdmHandler) for handler in logger.handlers):
-        handler = _TqdmHandler(logging.WARNING)
-        handler.setFormatter(logging.Formatter("warning: %(message)s"))
-        logger.addHandler(handler)
-
-
-class _TqdmHandler(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(self.format(record), file=sys.stderr)
-
-
 def _one_line(text: str) -> str:
     # The one-line-per-input contract must hold whatever the detokenizer returns.
     return text.replace("\r", " ").replace("\n", " ")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _check_device(device: str | torch.device) -> torch.device:

@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from lstm_mt.configuring import typed_config
 from lstm_mt.data import MIRROR_ENV, DataConfig, load_split
 from lstm_mt.errors import LstmMtError
 from lstm_mt.model import ModelConfig, build_model
 from lstm_mt.search import SearchConfig
 from lstm_mt.tokenizer import train_or_load_tokenizer
-from lstm_mt.translate import DEFAULT_MAX_TOKENS, Translator, typed_config
+from lstm_mt.translate import DEFAULT_MAX_TOKENS, Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "lstm_mt" / "configs"

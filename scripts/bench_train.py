@@ -34,10 +34,11 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from lstm_mt.config import register_configs
+from lstm_mt.config import TrainJobConfig, register_configs
+from lstm_mt.configuring import typed_config
 from lstm_mt.hydra_app import CONFIG_DIR
 from lstm_mt.runtime import Distributed, StopSignals, select_device
-from lstm_mt.train import Trainer, as_job_config, update_groups
+from lstm_mt.train import Trainer, update_groups
 
 
 @dataclass
@@ -77,7 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def compose_job(overrides: list[str]):
     register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return as_job_config(compose("train", overrides=overrides))
+        return typed_config(TrainJobConfig, compose("train", overrides=overrides), "config")
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -1,6 +1,10 @@
-"""Shared fixtures: a small but real checkpoint to search, translate and evaluate with.
+"""Shared fixtures: a toy corpus made up here, and a small but real checkpoint to decode with.
 
-A SentencePiece model is trained on 500 Multi30k de-en training pairs, and a tiny
+`toy_pairs` are 300 sentence pairs over a dozen words (the target is the source reversed),
+enough for a 30-piece SentencePiece model (`toy_tokenizer`) and for unit tests that need no
+real corpus.
+
+For `tiny_checkpoint` (to search, translate and evaluate with), a SentencePiece model is trained on 500 Multi30k de-en training pairs, and a tiny
 `Seq2Seq` is overfit for a few seconds on the 48 shortest of them, so that it ends its
 outputs with EOS at different lengths and beam search disagrees with greedy search.
 The checkpoint has the documented keys (see lstm_mt/checkpoint.py). Seeded, one thread.
@@ -46,6 +50,27 @@ class TinyCheckpoint:
     tokenizer: Tokenizer
     data: DataConfig
     training_sources: list[str]
+
+
+TOY_WORDS = "the a cat dog sits runs on under red big small mat house tree".split()
+
+
+def toy_pair_lists(count: int = 300) -> tuple[list[str], list[str]]:
+    """``count`` deterministic source sentences of 1-6 toy words, and each one's words reversed."""
+    src = [" ".join(TOY_WORDS[(i * k) % len(TOY_WORDS)] for k in range(1, 2 + i % 6)) for i in range(count)]
+    return src, [" ".join(reversed(sentence.split())) for sentence in src]
+
+
+@pytest.fixture(scope="session")
+def toy_pairs() -> tuple[list[str], list[str]]:
+    """The toy corpus: 300 (source, target) line lists (see the module docstring)."""
+    return toy_pair_lists()
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer(toy_pairs: tuple[list[str], list[str]], tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    """A joint 30-piece SentencePiece model trained on the toy corpus."""
+    return train_or_load_tokenizer(SubwordConfig(vocab_size=30), *toy_pairs, tmp_path_factory.mktemp("toy_spm"))
 
 
 @pytest.fixture(scope="session")

@@ -23,9 +23,10 @@ from lstm_mt import recipe
 from lstm_mt.average import average_checkpoints
 from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
 from lstm_mt.config import DecodingGrid, TrainJobConfig, register_configs
+from lstm_mt.configuring import typed_config
 from lstm_mt.data import multi30k, textio
 from lstm_mt.model import ModelConfig
-from lstm_mt.train import as_job_config, train
+from lstm_mt.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -51,7 +52,7 @@ def compose_train(*overrides: str):
 
 @pytest.mark.parametrize("experiment, src, tgt", [("multi30k_en_de", "en", "de"), ("multi30k_de_en", "de", "en")])
 def test_recipes_compose_to_the_typed_schema(experiment, src, tgt):
-    job = as_job_config(compose_train(f"+experiment={experiment}"))
+    job = typed_config(TrainJobConfig, compose_train(f"+experiment={experiment}"), "config")
     assert (job.data.name, job.data.src, job.data.tgt) == ("multi30k", src, tgt)
     assert job.data.test_splits == ["test_2016_flickr", "test_2017_flickr"]
     assert (job.data.spm.vocab_size, job.data.spm.joint) == (8000, True)
@@ -59,7 +60,9 @@ def test_recipes_compose_to_the_typed_schema(experiment, src, tgt):
     assert job.train.early_stop_metric == "bleu" and job.train.valid_every == 0 and job.train.keep_last >= 5
     assert job.train.label_smoothing == 0.1 and job.train.patience > 0
     assert job.decoding == DecodingGrid(beam_size=5, alpha=0.6, beam_sizes=[1, 5, 10], alphas=[0.0, 0.6, 1.0])
-    overridden = as_job_config(compose_train(f"+experiment={experiment}", "decoding.beam_sizes=[1]", "device=cuda"))
+    overridden = typed_config(
+        TrainJobConfig, compose_train(f"+experiment={experiment}", "decoding.beam_sizes=[1]", "device=cuda"), "config"
+    )
     assert overridden.decoding.beam_sizes == [1] and overridden.device == "cuda"
 
 

@@ -21,14 +21,15 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from lstm_mt.checkpoint import load_checkpoint
-from lstm_mt.config import register_configs
+from lstm_mt.config import TrainJobConfig, register_configs
+from lstm_mt.configuring import typed_config
 from lstm_mt.data import MIRROR_ENV
 from lstm_mt.errors import LstmMtError
 from lstm_mt.loss import label_smoothed_nll
 from lstm_mt.model import ModelConfig, build_model
 from lstm_mt.optim import Schedule
 from lstm_mt.runtime import Distributed, StopSignals, select_precision
-from lstm_mt.train import MetricsLog, Trainer, as_job_config, parameter_digest, train
+from lstm_mt.train import MetricsLog, Trainer, parameter_digest, train
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "lstm_mt" / "configs"
@@ -102,7 +103,7 @@ def final_model(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_default_config_composes_to_the_schema():
-    job = as_job_config(compose_train())
+    job = typed_config(TrainJobConfig, compose_train(), "config")
     assert (job.data.name, job.model.emb_size, job.train.optimizer, job.train.max_tokens) == (
         "multi30k",
         128,
@@ -110,7 +111,7 @@ def test_default_config_composes_to_the_schema():
         4096,
     )
     assert job.train.label_smoothing == 0.1 and job.train.clip_norm == 1.0 and job.device == "auto"
-    quick = as_job_config(compose_train("train=quick"))
+    quick = typed_config(TrainJobConfig, compose_train("train=quick"), "config")
     assert (quick.train.max_epochs, quick.train.max_tokens) == (1, 2048) and quick.train.label_smoothing == 0.1
 
 
@@ -128,7 +129,9 @@ def test_overrides_reach_the_model_optimizer_and_batches(tmp_path, tiny_data):
         "data.tgt=de",
         "device=cpu",
     )
-    trainer = Trainer(as_job_config(cfg), tmp_path, Distributed(), torch.device("cpu"), StopSignals())
+    trainer = Trainer(
+        typed_config(TrainJobConfig, cfg, "config"), tmp_path, Distributed(), torch.device("cpu"), StopSignals()
+    )
     model = trainer.module
     assert model.encoder.embedding.embedding_dim == 256
     assert (model.encoder.rnn.hidden_size, model.encoder.rnn.num_layers) == (256, 2)
@@ -220,7 +223,7 @@ def test_label_smoothed_loss_matches_torch_and_ignores_padding():
 
 
 def schedule(**overrides) -> Schedule:
-    job = as_job_config(compose_train(*(f"train.{k}={v}" for k, v in overrides.items())))
+    job = typed_config(TrainJobConfig, compose_train(*(f"train.{k}={v}" for k, v in overrides.items())), "config")
     return Schedule(job.train)
 
 

@@ -121,7 +121,7 @@ def test_checkpoint_errors_are_one_line(tiny_checkpoint, tmp_path):
     model_config = dict(payload["config"]["model"])
     payload["config"]["model"] = {**model_config, "hidden": 7}
     save_checkpoint(payload, tmp_path / "bad.pt")
-    with pytest.raises(LstmMtError, match=r"bad.pt: config.model: Key 'hidden' not in 'ModelConfig'"):
+    with pytest.raises(LstmMtError, match=r"bad.pt: config.model key hidden: Key 'hidden' not in 'ModelConfig'"):
         Translator.from_checkpoint(tmp_path / "bad.pt")
     payload["config"]["model"] = {**model_config, "emb_size": 16, "attentional_size": 16}
     save_checkpoint(payload, tmp_path / "bad.pt")

@@ -12,13 +12,13 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO, Optional
 
 from lstm_mt.errors import LstmMtError
+from lstm_mt.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +78,14 @@ def download(url: str, dest: Path, sha256: Optional[str]) -> Path:
     if sha256 is None:
         log.warning("%s: no known sha256, downloading without checksum verification", url)
     log.info("downloading %s -> %s", url, dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _fetch_or_fail(url, out)
-        if sha256 is not None and (actual := file_sha256(tmp)) != sha256:
+    with atomic_write(dest) as out:
+        _fetch_or_fail(url, out)
+        out.flush()
+        if sha256 is not None and (actual := file_sha256(Path(out.name))) != sha256:
             raise LstmMtError(
                 f"{url}: sha256 mismatch (expected {sha256}, got {actual}); "
                 f"download discarded, {dest} not written"
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from lstm_mt.data.textio import read_lines
 from lstm_mt.errors import LstmMtError
-from lstm_mt.hydra_app import run_hydra
+from lstm_mt.hydra_app import report_warnings_on_stderr, run_hydra
 from lstm_mt.inspection.figures import require_matplotlib
 from lstm_mt.inspection.report import write_index, write_sentence_report
 from lstm_mt.inspection.tracing import trace_sentence
-from lstm_mt.translate import Translator, report_warnings_on_stderr
+from lstm_mt.translate import Translator
 
 SCHEMA_NAME = "inspect_schema"  # the first entry of configs/inspect.yaml's defaults list
 FREE_TEXT_KEYS = ("text",)  # overrides whose value is a sentence, never Hydra syntax
