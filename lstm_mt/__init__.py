@@ -2,7 +2,7 @@
 
 Where things live (one module per concern, in the order a sentence travels):
 
-    cell.py         LSTMCell and LSTM, the gate equations, their fast path, GateRecorder
+    lstm/           LSTMCell and LSTM: the gate equations, their fast path, GateRecorder
     attention.py    Bahdanau and Luong (dot, general) attention
     encoder.py      embeddings, bidirectional LSTM encoder, bridge to the decoder
     decoder.py      attentional, input-feeding decoder with step() for search
@@ -37,8 +37,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "LSTMCell": "lstm_mt.cell",
-    "LSTM": "lstm_mt.cell",
+    "LSTMCell": "lstm_mt.lstm",
+    "LSTM": "lstm_mt.lstm",
     "Seq2Seq": "lstm_mt.model",
     "ModelConfig": "lstm_mt.model",
     "build_model": "lstm_mt.model",

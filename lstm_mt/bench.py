@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from lstm_mt.cell import LSTM, GateRecorder, LSTMCell
+from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell
 
 
 @dataclass

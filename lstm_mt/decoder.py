@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from lstm_mt.attention import Attention
-from lstm_mt.cell import LSTMCell
 from lstm_mt.encoder import BatchRows, Bridge, EncoderOutput, TokenEmbedding
+from lstm_mt.lstm import LSTMCell
 
 
 @dataclasses.dataclass

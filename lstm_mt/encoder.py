@@ -15,7 +15,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
-from lstm_mt.cell import LSTM
+from lstm_mt.lstm import LSTM
 
 BRIDGE_KINDS = ("linear", "zeros")
 

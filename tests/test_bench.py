@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 
@@ -21,16 +22,19 @@ def test_quick_bench_prints_ratios_and_cpu_peak_memory(monkeypatch, capsys):
     assert all(re.search(r"\d+\.\d\d×", row) for row in rows)
     if sys.platform.startswith("linux"):
         peaks = rows[0].rstrip(" |").split("|")[-2:]
-        assert all(float(cell) >= 0 for cell in peaks), rows[0]
+        assert all(re.fullmatch(r"\s*\d+\s*", cell) for cell in peaks), rows[0]  # measured, not n/a; sizes: next test
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_cpu_peak_memory_grows_with_the_batch():
-    small = bench.peak_cpu_memory_mb(
-        bench.Shape(hidden=64, layers=1, bidirectional=False, length=20, batch=8, input=32)
-    )
-    large = bench.peak_cpu_memory_mb(
-        bench.Shape(hidden=64, layers=1, bidirectional=False, length=20, batch=512, input=32)
-    )
+    """Peaks of a training step, torch and ours, are at least what the step must hold, and grow with the batch."""
+    small_shape = bench.Shape(hidden=64, layers=1, bidirectional=False, length=20, batch=8, input=32)
+    large_shape = dataclasses.replace(small_shape, batch=512)
+    small = bench.peak_cpu_memory_mb(small_shape)
+    large = bench.peak_cpu_memory_mb(large_shape)
     assert small is not None and large is not None
+    # The step holds its float32 output [T, B, H] (2.5 MB) from the forward pass to its end; the weight
+    # gradients it frees and allocates again (0.1 MB) are all that could offset it.
+    output_mb = large_shape.length * large_shape.batch * large_shape.hidden * 4 / 2**20
+    assert min(large) >= output_mb, (large, output_mb)
     assert large[0] > small[0] and large[1] > small[1]

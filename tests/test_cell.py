@@ -6,13 +6,17 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstm_mt import native
-from lstm_mt.cell import GATE_NAMES, LSTM, LSTMCell
+from lstm_mt.lstm import GATE_NAMES, LSTM, GateRecorder, LSTMCell, lstm_step, native, onednn, pointwise
+from lstm_mt.lstm.autograd import LayerRecurrence
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
 def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """The largest absolute difference between paired tensors (lists of equal length, shapes equal)."""
+    assert len(a) == len(b), f"{len(a)} tensors against {len(b)}"
+    for x, y in zip(a, b):
+        assert x.shape == y.shape, f"shape {tuple(x.shape)} against {tuple(y.shape)}"
     return max((x - y).abs().max().item() for x, y in zip(a, b))
 
 
@@ -132,8 +136,6 @@ def test_cell_gates_follow_the_equations():
 
 def test_gradcheck_layer_recurrence():
     """The hand-written backward against numerical differentiation, padding included."""
-    from lstm_mt.cell import _LayerRecurrence
-
     torch.manual_seed(4)
     steps, batch, hidden = 5, 3, 4
     x_proj = torch.randn(steps, batch, 4 * hidden, dtype=torch.float64, requires_grad=True)
@@ -142,11 +144,11 @@ def test_gradcheck_layer_recurrence():
     c0 = torch.randn(batch, hidden, dtype=torch.float64, requires_grad=True)
     batch_sizes = [3, 3, 2, 1, 1]  # lengths 5, 2, 4 sorted: 5, 4, 2
     assert torch.autograd.gradcheck(
-        lambda *args: _LayerRecurrence.apply(*args, batch_sizes, False), (x_proj, weight_hh, h0, c0)
+        lambda *args: LayerRecurrence.apply(*args, batch_sizes, False), (x_proj, weight_hh, h0, c0)
     )
     zeros = torch.zeros(batch, hidden, dtype=torch.float64)  # no initial state: the first product is skipped
     assert torch.autograd.gradcheck(
-        lambda x_proj, weight_hh, c0: _LayerRecurrence.apply(x_proj, weight_hh, zeros, c0, batch_sizes, True),
+        lambda x_proj, weight_hh, c0: LayerRecurrence.apply(x_proj, weight_hh, zeros, c0, batch_sizes, True),
         (x_proj, weight_hh, c0),
     )
 
@@ -159,14 +161,12 @@ def test_rejects_bad_lengths():
         lstm(torch.randn(5, 2, 3), torch.tensor([0, 2]))
 
 
-@pytest.mark.parametrize("onednn", [True, False])
-def test_both_matmul_backends_match_torch(monkeypatch, onednn):
+@pytest.mark.parametrize("use_onednn", [True, False])
+def test_both_matmul_backends_match_torch(monkeypatch, use_onednn):
     """float32 on CPU runs on oneDNN when the build has it; the plain-torch fallback must agree too."""
-    import lstm_mt.cell as cell_module
-
-    if not onednn:
-        monkeypatch.setattr(cell_module, "_ONEDNN_WORKS", False)
-    elif not cell_module._onednn_usable(torch.zeros(1)):
+    if not use_onednn:
+        monkeypatch.setattr(onednn, "_WORKS", False)
+    elif not onednn.usable(torch.zeros(1)):
         pytest.skip("this PyTorch build has no usable oneDNN linear")
     torch.manual_seed(5)
     reference = torch.nn.LSTM(6, 8, 2, bidirectional=True)
@@ -226,8 +226,6 @@ def test_packed_weights_follow_in_place_updates():
 
 def test_recorded_gates_reproduce_the_outputs():
     """Re-applying C_t = f*C_{t-1} + i*C̃ and h = o*tanh(C) to recorded gates gives the layer's outputs."""
-    from lstm_mt.cell import GateRecorder
-
     torch.manual_seed(8)
     lstm = LSTM(4, 5, num_layers=2, bidirectional=True).double()
     x = torch.randn(6, 3, 4, dtype=torch.float64)
@@ -259,8 +257,6 @@ def test_recorded_gates_reproduce_the_outputs():
 
 
 def test_recording_off_leaves_outputs_unchanged():
-    from lstm_mt.cell import GateRecorder
-
     torch.manual_seed(9)
     lstm = LSTM(4, 5, bidirectional=True)
     x = torch.randn(6, 3, 4)
@@ -365,3 +361,69 @@ def test_point_wise_step_both_ways_matches_torch(point_wise):
     assert max_diff(list(grads[0]), list(grads[1])) < 1e-5
     with torch.no_grad():
         assert max_diff(list(cell(x[0], (h, c))), list(expected)) < 1e-5
+
+
+class Float64Kernel:
+    """A point-wise kernel for float64, written from the equations and their derivatives; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def usable(self, *tensors: torch.Tensor) -> bool:
+        return all(t.dtype == torch.float64 for t in tensors)
+
+    def forward(self, pre, c_prev, c, h, gates=None, tanh_c=None) -> bool:
+        if not self.usable(pre, c_prev):
+            return False
+        self.calls.append("forward")
+        h_new, c_new, activations = lstm_step(pre, c_prev)
+        c.copy_(c_new)
+        h.copy_(h_new)
+        if gates is not None:
+            gates.copy_(torch.cat(activations, dim=1))
+            tanh_c.copy_(torch.tanh(c_new))
+        return True
+
+    def backward(self, gates, tanh_c, c_prev, dh, dc, grad_pre, dc_prev) -> bool:
+        if not self.usable(gates, dh):
+            return False
+        self.calls.append("backward")
+        i, f, g, o = gates.chunk(4, dim=1)
+        dC = dc + dh * o * (1 - tanh_c**2)
+        grad_pre.copy_(
+            torch.cat(
+                [dC * g * i * (1 - i), dC * c_prev * f * (1 - f), dC * i * (1 - g**2), dh * tanh_c * o * (1 - o)], 1
+            )
+        )
+        dc_prev.add_(dC * f)
+        return True
+
+
+def test_a_registered_point_wise_kernel_runs_every_step(monkeypatch):
+    """The plug-in point for device kernels: a registered kernel takes the steps it accepts, and results equal torch."""
+    monkeypatch.setattr(pointwise, "_KERNELS", list(pointwise._KERNELS))
+    kernel = Float64Kernel()
+    pointwise.register_kernel(kernel)
+    torch.manual_seed(14)
+    reference = torch.nn.LSTM(6, 8, 2, bidirectional=True).double()
+    ours = LSTM.from_torch(reference)
+    x = torch.randn(7, 5, 6, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1, 6])
+    weights = [torch.randn(7, 5, 16, dtype=torch.float64), *torch.randn(2, 4, 5, 8, dtype=torch.float64)]
+
+    def run_reference(module):
+        output, state = module(pack_padded_sequence(x, lengths, enforce_sorted=False))
+        return pad_packed_sequence(output, total_length=7)[0], state
+
+    expected, expected_grads = outputs_and_grads(reference, run_reference, [x], weights)
+    actual, actual_grads = outputs_and_grads(ours, lambda m: m(x, lengths), [x], weights)
+    assert max_diff(actual, expected) < 1e-10
+    assert max_diff(actual_grads, expected_grads) < 1e-10
+    assert (
+        kernel.calls.count("forward") == 4 * 7 and kernel.calls.count("backward") == 4 * 7
+    )  # layers x directions x steps
+
+    kernel.calls.clear()
+    with torch.no_grad():  # float32: the kernel declines, the built-in paths run
+        LSTM(6, 8)(torch.randn(3, 2, 6))
+    assert kernel.calls == []

@@ -7,8 +7,7 @@ import shutil
 import pytest
 import torch
 
-from lstm_mt import native
-from lstm_mt.cell import LSTM
+from lstm_mt.lstm import LSTM, native
 
 
 @pytest.fixture

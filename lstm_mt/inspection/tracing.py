@@ -14,8 +14,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from lstm_mt.cell import GateRecord, GateRecorder, LSTMCell
 from lstm_mt.data import collate_source
+from lstm_mt.lstm import GateRecord, GateRecorder, LSTMCell
 from lstm_mt.model import EOS_ID, Seq2Seq
 from lstm_mt.search import SearchConfig
 from lstm_mt.tokenizer import Tokenizer

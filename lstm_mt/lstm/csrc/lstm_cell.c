@@ -1,7 +1,7 @@
 /*
  * The LSTM cell's point-wise step in C, for CPU float32.
  *
- * The same equations as `lstm_step` in lstm_mt/cell.py, taken element by element in one
+ * The same equations as `lstm_step` in lstm_mt/lstm/equations.py, taken element by element in one
  * pass over memory instead of a dozen separate tensor operations:
  *
  *     i = σ(pre_i)   f = σ(pre_f)   C̃ = tanh(pre_C̃)   o = σ(pre_o)

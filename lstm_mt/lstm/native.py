@@ -1,4 +1,4 @@
-"""The LSTM cell's point-wise step compiled from C (``lstm_mt/csrc/lstm_cell.c``), for CPU float32.
+"""The LSTM cell's point-wise step compiled from C (``lstm_mt/lstm/csrc/lstm_cell.c``), for CPU float32.
 
 Why: after its matrix product, a step of the cell is a dozen small tensor operations
 (sigmoids, tanh, products, sums), each a PyTorch kernel with its own pass over memory and
@@ -66,6 +66,8 @@ def forward(
     """
     if gates is None:
         return _run("lstm_cell_forward", c, (pre, c_prev, c, h), (4, 1, 1, 1))
+    if tanh_c is None:
+        raise ValueError("native.forward: gates and tanh_c go together")
     return _run("lstm_cell_forward_keep", c, (pre, c_prev, c, h, gates, tanh_c), (4, 1, 1, 1, 4, 1))
 
 

@@ -1,0 +1,21 @@
+"""The LSTM, written gate by gate: `LSTMCell` for one step and `LSTM` for whole sequences.
+
+Modules, in the order a reader meets them:
+
+    equations.py   the equations (first screen), `lstm_step`, GATE_NAMES, the weight layout
+    modules.py     LSTMCell and LSTM: layers, directions, padding, from_torch
+    recording.py   GateRecorder / GateRecord: every gate of every call, for `lstm-mt inspect`
+    padding.py     lengths, reversal within lengths, PackedSequence round trips
+    fastpath.py    the fast path's two entry points: cell_step and run_layer
+    inference.py   no-grad CPU float32 route: W·[h, x] as one oneDNN product per step
+    autograd.py    training route: autograd Functions with hand-written backward passes
+    pointwise.py   gates, C and h from the pre-activations (and back), kernel choice
+    onednn.py      oneDNN products and packed-weight cache (PyTorch private ops)
+    native.py      the point-wise step compiled from C (csrc/lstm_cell.c), CPU float32
+"""
+
+from lstm_mt.lstm.equations import GATE_NAMES, GateActivations, lstm_step
+from lstm_mt.lstm.modules import LSTM, LSTMCell
+from lstm_mt.lstm.recording import GateRecord, GateRecorder
+
+__all__ = ["GATE_NAMES", "LSTM", "GateActivations", "GateRecord", "GateRecorder", "LSTMCell", "lstm_step"]

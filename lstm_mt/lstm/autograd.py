@@ -1,0 +1,122 @@
+"""The LSTM's training path: autograd Functions with hand-written backward passes.
+
+- `CellStep`: one step (the decoder's), its backward in fewer, larger kernels than autograd's;
+- `LayerRecurrence`: a whole layer direction over a length-sorted batch. Forward runs the
+  recurrence in a tight loop over preallocated buffers that skips padded positions; backward
+  runs only the dh/dC recurrence step by step and computes the weight gradient once, as one
+  matrix product over all steps, instead of once per step.
+
+Products go through `lstm_mt.lstm.onednn.Product`, the point-wise part of each step through
+`lstm_mt.lstm.pointwise`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lstm_mt.lstm import pointwise
+from lstm_mt.lstm.onednn import Product
+
+
+class CellStep(torch.autograd.Function):
+    """One step of `LSTMCell`: ``(x, h_prev, c_prev, weight_ih, weight_hh, bias) -> (h, c)``."""
+
+    @staticmethod
+    def forward(ctx, x, h_prev, c_prev, weight_ih, weight_hh, bias):
+        pre = Product(weight_hh).add_to(Product(weight_ih)(x, bias), h_prev)
+        training = any(ctx.needs_input_grad)
+        act = torch.empty_like(pre) if training else pre
+        c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
+        pointwise.forward_step(pre, c_prev, act, c, tanh_c, h)
+        if training:
+            ctx.save_for_backward(x, h_prev, c_prev, weight_ih, weight_hh, act, tanh_c)
+            ctx.has_bias = bias is not None
+        return h, c
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h, grad_c):
+        x, h_prev, c_prev, weight_ih, weight_hh, act, tanh_c = ctx.saved_tensors
+        grad_pre = torch.empty_like(act)
+        grad_c_prev = torch.zeros_like(c_prev)
+        pointwise.backward_step(act, tanh_c, c_prev, grad_h, grad_c, grad_pre, grad_c_prev)
+        need = ctx.needs_input_grad
+        return (
+            grad_pre.mm(weight_ih) if need[0] else None,
+            grad_pre.mm(weight_hh) if need[1] else None,
+            grad_c_prev if need[2] else None,
+            grad_pre.t().mm(x) if need[3] else None,
+            grad_pre.t().mm(h_prev) if need[4] else None,
+            grad_pre.sum(0) if ctx.has_bias and need[5] else None,
+        )
+
+
+class LayerRecurrence(torch.autograd.Function):
+    """The recurrence of one layer direction over a whole (length-sorted) batch.
+
+    Inputs: ``x_proj[t] = W_x·x_t + b`` for all steps ``[T, B, 4H]``, ``weight_hh``,
+    initial ``h0, c0`` ``[B, H]`` and ``batch_sizes[t]``, the number of sequences still
+    running at step t (the batch is sorted by length, longest first, so they are the
+    first rows), and ``h0_is_zero`` (no initial state given: the first step needs no
+    recurrent product). Returns every step's ``h`` and ``C`` as ``[T, B, H]``, zero on padding.
+    """
+
+    @staticmethod
+    def forward(ctx, x_proj, weight_hh, h0, c0, batch_sizes, h0_is_zero):
+        steps, batch, _ = x_proj.shape
+        H = weight_hh.shape[1]
+        recurrent = Product(weight_hh, pack=True)
+        hs, cs, tanh_cs = (x_proj.new_empty(steps, batch, H) for _ in range(3))
+        training = any(ctx.needs_input_grad[:4])
+        gates = x_proj.new_empty(steps, batch, 4 * H) if training else None
+        h_prev, c_prev = h0, c0
+        for t, n in enumerate(batch_sizes):
+            if t == 0 and h0_is_zero:
+                pre = x_proj[0].clone()  # W_h·0 = 0
+            else:
+                pre = recurrent.add_to(x_proj[t, :n], h_prev[:n])  # W·[h, x] + b, all four gates
+            act = pre if gates is None else gates[t, :n]
+            pointwise.forward_step(pre, c_prev[:n], act, cs[t, :n], tanh_cs[t, :n], hs[t, :n])
+            if n < batch:
+                hs[t, n:] = 0
+                cs[t, n:] = 0
+            h_prev, c_prev = hs[t], cs[t]
+        if training:
+            ctx.save_for_backward(weight_hh, h0, c0, hs, cs, gates, tanh_cs)
+            ctx.batch_sizes, ctx.h0_is_zero = batch_sizes, h0_is_zero
+        return hs, cs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_hs, grad_cs):
+        weight_hh, h0, c0, hs, cs, gates, tanh_cs = ctx.saved_tensors
+        batch_sizes = ctx.batch_sizes
+        steps, batch, H = hs.shape
+        through_hh = Product(weight_hh.t().contiguous(), pack=True)  # dpre ↦ dpre @ W_hh
+
+        grad_pre = gates.new_empty(steps, batch, 4 * H)
+        dh_total = grad_hs.clone()  # dL/dh_t: from the outputs, plus from step t+1 below
+        dc_total = grad_cs.clone()  # dL/dC_t likewise
+        dc0 = torch.zeros_like(c0)
+        step_backward = pointwise.layer_step_backward(gates, tanh_cs, c0, cs, dh_total, dc_total)
+        for t in range(steps - 1, -1, -1):
+            n = batch_sizes[t]
+            c_prev, dc_prev = (cs[t - 1, :n], dc_total[t - 1, :n]) if t > 0 else (c0[:n], dc0[:n])
+            step_backward(
+                t, gates[t, :n], tanh_cs[t, :n], c_prev, dh_total[t, :n], dc_total[t, :n], grad_pre[t, :n], dc_prev
+            )
+            if n < batch:
+                grad_pre[t, n:] = 0
+            if t > 0:
+                dh_total[t - 1, :n] = through_hh.add_to(dh_total[t - 1, :n], grad_pre[t, :n])
+        dh0 = through_hh(grad_pre[0]) if ctx.needs_input_grad[2] else None
+
+        grad_w_hh = None
+        if ctx.needs_input_grad[1]:
+            # dW_hh = Σ_t dpre_tᵀ · h_{t-1}: one product over all steps after the first.
+            grad_w_hh = torch.zeros_like(weight_hh)
+            if steps > 1:
+                grad_w_hh.addmm_(grad_pre[1:].flatten(0, 1).t(), hs[:-1].flatten(0, 1))
+            if not ctx.h0_is_zero:
+                grad_w_hh.addmm_(grad_pre[0].t(), h0)
+        return grad_pre, grad_w_hh, dh0, dc0, None, None

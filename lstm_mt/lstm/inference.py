@@ -1,0 +1,73 @@
+"""The LSTM's inference path on CPU float32: ``W·[h, x] + b`` as one oneDNN product per step.
+
+Without a backward pass to feed, joining ``[h_{t-1}, x_t]`` and multiplying it by the
+packed ``W = [W_h, W_x]``, exactly as the equations write it, is faster than projecting
+all inputs first and adding the recurrent product step by step (the training path).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstm_mt.lstm import onednn
+from lstm_mt.lstm.equations import CellWeights
+from lstm_mt.lstm.pointwise import forward_step
+
+
+def applies(cell: CellWeights, x: Tensor, h0: Tensor, c0: Tensor) -> bool:
+    """No gradients, float32, no autocast, oneDNN at hand: this path can run the cell."""
+    tensors = (x, h0, c0, *cell.parameters())
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return (
+        not needs_grad
+        and all(t.dtype == torch.float32 for t in tensors)
+        and not torch.is_autocast_enabled(x.device.type)
+        and onednn.usable(cell.weight_hh)
+    )
+
+
+def run_layer(
+    cell: CellWeights, x: Tensor, h0: Tensor, c0: Tensor, batch_sizes: list[int], h0_is_zero: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Every step's ``h`` and ``C`` ``[T, B, H]`` of a length-sorted batch, zero on padding.
+
+    With ``h0_is_zero`` the first step multiplies ``W_x·x_0`` alone. ``h`` is a view into
+    the buffer of joined rows.
+    """
+    steps, batch, _ = x.shape
+    H = cell.weight_hh.shape[1]
+    weight, bias = _joint_weights(cell)
+    hx = x.new_empty(steps + 1, batch, H + x.shape[2])  # row t holds [h_{t-1}, x_t]; h_t goes to row t+1
+    hx[:steps, :, H:] = x
+    hx[0, :, :H] = h0
+    hs, cs = hx[1:, :, :H], x.new_empty(steps, batch, H)  # hs: a view, h_t already sits in row t+1
+    hx_rows, h_rows, c_rows = hx.unbind(0), hs.unbind(0), cs.unbind(0)  # per-step views made at once
+    tanh_c = x.new_empty(batch, H)
+    c_prev = c0
+    for t, n in enumerate(batch_sizes):
+        if t == 0 and h0_is_zero:
+            pre = onednn.linear(x[0], onednn.packed(cell.weight_ih), bias)  # W·[0, x] = W_x·x
+        else:
+            pre = onednn.linear(hx_rows[t][:n], weight, bias)
+        forward_step(pre, c_prev[:n], pre, c_rows[t][:n], tanh_c[:n], h_rows[t][:n])
+        c_prev = c_rows[t]
+    if batch_sizes[-1] < batch:  # rows past a sequence's end were left as they were: zero them
+        finished = torch.arange(batch) >= torch.tensor(batch_sizes).unsqueeze(1)
+        finished = finished.unsqueeze(2).to(x.device)
+        hs.masked_fill_(finished, 0)
+        cs.masked_fill_(finished, 0)
+    return hs, cs
+
+
+def cell_step(cell: CellWeights, x: Tensor, h_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
+    """One step as `run_layer` takes it: ``W·[h, x] + b`` in one packed product; returns ``(h, c)``."""
+    pre = onednn.linear(torch.cat([h_prev, x], dim=1), *_joint_weights(cell))
+    c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
+    forward_step(pre, c_prev, pre, c, tanh_c, h)
+    return h, c
+
+
+def _joint_weights(cell: CellWeights) -> tuple[Tensor, Tensor | None]:
+    """``W = [W_h, W_x]`` packed for oneDNN, and ``b``, for products with rows ``[h, x]``."""
+    return onednn.packed(cell.weight_hh, cell.weight_ih), cell.combined_bias()

@@ -1,0 +1,272 @@
+"""The public LSTM modules: `LSTMCell` (one step) and `LSTM` (layers, directions, padding).
+
+Both keep `torch.nn.LSTM`'s parameters (see `lstm_mt.lstm.equations` for the equations and
+the weight layout) and run them through the fast path's two entry points,
+`fastpath.cell_step` and `fastpath.run_layer`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from lstm_mt.lstm import fastpath, padding
+from lstm_mt.lstm.equations import GATE_NAMES, GateActivations, lstm_step, preactivations
+from lstm_mt.lstm.recording import active_recorder
+
+
+class LSTMCell(nn.Module):
+    """One LSTM step: ``(h, c) = cell(x, (h_prev, c_prev))``.
+
+    Same parameters and results as `torch.nn.LSTMCell`; `from_torch` copies one.
+    `forward` takes the fast path; `step_with_gates` spells the equations out and also
+    returns the gate values, for inspection.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size))
+            self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform(-1/√H, 1/√H), as `torch.nn.LSTMCell` does."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def gate_parameters(self) -> dict[str, dict[str, Tensor | None]]:
+        """Views of each gate's weights: ``{"forget": {"W_x": ..., "W_h": ..., "b": ...}, ...}``.
+
+        ``W_x`` and ``W_h`` are the input and hidden halves of ``W_g`` in the equations;
+        ``b`` is ``b_ih + b_hh`` (a copy, since it is a sum), or None without bias.
+        """
+        H = self.hidden_size
+        gates: dict[str, dict[str, Tensor | None]] = {}
+        for k, name in enumerate(GATE_NAMES):
+            rows = slice(k * H, (k + 1) * H)
+            bias = None if self.bias_ih is None else self.bias_ih[rows] + self.bias_hh[rows]
+            gates[name] = {"W_x": self.weight_ih[rows], "W_h": self.weight_hh[rows], "b": bias}
+        return gates
+
+    def combined_bias(self) -> Tensor | None:
+        """``b = b_ih + b_hh`` (PyTorch keeps two biases where the equations have one)."""
+        return None if self.bias_ih is None else self.bias_ih + self.bias_hh
+
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """One step for a batch: ``x`` is ``[batch, input]``; returns ``(h, c)``, each ``[batch, hidden]``."""
+        recorder = active_recorder()
+        if recorder is not None:
+            h, c, gates = self.step_with_gates(x, state)
+            recorder.record_step(self, gates, c, h)
+            return h, c
+        h_prev, c_prev = self._state_or_zeros(x, state)
+        return fastpath.cell_step(self, x, h_prev, c_prev)
+
+    def step_with_gates(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, GateActivations]:
+        """`forward` written out with `lstm_step`, also returning i, f, C̃ and o."""
+        h_prev, c_prev = self._state_or_zeros(x, state)
+        return lstm_step(preactivations(self, x, h_prev), c_prev)
+
+    def _state_or_zeros(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        if state is not None:
+            return state
+        zeros = x.new_zeros(x.shape[0], self.hidden_size)
+        return zeros, zeros
+
+    @classmethod
+    def from_torch(cls, cell: nn.LSTMCell) -> LSTMCell:
+        """An `LSTMCell` with a copy of a `torch.nn.LSTMCell`'s weights."""
+        ours = cls(cell.input_size, cell.hidden_size, bias=cell.bias)
+        ours.to(dtype=cell.weight_ih.dtype, device=cell.weight_ih.device)
+        with torch.no_grad():
+            for name, _ in ours.named_parameters():
+                getattr(ours, name).copy_(getattr(cell, name))
+        return ours
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
+
+
+class LSTM(nn.Module):
+    """A stack of `LSTMCell` layers, optionally bidirectional, over padded batches.
+
+    ``forward(x, lengths=None, state=None)`` mirrors `torch.nn.LSTM`: returns
+    ``output`` (``[T, B, D*H]``, or batch first) and ``(h_n, c_n)`` (``[layers*D, B, H]``).
+    With ``lengths``, positions past a sequence's length are zero in ``output`` and never
+    touch the final state, so padding cannot change any real result. A `PackedSequence`
+    is accepted too and gives a `PackedSequence` back.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+    ) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = dropout
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
+        self.layers = nn.ModuleList(
+            nn.ModuleList(
+                LSTMCell(input_size if layer == 0 else hidden_size * self.num_directions, hidden_size, bias)
+                for _ in range(self.num_directions)
+            )
+            for layer in range(num_layers)
+        )
+
+    def forward(
+        self,
+        x: Tensor | PackedSequence,
+        lengths: Tensor | None = None,
+        state: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        """Run all layers and directions; see the class docstring for shapes."""
+        packed = None
+        if isinstance(x, PackedSequence):
+            packed = x
+            x, lengths = pad_packed_sequence(packed)
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        steps, batch = x.shape[0], x.shape[1]
+
+        order = unsort = None
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths).cpu()
+            padding.check_lengths(lengths, steps, batch)
+            if bool((lengths == steps).all()):
+                lengths = None
+            else:
+                lengths, order = torch.sort(lengths, descending=True, stable=True)
+                unsort = torch.empty_like(order)
+                unsort[order] = torch.arange(batch)
+                order, unsort = order.to(x.device), unsort.to(x.device)
+                x = x.index_select(1, order)
+        batch_sizes = padding.batch_sizes(lengths, steps, batch)
+
+        zero_state = state is None
+        if state is None:
+            zeros = x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
+            h0s, c0s = zeros, zeros
+        elif order is not None:
+            h0s, c0s = state[0].index_select(1, order), state[1].index_select(1, order)
+        else:
+            h0s, c0s = state
+
+        h_ns, c_ns = [], []
+        layer_input = x
+        for layer, cells in enumerate(self.cells()):
+            if layer > 0 and self.dropout > 0 and self.training:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+            outputs = []
+            for direction, cell in enumerate(cells):
+                k = layer * self.num_directions + direction
+                hs, h_last, c_last = _run_direction(
+                    cell, layer_input, h0s[k], c0s[k], lengths, batch_sizes, direction == 1, zero_state, unsort
+                )
+                outputs.append(hs)
+                h_ns.append(h_last)
+                c_ns.append(c_last)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+
+        output, h_n, c_n = layer_input, torch.stack(h_ns), torch.stack(c_ns)
+        if unsort is not None:
+            output, h_n, c_n = output.index_select(1, unsort), h_n.index_select(1, unsort), c_n.index_select(1, unsort)
+        if packed is not None:
+            return padding.repack_like(output, packed), (h_n, c_n)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        return output, (h_n, c_n)
+
+    def cells(self) -> list[list[LSTMCell]]:
+        """``cells()[layer][direction]``: each layer's `LSTMCell` per direction (0 forward, 1 backward)."""
+        return [[cast(LSTMCell, cell) for cell in cast(nn.ModuleList, cells)] for cells in self.layers]
+
+    @classmethod
+    def from_torch(cls, lstm: nn.LSTM) -> LSTM:
+        """An `LSTM` with a copy of a `torch.nn.LSTM`'s weights (``proj_size`` unsupported)."""
+        if lstm.proj_size:
+            raise ValueError("LSTM.from_torch: proj_size > 0 has no equivalent here")
+        ours = cls(
+            lstm.input_size,
+            lstm.hidden_size,
+            lstm.num_layers,
+            lstm.bias,
+            lstm.batch_first,
+            lstm.dropout,
+            lstm.bidirectional,
+        )
+        first = next(lstm.parameters())
+        ours.to(dtype=first.dtype, device=first.device)
+        with torch.no_grad():
+            for layer, cells in enumerate(ours.cells()):
+                for direction, cell in enumerate(cells):
+                    suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                    for name, param in cell.named_parameters():
+                        param.copy_(getattr(lstm, name + suffix))
+        return ours
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"bidirectional={self.bidirectional}, dropout={self.dropout}, batch_first={self.batch_first}"
+        )
+
+
+def _run_direction(
+    cell: LSTMCell,
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    lengths: Tensor | None,
+    batch_sizes: list[int],
+    reverse: bool,
+    h0_is_zero: bool = False,
+    unsort: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One layer direction over a length-sorted, time-major batch: ``(outputs, h_n, c_n)``.
+
+    ``h0_is_zero``: no initial state was given, so the first step can skip ``W_h·h0``.
+    ``unsort`` (rows back to the caller's order) is only needed to record gates.
+    """
+    if reverse:
+        x = padding.reverse_within_lengths(x, lengths)
+    hs, cs = fastpath.run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero)
+    recorder = active_recorder()
+    if recorder is not None:
+        recorder.record_layer(cell, x, h0, hs, cs, lengths, reverse, unsort)
+    if lengths is None:
+        h_last, c_last = hs[-1], cs[-1]
+    else:
+        last = (lengths - 1).to(hs.device)
+        rows = torch.arange(hs.shape[1], device=hs.device)
+        h_last, c_last = hs[last, rows], cs[last, rows]
+    if reverse:
+        hs = padding.reverse_within_lengths(hs, lengths)
+    return hs, h_last, c_last

@@ -1,0 +1,103 @@
+"""Matrix products on oneDNN (PyTorch's bundled CPU kernel library, the one `torch.nn.LSTM` uses).
+
+A recurrence multiplies the same weight at every step. oneDNN can keep that weight in its
+own packed layout, which PyTorch's public API cannot; its private ops (``torch.ops.mkldnn``)
+can. They are wrapped here, behind a check that this PyTorch build runs them correctly:
+
+- `usable`: CPU float32 on a build where the ops work (checked once, on a known answer);
+- `packed`: weights joined side by side in the packed layout, cached while they do not change;
+- `Product`: ``x @ W.T`` (+ bias, or added to another tensor) on oneDNN, else plain PyTorch;
+- `linear`: one product with an already packed weight.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_WORKS: bool | None = None  # decided on first use: does this PyTorch build run oneDNN's linear?
+
+
+def usable(weight: Tensor) -> bool:
+    """Whether oneDNN can take products with ``weight`` (CPU float32, supported build)."""
+    global _WORKS
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or _WORKS is False:
+        return False
+    if _WORKS is None:
+        try:
+            w = torch.arange(6, dtype=torch.float32).view(2, 3)
+            x = torch.ones(1, 3)
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, None)
+            plain = torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+            added = torch.ops.mkldnn._linear_pointwise.binary(x, plain, packed, None, "add")
+            _WORKS = bool(torch.equal(added, 2 * w.sum(1, keepdim=True).t()))
+        except (AttributeError, RuntimeError):
+            _WORKS = False
+    return _WORKS
+
+
+_PACKED_WEIGHTS: dict[tuple[int, ...], tuple[tuple, Tensor]] = {}  # ids -> (packed from what, packed)
+
+
+def packed(*weights: Tensor) -> Tensor:
+    """The weights, joined side by side (``[W_1, W_2, ...]``), in oneDNN's packed layout.
+
+    Reused until a weight changes: when its storage or its version counter (bumped by
+    every in-place update: optimizer steps, ``load_state_dict``) differs, so inference
+    pays for packing once. Updates through ``weight.data`` bypass the version counter
+    and are not supported while the packed copy is cached.
+    """
+
+    def pack() -> Tensor:
+        joined = weights[0] if len(weights) == 1 else torch.cat(weights, dim=1)
+        return torch.ops.mkldnn._reorder_linear_weight(joined.detach().contiguous(), None)
+
+    if not all(isinstance(w, nn.Parameter) for w in weights):  # temporaries: nothing to reuse
+        return pack()
+    try:
+        source = tuple((w.data_ptr(), w._version, tuple(w.shape)) for w in weights)
+    except RuntimeError:  # inference tensors have no version counter: pack every time
+        return pack()
+    key = tuple(id(w) for w in weights)
+    entry = _PACKED_WEIGHTS.get(key)
+    if entry is None or entry[0] != source:
+        if entry is None:
+            for weight in weights:
+                weakref.finalize(weight, _PACKED_WEIGHTS.pop, key, None)
+        entry = (source, pack())
+        _PACKED_WEIGHTS[key] = entry
+    return entry[1]
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ W.T + bias`` with ``weight`` from `packed`: one oneDNN product."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class Product:
+    """``x @ weight.T`` (plus a bias or another tensor) for a weight used many times.
+
+    On CPU in float32 it runs on oneDNN, with the weight packed into oneDNN's layout
+    when ``pack`` (worth it when one call makes many products); elsewhere `torch.addmm`.
+    """
+
+    def __init__(self, weight: Tensor, pack: bool = False) -> None:
+        self.weight = weight.detach()
+        self.onednn = usable(self.weight) and self.weight.is_contiguous()
+        if self.onednn and pack:
+            self.weight = packed(weight)
+
+    def __call__(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``x @ weight.T + bias``."""
+        if self.onednn:
+            return linear(x, self.weight, bias)
+        return F.linear(x, self.weight, bias)
+
+    def add_to(self, other: Tensor, x: Tensor) -> Tensor:
+        """``other + x @ weight.T`` as a new tensor."""
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.weight, None, "add")
+        return torch.addmm(other, x, self.weight.t())
