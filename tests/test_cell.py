@@ -427,3 +427,45 @@ def test_a_registered_point_wise_kernel_runs_every_step(monkeypatch):
     with torch.no_grad():  # float32: the kernel declines, the built-in paths run
         LSTM(6, 8)(torch.randn(3, 2, 6))
     assert kernel.calls == []
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_to_torch_round_trip_and_same_outputs(bias):
+    """ours -> torch.nn.LSTM -> ours keeps every parameter exactly; torch's outputs on padded input equal ours."""
+    torch.manual_seed(15)
+    ours = LSTM(6, 8, num_layers=2, bias=bias, batch_first=True, dropout=0.25, bidirectional=True)
+    theirs = ours.to_torch()
+    assert type(theirs) is torch.nn.LSTM
+    settings = (theirs.input_size, theirs.hidden_size, theirs.num_layers, theirs.bias)
+    assert settings + (theirs.batch_first, theirs.dropout, theirs.bidirectional) == (6, 8, 2, bias, True, 0.25, True)
+    back = LSTM.from_torch(theirs).state_dict()
+    assert list(back) == list(ours.state_dict())
+    assert all(torch.equal(back[name], value) for name, value in ours.state_dict().items())
+
+    ours.eval(), theirs.eval()  # no dropout between layers
+    lengths = torch.tensor([7, 3, 5, 1, 6])
+    x = torch.randn(5, 7, 6)  # batch first
+    x[torch.arange(7) >= lengths.unsqueeze(1)] = 1e3  # padding content must not matter
+    with torch.no_grad():
+        packed_out, (expected_h, expected_c) = theirs(pack_padded_sequence(x, lengths, True, enforce_sorted=False))
+        expected, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=7)
+        actual, (actual_h, actual_c) = ours(x, lengths)
+    assert max_diff([actual, actual_h, actual_c], [expected, expected_h, expected_c]) < 1e-5
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_to_torch_round_trip_and_same_outputs(bias):
+    torch.manual_seed(16)
+    ours = LSTMCell(6, 8, bias=bias).double()
+    theirs = ours.to_torch()
+    assert type(theirs) is torch.nn.LSTMCell and theirs.weight_hh.dtype == torch.float64 and theirs.bias == bias
+    back = LSTMCell.from_torch(theirs).state_dict()
+    assert list(back) == list(ours.state_dict())
+    assert all(torch.equal(back[name], value) for name, value in ours.state_dict().items())
+    x, h, c = (
+        torch.randn(3, 6, dtype=torch.float64),
+        torch.randn(3, 8, dtype=torch.float64),
+        torch.randn(3, 8, dtype=torch.float64),
+    )
+    with torch.no_grad():
+        assert max_diff(list(ours(x, (h, c))), list(theirs(x, (h, c)))) < 1e-12

@@ -3,7 +3,7 @@
 Modules, in the order a reader meets them:
 
     equations.py   the equations (first screen), `lstm_step`, GATE_NAMES, the weight layout
-    modules.py     LSTMCell and LSTM: layers, directions, padding, from_torch
+    modules.py     LSTMCell and LSTM: layers, directions, padding, from_torch/to_torch
     recording.py   GateRecorder / GateRecord: every gate of every call, for `lstm-mt inspect`
     padding.py     lengths, reversal within lengths, PackedSequence round trips
     fastpath.py    the fast path's two entry points: cell_step and run_layer

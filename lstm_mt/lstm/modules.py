@@ -8,6 +8,7 @@ the weight layout) and run them through the fast path's two entry points,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from typing import cast
 
 import torch
@@ -95,10 +96,15 @@ class LSTMCell(nn.Module):
         """An `LSTMCell` with a copy of a `torch.nn.LSTMCell`'s weights."""
         ours = cls(cell.input_size, cell.hidden_size, bias=cell.bias)
         ours.to(dtype=cell.weight_ih.dtype, device=cell.weight_ih.device)
-        with torch.no_grad():
-            for name, _ in ours.named_parameters():
-                getattr(ours, name).copy_(getattr(cell, name))
+        _copy_parameters(ours.named_parameters(), cell, to_torch=False)
         return ours
+
+    def to_torch(self) -> nn.LSTMCell:
+        """A `torch.nn.LSTMCell` with a copy of this cell's weights (same dtype and device)."""
+        first = self.weight_ih
+        theirs = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device=first.device, dtype=first.dtype)
+        _copy_parameters(self.named_parameters(), theirs, to_torch=True)
+        return theirs
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
@@ -224,13 +230,38 @@ class LSTM(nn.Module):
         )
         first = next(lstm.parameters())
         ours.to(dtype=first.dtype, device=first.device)
-        with torch.no_grad():
-            for layer, cells in enumerate(ours.cells()):
-                for direction, cell in enumerate(cells):
-                    suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                    for name, param in cell.named_parameters():
-                        param.copy_(getattr(lstm, name + suffix))
+        _copy_parameters(ours._torch_named_parameters(), lstm, to_torch=False)
         return ours
+
+    def to_torch(self) -> nn.LSTM:
+        """A `torch.nn.LSTM` with a copy of these weights: all layers and directions, ``batch_first`` kept.
+
+        It takes the same inputs as this LSTM, except that variable lengths go in as a
+        `PackedSequence` (``pack_padded_sequence``) rather than a ``lengths`` argument.
+        """
+        first = self.cells()[0][0].weight_ih
+        theirs = nn.LSTM(
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.bias,
+            self.batch_first,
+            self.dropout,
+            self.bidirectional,
+            device=first.device,
+            dtype=first.dtype,
+        )
+        _copy_parameters(self._torch_named_parameters(), theirs, to_torch=True)
+        theirs.flatten_parameters()  # cuDNN wants its weights in one block
+        return theirs
+
+    def _torch_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Each parameter under its `torch.nn.LSTM` name: ``weight_ih_l1_reverse`` is layer 1's backward ``weight_ih``."""
+        for layer, cells in enumerate(self.cells()):
+            for direction, cell in enumerate(cells):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                for name, param in cell.named_parameters():
+                    yield name + suffix, param
 
     def extra_repr(self) -> str:
         return (
@@ -270,3 +301,14 @@ def _run_direction(
     if reverse:
         hs = padding.reverse_within_lengths(hs, lengths)
     return hs, h_last, c_last
+
+
+def _copy_parameters(ours: Iterable[tuple[str, nn.Parameter]], theirs: nn.Module, to_torch: bool) -> None:
+    """Copy each of our parameters, listed under its name in the torch module ``theirs``, to or from it."""
+    with torch.no_grad():
+        for name, param in ours:
+            their_param = getattr(theirs, name)
+            if to_torch:
+                their_param.copy_(param)
+            else:
+                param.copy_(their_param)
