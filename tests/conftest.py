@@ -20,6 +20,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+if not torch.cuda.is_available():  # Triton kernels (lstm_mt.lstm.triton_step) then run in Triton's interpreter
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when Triton is imported, which happens later
+
 from lstm_mt.checkpoint import save_checkpoint
 from lstm_mt.data import MIRROR_ENV, DataConfig, SubwordConfig, collate, load_split
 from lstm_mt.model import PAD_ID, ModelConfig, Seq2Seq, build_model

@@ -12,6 +12,7 @@ Modules, in the order a reader meets them:
     pointwise.py   gates, C and h from the pre-activations (and back), kernel choice
     onednn.py      oneDNN products and packed-weight cache (PyTorch private ops)
     native.py      the point-wise step compiled from C (csrc/lstm_cell.c), CPU float32
+    triton_step.py the point-wise step on CUDA: launches the Triton kernels of triton_kernels.py
 """
 
 from lstm_mt.lstm.equations import GATE_NAMES, GateActivations, lstm_step

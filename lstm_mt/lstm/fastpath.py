@@ -15,7 +15,7 @@ Each picks the first route that applies, in this order:
 
 Both routes hand the point-wise part of each step (gates, C, h and their gradients) to
 `lstm_mt.lstm.pointwise`, where a compiled kernel (`lstm_mt.lstm.native`, C for CPU
-float32) runs it when it takes the tensors. A new device backend plugs in at one of these
+float32; `lstm_mt.lstm.triton_step`, Triton for CUDA) runs it when it takes the tensors. A new device backend plugs in at one of these
 two places: a point-wise kernel with `pointwise.register_kernel`, or a whole-layer route
 added to `cell_step`/`run_layer` below.
 """

@@ -1,9 +1,10 @@
 """The point-wise part of a step: from ``pre = W·[h, x] + b`` to the gates, C and h, and back.
 
 After a step's matrix product the equations are element by element. They run on the first
-registered kernel that takes the tensors (`lstm_mt.lstm.native`, a C loop for CPU float32,
-is registered by default); where none does, on a few PyTorch tensor operations, with tanh
-computed as 2σ(2x) − 1 so that all four gates take one sigmoid kernel.
+registered kernel that takes the tensors (registered by default: `lstm_mt.lstm.native`, a
+C loop for CPU float32, and `lstm_mt.lstm.triton_step`, Triton kernels for CUDA); where none
+does, on a few PyTorch tensor operations, with tanh computed as 2σ(2x) − 1 so that all four
+gates take one sigmoid kernel.
 
 A device backend (say a fused CUDA step) plugs in here with `register_kernel`: an object
 with the three functions of `PointwiseKernel`, each returning False (touching nothing)
@@ -18,7 +19,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from lstm_mt.lstm import native
+from lstm_mt.lstm import native, triton_step
 
 
 class PointwiseKernel(Protocol):
@@ -47,7 +48,7 @@ class PointwiseKernel(Protocol):
         ...
 
 
-_KERNELS: list[PointwiseKernel] = [native]
+_KERNELS: list[PointwiseKernel] = [native, triton_step]
 
 
 def register_kernel(kernel: PointwiseKernel) -> None:
