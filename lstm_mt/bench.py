@@ -8,7 +8,11 @@ fresh process whose allocator returns freed blocks to the system.
 
     lstm-mt bench                 # the standard shapes, CPU
     lstm-mt bench --quick         # the headline shape only (H=512, T=30, B=64)
-    lstm-mt bench --device cuda   # on a GPU
+    lstm-mt bench --device cuda   # on a GPU: against cuDNN, fp32 and bf16 autocast
+
+On CUDA the tables also time our LSTM with its point-wise step in tensor operations
+instead of the fused Triton kernel ("ours, no Triton"), in the same run, so the kernel's
+own effect shows.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell
+from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, triton_step
 
 
 @dataclass
@@ -54,6 +58,8 @@ SHAPES = [
     Shape(256, 2, True, 50, 32),
     Shape(512, 1, True, 10, 128),
 ]
+CUDA_SHAPES = [HEADLINE, Shape(1024, 1, False, 50, 128)]
+DECODER_SHAPES = [HEADLINE, Shape(512, 1, False, 30, 5), Shape(1024, 1, False, 30, 64)]
 
 
 def sync(device: torch.device) -> None:
@@ -83,57 +89,97 @@ def lstm_pair(shape: Shape, device: torch.device) -> tuple[torch.nn.LSTM, LSTM, 
     return ref, LSTM.from_torch(ref), torch.randn(shape.length, shape.batch, shape.input, device=device)
 
 
-def training_step(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """Autocast to ``precision`` ("bf16", "fp16") around forward passes; "fp32" leaves it off."""
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    return torch.autocast(device.type, dtype=dtypes.get(precision, torch.bfloat16), enabled=precision in dtypes)
+
+
+def training_step(module: torch.nn.Module, x: torch.Tensor, precision: str = "fp32") -> Callable[[], None]:
     """One forward and backward pass of ``module`` over ``x``, gradients cleared first."""
 
     def run() -> None:
         module.zero_grad(set_to_none=True)
-        output, _ = module(x)
-        output.sum().backward()
+        with autocast(x.device, precision):
+            output, _ = module(x)
+        output.float().sum().backward()
 
     return run
 
 
-def bench_sequence(shape: Shape, device: torch.device, repeats: int) -> dict[str, float]:
-    """Train (fwd+bwd) and inference (fwd) times for full sequences."""
+def fused_kernel_runs(device: torch.device) -> bool:
+    """Whether our LSTM takes the Triton point-wise kernel on ``device`` (then also timed without it)."""
+    return triton_step.usable(torch.empty(1, 1, device=device))
+
+
+def without_fused_kernel(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` with the point-wise step in tensor operations instead of the Triton kernel."""
+
+    def run() -> None:
+        with triton_step.only_on():
+            fn()
+
+    return run
+
+
+def compared(
+    make: Callable[[torch.nn.Module, bool], Callable[[], None]],
+    ref: torch.nn.Module,
+    ours: torch.nn.Module,
+    device: torch.device,
+    repeats: int,
+) -> dict[str, dict[str, float]]:
+    """Train and inference times of ``make(module, train)`` for torch, ours and, where the Triton
+    kernel runs, ours without it ("plain"): ``{"train": {"torch": ms, "ours": ms, ...}, "infer": ...}``."""
+    times = {}
+    for kind, train in (("train", True), ("infer", False)):
+        fns = {"torch": make(ref, train), "ours": make(ours, train)}
+        if fused_kernel_runs(device):
+            fns["plain"] = without_fused_kernel(make(ours, train))
+        times[kind] = interleaved(fns, device, repeats)
+    return times
+
+
+def bench_sequence(shape: Shape, device: torch.device, repeats: int, precision: str = "fp32") -> dict[str, dict]:
+    """Train (fwd+bwd) and inference (fwd) times for full sequences; see `compared`."""
     ref, ours, x = lstm_pair(shape, device)
 
-    def infer(module: torch.nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            with torch.no_grad():
+    def make(module: torch.nn.Module, train: bool) -> Callable[[], None]:
+        if train:
+            return training_step(module, x, precision)
+
+        def infer() -> None:
+            with torch.no_grad(), autocast(device, precision):
                 module(x)
 
-        return run
+        return infer
 
-    t = interleaved({"torch_train": training_step(ref, x), "ours_train": training_step(ours, x)}, device, repeats)
-    t.update(interleaved({"torch_infer": infer(ref), "ours_infer": infer(ours)}, device, repeats))
-    return t
+    return compared(make, ref, ours, device, repeats)
 
 
-def bench_decoder_steps(shape: Shape, device: torch.device, repeats: int) -> dict[str, float]:
-    """A teacher-forced decoder loop of single steps: train (fwd+bwd) and inference."""
+def bench_decoder_steps(shape: Shape, device: torch.device, repeats: int, precision: str = "fp32") -> dict[str, dict]:
+    """A teacher-forced decoder loop of single steps, train (fwd+bwd) and inference; see `compared`."""
     ref = torch.nn.LSTMCell(shape.input, shape.hidden).to(device)
     ours = LSTMCell.from_torch(ref)
     xs = torch.randn(shape.length, shape.batch, shape.input, device=device)
 
-    def loop(cell: torch.nn.Module, backward: bool) -> Callable[[], None]:
+    def make(cell: torch.nn.Module, backward: bool) -> Callable[[], None]:
         def run() -> None:
             cell.zero_grad(set_to_none=True)
             with torch.set_grad_enabled(backward):
-                h = xs.new_zeros(shape.batch, shape.hidden)
-                c = torch.zeros_like(h)
-                total = 0
-                for x in xs:
-                    h, c = cell(x, (h, c))
-                    total = total + h.sum()
+                with autocast(device, precision):
+                    h = xs.new_zeros(shape.batch, shape.hidden)
+                    c = torch.zeros_like(h)
+                    total = xs.new_zeros((), dtype=torch.float32)
+                    for x in xs:
+                        h, c = cell(x, (h, c))
+                        total = total + h.float().sum()
                 if backward:
                     total.backward()
 
         return run
 
-    t = interleaved({"torch_step_train": loop(ref, True), "ours_step_train": loop(ours, True)}, device, repeats)
-    t.update(interleaved({"torch_step_infer": loop(ref, False), "ours_step_infer": loop(ours, False)}, device, repeats))
-    return t
+    return compared(make, ref, ours, device, repeats)
 
 
 def bench_recording(shape: Shape, device: torch.device, repeats: int) -> dict[str, float]:
@@ -155,14 +201,14 @@ def bench_recording(shape: Shape, device: torch.device, repeats: int) -> dict[st
     return interleaved({"off": infer(False), "on": infer(True)}, device, repeats)
 
 
-def peak_memory_mb(shape: Shape, device: torch.device) -> tuple[float, float]:
+def peak_memory_mb(shape: Shape, device: torch.device, precision: str = "fp32") -> tuple[float, float]:
     """Peak CUDA memory (MB) of one training step, torch then ours."""
     ref, ours, x = lstm_pair(shape, device)
     peaks = []
     for module in (ref, ours):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        training_step(module, x)()
+        training_step(module, x, precision)()
         sync(device)
         peaks.append(torch.cuda.max_memory_allocated(device) / 2**20)
     return peaks[0], peaks[1]
@@ -223,6 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="only the headline shape")
+    parser.add_argument(
+        "--precision", default=None, help="comma-separated fp32, bf16, fp16 (default: fp32 on CPU, fp32,bf16 on CUDA)"
+    )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: the CPU memory measurement
     args = parser.parse_args(argv)
     if args.memory_probe:
@@ -231,44 +280,59 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    shapes = [HEADLINE] if args.quick else SHAPES
-    print(
-        f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-        f"median of {args.repeats}, times in ms"
-    )
+    cuda = device.type == "cuda"
+    precisions = (args.precision or ("fp32,bf16" if cuda else "fp32")).split(",")
+    where = torch.cuda.get_device_name(device) if cuda else f"threads {torch.get_num_threads()}"
+    print(f"torch {torch.__version__}, device {device} ({where}), median of {args.repeats}, times in ms")
+    if cuda:
+        fused = "Triton point-wise kernel" if fused_kernel_runs(device) else "no Triton: tensor operations"
+        print(f"torch = torch.nn.LSTM / nn.LSTMCell (cuDNN); ours: {fused}; TF32 off")
+        torch.backends.cuda.matmul.allow_tf32 = False  # both sides in true fp32
+        torch.backends.cudnn.allow_tf32 = False
 
-    print(
-        "\n| shape | train torch | train ours | ratio | infer torch | infer ours | ratio | train peak MB torch | ours |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for shape in shapes:
-        t = bench_sequence(shape, device, args.repeats)
-        peaks = peak_memory_mb(shape, device) if device.type == "cuda" else peak_cpu_memory_mb(shape)
-        print(
-            f"| {shape.label()} | {t['torch_train']:.1f} | {t['ours_train']:.1f} | "
-            f"{t['ours_train'] / t['torch_train']:.2f}× | {t['torch_infer']:.1f} | {t['ours_infer']:.1f} | "
-            f"{t['ours_infer'] / t['torch_infer']:.2f}× | "
-            + ("n/a | n/a |" if peaks is None else "{:.0f} | {:.0f} |".format(*peaks)),
-            flush=True,
-        )
+    shapes = [HEADLINE] if args.quick else (CUDA_SHAPES if cuda else SHAPES)
+    for precision in precisions:
+        print(f"\nFull sequences, {precision}:\n")
+        print_header(device, "train peak MB torch | ours")
+        for shape in shapes:
+            t = bench_sequence(shape, device, args.repeats, precision)
+            peaks = peak_memory_mb(shape, device, precision) if cuda else peak_cpu_memory_mb(shape)
+            memory = "n/a | n/a" if peaks is None else "{:.0f} | {:.0f}".format(*peaks)
+            print(f"| {shape.label()} | {timing_cells(t)} | {memory} |", flush=True)
 
     print("\nGate recording (lstm-mt inspect): forward time with recording off (the normal path) and on:\n")
     print("| shape | off | on | on / off |")
     print("|---|---|---|---|")
-    t = bench_recording(HEADLINE, device, args.repeats)
-    print(f"| {HEADLINE.label()} | {t['off']:.1f} | {t['on']:.1f} | {t['on'] / t['off']:.2f}× |", flush=True)
+    t_rec = bench_recording(HEADLINE, device, args.repeats)
+    print(f"| {HEADLINE.label()} | {t_rec['off']:.1f} | {t_rec['on']:.1f} | {t_rec['on'] / t_rec['off']:.2f}× |")
 
-    print("\nDecoder-style loop of single steps (LSTMCell vs nn.LSTMCell):\n")
-    print("| shape | train torch | train ours | ratio | infer torch | infer ours | ratio |")
-    print("|---|---|---|---|---|---|---|")
-    for shape in [HEADLINE] if args.quick else [HEADLINE, Shape(512, 1, False, 30, 5), Shape(1024, 1, False, 30, 64)]:
-        t = bench_decoder_steps(shape, device, args.repeats)
-        print(
-            f"| {shape.label()} | {t['torch_step_train']:.1f} | {t['ours_step_train']:.1f} | "
-            f"{t['ours_step_train'] / t['torch_step_train']:.2f}× | {t['torch_step_infer']:.1f} | "
-            f"{t['ours_step_infer']:.1f} | {t['ours_step_infer'] / t['torch_step_infer']:.2f}× |",
-            flush=True,
-        )
+    for precision in precisions:
+        print(f"\nDecoder-style loop of single steps (LSTMCell vs nn.LSTMCell), {precision}:\n")
+        print_header(device)
+        for shape in [HEADLINE] if args.quick else DECODER_SHAPES:
+            t = bench_decoder_steps(shape, device, args.repeats, precision)
+            print(f"| {shape.label()} | {timing_cells(t)} |", flush=True)
+
+
+def print_header(device: torch.device, extra: str = "") -> None:
+    """The header of a timing table (with the no-Triton columns where the kernel runs)."""
+    plain = fused_kernel_runs(device)
+    kind = " | ours, no Triton" if plain else ""
+    columns = [f"train torch | train ours | ratio{kind}", f"infer torch | infer ours | ratio{kind}"]
+    header = "| shape | " + " | ".join(columns) + (f" | {extra}" if extra else "") + " |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+
+
+def timing_cells(t: dict[str, dict[str, float]]) -> str:
+    """``torch | ours | ours/torch`` (and ``ours, no Triton`` where timed) for train, then inference."""
+    cells = []
+    for kind in ("train", "infer"):
+        times = t[kind]
+        cells += [f"{times['torch']:.2f}", f"{times['ours']:.2f}", f"{times['ours'] / times['torch']:.2f}×"]
+        if "plain" in times:
+            cells.append(f"{times['plain']:.2f}")
+    return " | ".join(cells)
 
 
 if __name__ == "__main__":

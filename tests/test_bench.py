@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
 import re
 import sys
 
 import pytest
 
 from lstm_mt import bench
+from lstm_mt.lstm import native, triton_step
 
 
 def test_quick_bench_prints_ratios_and_cpu_peak_memory(monkeypatch, capsys):
@@ -38,3 +41,19 @@ def test_cpu_peak_memory_grows_with_the_batch():
     output_mb = large_shape.length * large_shape.batch * large_shape.hidden * 4 / 2**20
     assert min(large) >= output_mb, (large, output_mb)
     assert large[0] > small[0] and large[1] > small[1]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="Triton's interpreter is off (CUDA present)")
+def test_where_the_triton_kernel_runs_the_tables_also_time_ours_without_it(monkeypatch, capsys):
+    """The CUDA layout, on CPU through Triton's interpreter: a no-Triton column after each ratio, both precisions."""
+    monkeypatch.setattr(native, "_library", lambda: None)
+    monkeypatch.setattr(bench, "HEADLINE", bench.Shape(hidden=8, layers=1, bidirectional=False, length=3, batch=2))
+    monkeypatch.setattr(bench, "peak_cpu_memory_mb", lambda shape: None)
+    with triton_step.only_on("cpu"):
+        bench.main(["--quick", "--repeats", "1", "--precision", "fp32,bf16"])
+    out = capsys.readouterr().out
+    assert out.count("ratio | ours, no Triton") == 8  # train and inference columns of 4 tables
+    rows = [line for line in out.splitlines() if line.startswith("| H=8") and line.count("|") > 6]
+    assert len(rows) == 4  # sequences and decoder steps, fp32 and bf16
+    assert all(len(re.findall(r"\d+\.\d\d×", row)) == 2 and row.count("|") >= 9 for row in rows)

@@ -192,3 +192,25 @@ def test_bf16_autocast_through_the_kernels_stays_near_float32(device, launches):
         p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in lstm.parameters()
     )
     assert "forward" in launches and "backward" in launches
+
+
+def test_kernels_that_fail_their_check_leave_the_work_to_torch(device, monkeypatch, caplog):
+    """A kernel that does not compile (or computes wrong values) is never used: one warning, then torch."""
+    monkeypatch.setattr(triton_step, "_launch_backward", lambda tensors: (_ for _ in ()).throw(RuntimeError("boom")))
+    triton_step._works_on.cache_clear()
+    try:
+        c, h = torch.zeros(2, 3, device=device), torch.zeros(2, 3, device=device)
+        assert not triton_step.usable(c)
+        assert not triton_step.forward(torch.randn(2, 12, device=device), torch.randn(2, 3, device=device), c, h)
+        assert c.abs().sum() == 0 and "boom" in caplog.text
+    finally:
+        triton_step._works_on.cache_clear()
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("LSTM_MT_TRITON", "0")
+    triton_step._kernels.cache_clear()
+    try:
+        assert not triton_step.available()
+    finally:
+        triton_step._kernels.cache_clear()

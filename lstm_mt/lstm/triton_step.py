@@ -8,16 +8,20 @@ equations as `lstm_step`. This is the CUDA counterpart of `lstm_mt.native` (C, C
 has the same calling convention: `forward` and `backward` return False, touching
 nothing, where they do not apply, and the caller then runs the tensor operations.
 
-Triton is optional (``pip install 'lstm-mt[gpu]'``); it is imported on first use. The
-kernels run for tensors on the device types in `DEVICE_TYPES` (CUDA); tests add ``"cpu"``
-and set ``TRITON_INTERPRET=1`` before Triton is imported, so Triton's interpreter runs the
-same kernels on CPU tensors. Inputs may be float32, bfloat16 or float16, each in its own
-dtype: arithmetic is float32 inside the kernel.
+Triton is optional (``pip install 'lstm-mt[gpu]'``); it is imported on first use, and on
+each device the kernels are first run once on random input and checked against PyTorch in
+float64: if they fail to compile or disagree, a warning is logged and the tensor operations
+run there. ``LSTM_MT_TRITON=0`` switches them off. They run for tensors on the device types
+in `DEVICE_TYPES` (CUDA); tests add ``"cpu"`` and set ``TRITON_INTERPRET=1`` before Triton is
+imported, so Triton's interpreter runs the same kernels on CPU tensors. Inputs may be
+float32, bfloat16 or float16, each in its own dtype: arithmetic is float32 inside the kernel.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -28,20 +32,26 @@ from torch import Tensor
 
 __all__ = ["DEVICE_TYPES", "available", "backward", "forward", "only_on", "usable"]
 
+log = logging.getLogger(__name__)
+
 DEVICE_TYPES = {"cuda"}  # where `usable` sends work to the kernels
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 TILE = 1024  # elements per program: rows × units
 
 
 def available() -> bool:
-    """Whether Triton is installed (the kernels compile on first launch)."""
+    """Whether Triton is installed and not switched off (the kernels compile on first launch)."""
     return _kernels() is not None
 
 
 def usable(*tensors: Tensor) -> bool:
     """Whether the kernels take these tensors: matrices with contiguous rows in a supported
-    dtype, on a device in `DEVICE_TYPES`, with Triton installed."""
-    return all(t.device.type in DEVICE_TYPES and _fits(t) for t in tensors) and available()
+    dtype, on a device in `DEVICE_TYPES` where the kernels passed their check."""
+    return (
+        bool(tensors)
+        and all(t.device.type in DEVICE_TYPES and _fits(t) for t in tensors)
+        and _works_on(tensors[0].device)
+    )
 
 
 @contextmanager
@@ -64,21 +74,12 @@ def forward(
     With ``gates`` ``[B, 4H]`` and ``tanh_c`` ``[B, H]``, also writes i, f, C̃, o and tanh(C)
     for the backward pass. Returns False, touching nothing, where the kernel does not apply.
     """
-    keep = gates is not None and tanh_c is not None
     tensors: tuple[Tensor, ...] = (pre, c_prev, c, h)
     if gates is not None and tanh_c is not None:
         tensors += (gates, tanh_c)
-    if not _shapes_fit(c, tensors, (4, 1, 1, 1, 4, 1)):
+    if not _shapes_fit(c, tensors, (4, 1, 1, 1, 4, 1)) or not _works_on(c.device):
         return False
-    kernels = _kernels()
-    if kernels is None:
-        return False
-    rows, hidden = c.shape
-    if rows == 0 or hidden == 0:
-        return True
-    pointers = tensors if keep else (*tensors, c, c)  # unused when not keeping: any valid pointer
-    grid, blocks = _launch_shape(rows, hidden)
-    kernels.lstm_forward_kernel[grid](*_with_strides(pointers), rows, hidden, KEEP=keep, **blocks)
+    _launch_forward(tensors)
     return True
 
 
@@ -91,17 +92,28 @@ def backward(
     touching nothing, where the kernel does not apply.
     """
     tensors = (gates, tanh_c, c_prev, dh, dc, grad_pre, dc_prev)
-    if not _shapes_fit(dh, tensors, (4, 1, 1, 1, 1, 4, 1)):
+    if not _shapes_fit(dh, tensors, (4, 1, 1, 1, 1, 4, 1)) or not _works_on(dh.device):
         return False
-    kernels = _kernels()
-    if kernels is None:
-        return False
-    rows, hidden = dh.shape
-    if rows == 0 or hidden == 0:
-        return True
-    grid, blocks = _launch_shape(rows, hidden)
-    kernels.lstm_backward_kernel[grid](*_with_strides(tensors), rows, hidden, **blocks)
+    _launch_backward(tensors)
     return True
+
+
+def _launch_forward(tensors: tuple[Tensor, ...]) -> None:
+    """`forward` on checked tensors: ``pre, c_prev, c, h`` and, to keep them, ``gates, tanh_c``."""
+    keep = len(tensors) == 6
+    rows, hidden = tensors[2].shape
+    if rows and hidden:
+        pointers = tensors if keep else (*tensors, tensors[2], tensors[2])  # unused when not keeping
+        grid, blocks = _launch_shape(rows, hidden)
+        _loaded_kernels().lstm_forward_kernel[grid](*_with_strides(pointers), rows, hidden, KEEP=keep, **blocks)
+
+
+def _launch_backward(tensors: tuple[Tensor, ...]) -> None:
+    """`backward` on checked tensors."""
+    rows, hidden = tensors[3].shape
+    if rows and hidden:
+        grid, blocks = _launch_shape(rows, hidden)
+        _loaded_kernels().lstm_backward_kernel[grid](*_with_strides(tensors), rows, hidden, **blocks)
 
 
 def _fits(t: Tensor) -> bool:
@@ -138,9 +150,68 @@ def _with_strides(tensors: tuple[Tensor, ...]) -> list[Tensor | int]:
 
 @cache
 def _kernels() -> ModuleType | None:
-    """The kernel module, imported (with Triton) on first use; None without Triton."""
-    if importlib.util.find_spec("triton") is None:
+    """The kernel module, imported (with Triton) on first use; None without Triton or with ``LSTM_MT_TRITON=0``."""
+    if os.environ.get("LSTM_MT_TRITON", "1") == "0" or importlib.util.find_spec("triton") is None:
         return None
-    from lstm_mt.lstm import triton_kernels
-
+    try:
+        from lstm_mt.lstm import triton_kernels
+    except Exception as error:  # a broken Triton install fails in many ways; the tensor operations still work
+        log.warning("Triton unavailable (%s); the LSTM uses PyTorch operations", error)
+        return None
     return triton_kernels
+
+
+def _loaded_kernels() -> ModuleType:
+    kernels = _kernels()
+    if kernels is None:
+        raise RuntimeError("Triton is not installed")
+    return kernels
+
+
+@cache
+def _works_on(device: torch.device) -> bool:
+    """Whether the kernels compile and agree with PyTorch on ``device``; checked on first use there."""
+    if _kernels() is None:
+        return False
+    try:
+        agrees = _agrees_with_torch(device)
+    except Exception as error:  # compilation and launch errors come in many types
+        log.warning("Triton LSTM kernels fail on %s (%s); using PyTorch operations", device, error)
+        return False
+    if not agrees:
+        log.warning("Triton LSTM kernels disagree with PyTorch on %s; using PyTorch operations", device)
+    return agrees
+
+
+def _agrees_with_torch(device: torch.device, tolerance: float = 1e-5) -> bool:
+    """Run both kernels on random float32 input with strided rows; compare with `lstm_step` and its
+    gradients in float64."""
+    from lstm_mt.cell import lstm_step  # the equations; imported here, as the cell imports this module
+
+    generator = torch.Generator().manual_seed(0)
+    rows, hidden = 9, 37
+    pre = (torch.randn(rows, 4 * hidden + 3, generator=generator) * 4)[:, : 4 * hidden]
+    c_prev, dh, dc = (torch.randn(rows, hidden, generator=generator) for _ in range(3))
+
+    pre64, c_prev64 = pre.double().requires_grad_(), c_prev.double().requires_grad_()
+    h_ref, c_ref, gates_ref = lstm_step(pre64, c_prev64)
+    loss = (h_ref * dh.double()).sum() + (c_ref * dc.double()).sum()
+    grad_pre_ref, dc_prev_ref = torch.autograd.grad(loss, [pre64, c_prev64])
+
+    on = [t.to(device) for t in (pre, c_prev, dh, dc)]
+    c, h, tanh_c = (torch.empty(rows, hidden, device=device) for _ in range(3))
+    gates, grad_pre = torch.empty(rows, 4 * hidden, device=device), torch.empty(rows, 4 * hidden, device=device)
+    dc_prev = torch.ones(rows, hidden, device=device)
+    _launch_forward((on[0], on[1], c, h, gates, tanh_c))
+    _launch_backward((gates, tanh_c, on[1], on[2], on[3], grad_pre, dc_prev))
+    checks = [
+        (c, c_ref),
+        (h, h_ref),
+        (gates, torch.cat(gates_ref, 1)),
+        (tanh_c, c_ref.tanh()),
+        (grad_pre, grad_pre_ref),
+        (dc_prev, 1 + dc_prev_ref),
+    ]
+    return all(
+        torch.allclose(got.cpu().double(), want.detach(), rtol=tolerance, atol=tolerance) for got, want in checks
+    )
