@@ -34,7 +34,7 @@ __all__ = ["DEVICE_TYPES", "available", "backward", "forward", "only_on", "usabl
 
 log = logging.getLogger(__name__)
 
-DEVICE_TYPES = {"cuda"}  # where `usable` sends work to the kernels
+DEVICE_TYPES = {"cuda"}  # the kernels take tensors on these device types only
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 TILE = 1024  # elements per program: rows × units
 
@@ -56,7 +56,7 @@ def usable(*tensors: Tensor) -> bool:
 
 @contextmanager
 def only_on(*device_types: str) -> Iterator[None]:
-    """Inside the block, `usable` accepts tensors on these device types only; with none, the
+    """Inside the block, the kernels take tensors on these device types only; with none, the
     tensor operations run everywhere (to time them), with ``"cpu"`` the interpreter runs (tests)."""
     global DEVICE_TYPES
     saved, DEVICE_TYPES = DEVICE_TYPES, set(device_types)
@@ -122,8 +122,9 @@ def _fits(t: Tensor) -> bool:
 
 
 def _shapes_fit(state: Tensor, tensors: tuple[Tensor, ...], widths: tuple[int, ...]) -> bool:
-    """Every tensor is ``[rows, width·H]`` for ``state`` ``[rows, H]``, on one device (the kernels trust this)."""
-    if state.dim() != 2:
+    """Every tensor is ``[rows, width·H]`` for ``state`` ``[rows, H]``, on one device of a type in
+    `DEVICE_TYPES` (the kernels trust this)."""
+    if state.device.type not in DEVICE_TYPES or state.dim() != 2:
         return False
     rows, hidden = state.shape
     return all(
