@@ -4,7 +4,7 @@ Why: after its matrix product, a step of the cell is a dozen small tensor operat
 (sigmoids, tanh, products, sums); on a GPU each is a kernel launch of a few microseconds
 over a few hundred kilobytes, so a step is bound by launches, not arithmetic. The kernels
 take the gates, C and h (and their gradients) in one launch each, with the same
-equations as `lstm_step`. This is the CUDA counterpart of `lstm_mt.native` (C, CPU) and
+equations as `lstm_step`. This is the CUDA counterpart of `lstm_mt.lstm.native` (C, CPU) and
 has the same calling convention: `forward` and `backward` return False, touching
 nothing, where they do not apply, and the caller then runs the tensor operations.
 
@@ -29,6 +29,8 @@ from types import ModuleType
 
 import torch
 from torch import Tensor
+
+from lstm_mt.lstm.equations import lstm_step
 
 __all__ = ["DEVICE_TYPES", "available", "backward", "forward", "only_on", "usable"]
 
@@ -187,8 +189,6 @@ def _works_on(device: torch.device) -> bool:
 def _agrees_with_torch(device: torch.device, tolerance: float = 1e-5) -> bool:
     """Run both kernels on random float32 input with strided rows; compare with `lstm_step` and its
     gradients in float64."""
-    from lstm_mt.cell import lstm_step  # the equations; imported here, as the cell imports this module
-
     generator = torch.Generator().manual_seed(0)
     rows, hidden = 9, 37
     pre = (torch.randn(rows, 4 * hidden + 3, generator=generator) * 4)[:, : 4 * hidden]
