@@ -25,12 +25,14 @@ from lstm_mt.inspection import (
     summarize_layer,
     top_variance_units,
     trace_sentence,
+    trace_translation,
 )
 from lstm_mt.inspection.command import quote_free_text, register_configs
 from lstm_mt.inspection.figures import require_matplotlib
 from lstm_mt.inspection.report import write_arrays
+from lstm_mt.inspection.tracing import decoded_ids
 from lstm_mt.model import EOS_ID, UNK_ID, ModelConfig, build_model
-from lstm_mt.search import greedy_search
+from lstm_mt.search import SearchConfig, greedy_search
 from lstm_mt.translate import Translator
 
 torch.set_num_threads(1)
@@ -216,6 +218,46 @@ def test_unknown_characters_keep_their_own_labels(traced):
     unknown = [piece for piece, i in zip(saved["src_pieces"].tolist(), saved["src_ids"].tolist()) if i == UNK_ID]
     assert {"🚲", "北京"} <= set(unknown)
     assert saved["src_pieces"][-1] == "</s>"
+
+
+def test_tracing_along_the_greedy_translation_equals_tracing_the_search(two_layer_model, tiny_checkpoint):
+    """Teacher forcing the greedy output records what greedy search itself computed."""
+    translator = Translator(two_layer_model, tiny_checkpoint.tokenizer)
+    searched = trace_sentence(translator, NON_LATIN)
+    (greedy,) = translator.translate_nbest([NON_LATIN], SearchConfig(beam_size=1), keep_attention=True)[0]
+    forced = trace_translation(translator, NON_LATIN, greedy)
+    assert (forced.tgt_pieces, forced.src_pieces) == (searched.tgt_pieces, searched.src_pieces)
+    assert [layer.name for layer in forced.layers] == [layer.name for layer in searched.layers]
+    for ours, theirs in zip(forced.layers, searched.layers):
+        for key, value in theirs.arrays.items():
+            np.testing.assert_allclose(ours.arrays[key], value, atol=1e-5, err_msg=f"{ours.name}.{key}")
+
+
+def first_difference(a: list[int], b: list[int]) -> int:
+    """The first position where ``a`` and ``b`` differ (the shorter length if one is a prefix of the other)."""
+    return next((t for t, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def test_tracing_a_beam_translation_follows_its_tokens(tiny_checkpoint):
+    """Along a beam output that differs from greedy's, the decoder agrees with greedy search's up to
+    the step that reads the first differing token, and differs from there on."""
+    translator = Translator(tiny_checkpoint.model, tiny_checkpoint.tokenizer)
+    for sentence in tiny_checkpoint.training_sources:
+        (beam,) = translator.translate_nbest([sentence], SearchConfig(beam_size=5), keep_attention=True)[0]
+        greedy = trace_sentence(translator, sentence)
+        beam_ids = decoded_ids(beam)
+        split = first_difference(beam_ids, greedy.tgt_ids)
+        if split + 1 < min(len(beam_ids), len(greedy.tgt_ids)):  # both go on after the difference
+            break
+    else:
+        pytest.skip("no training sentence where beam and greedy search part before their last step")
+    forced = trace_translation(translator, sentence, beam)
+    assert forced.translation == beam.text and forced.tgt_ids == beam_ids
+    (decoder,), (greedy_decoder,) = forced.side("decoder"), greedy.side("decoder")
+    assert len(decoder.arrays["h"]) == len(beam_ids)
+    # step t reads the token written at step t-1, so the first split + 1 steps read the same tokens
+    np.testing.assert_allclose(decoder.arrays["h"][: split + 1], greedy_decoder.arrays["h"][: split + 1], atol=1e-5)
+    assert not np.allclose(decoder.arrays["h"][split + 1], greedy_decoder.arrays["h"][split + 1], atol=1e-5)
 
 
 # --- the command -----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Watch the gates and the attention work, sentence by sentence (`lstm-mt inspect`).
 
-tracing.py   translate one sentence greedily under a GateRecorder: SentenceTrace, LayerTrace
+tracing.py   record one sentence's LSTM steps (greedy, or along a given translation): SentenceTrace
 analysis.py  pure statistics of gate arrays: memory units, saturation, openness, variance
 figures.py   matplotlib figures: attention, gate heatmaps per layer, cell-state norms
 report.py    one folder per sentence: PNGs, report.html, arrays.npz; index.html
@@ -19,7 +19,7 @@ from lstm_mt.inspection.analysis import (
     top_variance_units,
 )
 from lstm_mt.inspection.command import InspectConfig, main, register_configs, run_inspection
-from lstm_mt.inspection.tracing import LayerId, LayerTrace, SentenceTrace, trace_sentence
+from lstm_mt.inspection.tracing import LayerId, LayerTrace, SentenceTrace, trace_sentence, trace_translation
 
 __all__ = [
     "GateStats",
@@ -39,4 +39,5 @@ __all__ = [
     "summarize_layer",
     "top_variance_units",
     "trace_sentence",
+    "trace_translation",
 ]

@@ -1,6 +1,7 @@
 """Translate one sentence greedily and keep everything the LSTMs computed on the way.
 
-`trace_sentence` runs a `Translator` (greedy) under a `GateRecorder` and sorts the records into
+`trace_sentence` runs a `Translator` (greedy) under a `GateRecorder`; `trace_translation` records
+the model reading a sentence and writing a given translation (e.g. beam search's best). Both sort the records into
 one `LayerTrace` per LSTM layer and direction, with every gate, cell state and output
 as a ``[T, H]`` numpy array in the sentence's own time order, plus the attention and the
 subword labels of both time axes. `SentenceTrace.arrays` flattens it all for ``.npz``.
@@ -16,10 +17,10 @@ import torch
 
 from lstm_mt.data import collate_source
 from lstm_mt.lstm import GateRecord, GateRecorder, LSTMCell
-from lstm_mt.model import EOS_ID, Seq2Seq
+from lstm_mt.model import BOS_ID, EOS_ID, Seq2Seq
 from lstm_mt.search import SearchConfig
 from lstm_mt.tokenizer import Tokenizer
-from lstm_mt.translate import Translator
+from lstm_mt.translate import Translation, Translator
 
 DIRECTIONS = ("forward", "backward")
 STEP_ARRAYS = ("i", "f", "g", "o", "c", "h")  # per step; g is the candidate C̃
@@ -123,26 +124,65 @@ def target_pieces(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
     return [EOS_PIECE if i == EOS_ID else piece for i, piece in zip(ids, tokenizer.tgt_id_pieces(ids))]
 
 
+def source_pieces(tokenizer: Tokenizer, text: str, source_ids: list[int]) -> list[str]:
+    """The labels of the encoder steps for ``text``: its subwords, cut like ``source_ids``, then ``</s>``."""
+    return tokenizer.pieces_src(text)[: len(source_ids)] + [EOS_PIECE]
+
+
+def decoded_ids(translation: Translation) -> list[int]:
+    """The ids a decoder step produced, one per attention row: the output, then EOS unless the cap ended it."""
+    steps = kept_attention(translation).shape[0]  # decoding steps, EOS included
+    return translation.target_ids + [EOS_ID] * (steps - len(translation.target_ids))
+
+
+def kept_attention(translation: Translation) -> torch.Tensor:
+    """The attention of ``translation``; ValueError if it was translated without ``keep_attention``."""
+    if translation.attention is None:
+        raise ValueError("the translation has no attention: translate with keep_attention=True")
+    return translation.attention
+
+
 @torch.no_grad()
 def trace_sentence(translator: Translator, text: str) -> SentenceTrace:
     """Translate ``text`` (not blank) greedily with ``translator`` and record every LSTM step."""
-    model, tokenizer = translator.model, translator.tokenizer
     with GateRecorder() as recorder:
         (translation,) = translator.translate_nbest([text], SearchConfig(beam_size=1), keep_attention=True)[0]
+    return _sentence_trace(translator, text, translation, recorder.records)
+
+
+@torch.no_grad()
+def trace_translation(translator: Translator, text: str, translation: Translation) -> SentenceTrace:
+    """Record every LSTM step of ``translator``'s model reading ``text`` and writing ``translation``.
+
+    ``translation`` is any output for ``text`` (e.g. beam search's best, with its attention kept);
+    the decoder is fed its tokens (teacher forcing), so the gates are those that produced it.
+    """
+    model = translator.model
+    batch = collate_source([translation.source_ids], [0]).to(translator.device)
+    tgt_in = torch.tensor([[BOS_ID, *decoded_ids(translation)[:-1]]], device=translator.device)
+    with GateRecorder() as recorder:
+        model.decode(tgt_in, model.encode(batch.src, batch.src_lengths))
+    return _sentence_trace(translator, text, translation, recorder.records)
+
+
+def _sentence_trace(
+    translator: Translator, text: str, translation: Translation, records: list[GateRecord]
+) -> SentenceTrace:
+    """The `SentenceTrace` of a batch of one, from its translation (attention kept) and its records."""
+    model, tokenizer = translator.model, translator.tokenizer
     # The decoder starts from the bridge's state, which no LSTM call records: recompute it.
     batch = collate_source([translation.source_ids], [0]).to(translator.device)
     start = model.init_decoder_state(model.encode(batch.src, batch.src_lengths))
-    steps = translation.attention.shape[0]  # decoding steps, EOS included
-    tgt_ids = translation.target_ids + [EOS_ID] * (steps - len(translation.target_ids))
+    tgt_ids = decoded_ids(translation)
     return SentenceTrace(
         source=text,
         translation=translation.text,
         src_ids=batch.src[0].tolist(),
         tgt_ids=tgt_ids,
-        src_pieces=tokenizer.pieces_src(text)[: len(translation.source_ids)] + [EOS_PIECE],  # cut like the ids
+        src_pieces=source_pieces(tokenizer, text, translation.source_ids),
         tgt_pieces=target_pieces(tokenizer, tgt_ids),
-        attention=translation.attention.float().numpy(),
-        layers=_layer_traces(model, recorder.records, start.hidden[0], start.cell[0]),
+        attention=kept_attention(translation).float().cpu().numpy(),
+        layers=_layer_traces(model, records, start.hidden[0], start.cell[0]),
     )
 
 
