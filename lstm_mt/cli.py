@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "inspect": Subcommand(
         "lstm_mt.inspection:main", "gates, cell states and attention of a checkpoint, sentence by sentence"
     ),
+    "serve": Subcommand("lstm_mt.serve:main", "HTTP API and live web page: translations, attention, gates"),
     "bench": Subcommand("lstm_mt.bench:main", "time the explicit LSTM against torch.nn.LSTM"),
 }
 

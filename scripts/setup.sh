@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install lstm-mt into it, editable, with test and plot extras.
+# Create .venv (if missing) and install lstm-mt into it, editable, with the test, plot and serve extras.
 # Idempotent: a second run only re-checks. Override the torch build with TORCH_SPEC, e.g.
 #   TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" bash scripts/setup.sh
 set -euo pipefail
@@ -17,4 +17,4 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     # shellcheck disable=SC2086
     "${PIP[@]}" install $TORCH_SPEC
 fi
-"${PIP[@]}" install -e ".[dev,plot]"
+"${PIP[@]}" install -e ".[dev,plot,serve]"

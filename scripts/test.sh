@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up .venv and run the whole test suite (real corpora from ../shared/data unless
-# LSTM_MT_DATA_MIRROR points elsewhere). Extra arguments go to pytest.
+# LSTM_MT_DATA_MIRROR points elsewhere). Extra arguments go to pytest. Chromium (apt) is
+# installed for the browser test of `lstm-mt serve` where it is missing and apt-get works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/install_chromium.sh
 exec .venv/bin/python -m pytest "$@"
