@@ -66,7 +66,10 @@ class LayerRecurrence(torch.autograd.Function):
         steps, batch, _ = x_proj.shape
         H = weight_hh.shape[1]
         recurrent = Product(weight_hh, pack=True)
-        hs, cs, tanh_cs = (x_proj.new_empty(steps, batch, H) for _ in range(3))
+        # With padding, rows past a sequence's end stay zero: zeroed once here, not per step (on a GPU
+        # every step's zeroing would be two more kernel launches).
+        buffer = x_proj.new_zeros if _padded(batch_sizes, batch) else x_proj.new_empty
+        hs, cs, tanh_cs = buffer(steps, batch, H), buffer(steps, batch, H), x_proj.new_empty(steps, batch, H)
         training = any(ctx.needs_input_grad[:4])
         gates = x_proj.new_empty(steps, batch, 4 * H) if training else None
         h_prev, c_prev = h0, c0
@@ -77,9 +80,6 @@ class LayerRecurrence(torch.autograd.Function):
                 pre = recurrent.add_to(x_proj[t, :n], h_prev[:n])  # W·[h, x] + b, all four gates
             act = pre if gates is None else gates[t, :n]
             pointwise.forward_step(pre, c_prev[:n], act, cs[t, :n], tanh_cs[t, :n], hs[t, :n])
-            if n < batch:
-                hs[t, n:] = 0
-                cs[t, n:] = 0
             h_prev, c_prev = hs[t], cs[t]
         if training:
             ctx.save_for_backward(weight_hh, h0, c0, hs, cs, gates, tanh_cs)
@@ -94,7 +94,8 @@ class LayerRecurrence(torch.autograd.Function):
         steps, batch, H = hs.shape
         through_hh = Product(weight_hh.t().contiguous(), pack=True)  # dpre ↦ dpre @ W_hh
 
-        grad_pre = gates.new_empty(steps, batch, 4 * H)
+        buffer = gates.new_zeros if _padded(batch_sizes, batch) else gates.new_empty  # padded rows stay zero
+        grad_pre = buffer(steps, batch, 4 * H)
         dh_total = grad_hs.clone()  # dL/dh_t: from the outputs, plus from step t+1 below
         dc_total = grad_cs.clone()  # dL/dC_t likewise
         dc0 = torch.zeros_like(c0)
@@ -105,8 +106,6 @@ class LayerRecurrence(torch.autograd.Function):
             step_backward(
                 t, gates[t, :n], tanh_cs[t, :n], c_prev, dh_total[t, :n], dc_total[t, :n], grad_pre[t, :n], dc_prev
             )
-            if n < batch:
-                grad_pre[t, n:] = 0
             if t > 0:
                 dh_total[t - 1, :n] = through_hh.add_to(dh_total[t - 1, :n], grad_pre[t, :n])
         dh0 = through_hh(grad_pre[0]) if ctx.needs_input_grad[2] else None
@@ -120,3 +119,8 @@ class LayerRecurrence(torch.autograd.Function):
             if not ctx.h0_is_zero:
                 grad_w_hh.addmm_(grad_pre[0].t(), h0)
         return grad_pre, grad_w_hh, dh0, dc0, None, None
+
+
+def _padded(batch_sizes: list[int], batch: int) -> bool:
+    """Whether some sequences end before the last step (``batch_sizes`` never grows)."""
+    return bool(batch_sizes) and batch_sizes[-1] < batch
