@@ -25,6 +25,7 @@ from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
 from lstm_mt.configuring import typed_config
 from lstm_mt.errors import LstmMtError
 from lstm_mt.hydra_app import run_hydra
+from lstm_mt.ranges import bounded
 
 __all__ = ["AverageConfig", "average_checkpoints", "latest_checkpoints", "main"]
 
@@ -37,7 +38,7 @@ class AverageConfig:
 
     inputs: list[str] = field(default_factory=list)
     dir: str | None = None
-    last: int = 5
+    last: int = bounded(5, ge=1)
     pattern: str = "*.pt"
     output: str = MISSING
 

@@ -32,7 +32,9 @@ from pathlib import Path
 
 import torch
 
+from lstm_mt.errors import LstmMtError
 from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, triton_step
+from lstm_mt.runtime import check_device
 
 
 @dataclass
@@ -277,9 +279,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_probe:
         _memory_probe(Shape(**json.loads(args.memory_probe)))
         return
+    if args.repeats < 1:
+        raise LstmMtError(f"--repeats={args.repeats}: must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise LstmMtError(f"--threads={args.threads}: must be at least 1")
+    device = check_device(args.device, "--device")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     cuda = device.type == "cuda"
     precisions = (args.precision or ("fp32,bf16" if cuda else "fp32")).split(",")
     where = torch.cuda.get_device_name(device) if cuda else f"threads {torch.get_num_threads()}"

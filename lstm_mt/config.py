@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 
 from lstm_mt.data.config import DataConfig
 from lstm_mt.model import ModelConfig
+from lstm_mt.ranges import bounded
 from lstm_mt.search import SearchConfig
 
 SCHEMA_NAME = "train_schema"  # the first entry of configs/train.yaml's defaults list
@@ -48,32 +49,32 @@ class TrainConfig:
     """
 
     optimizer: str = "adam"
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0
-    accumulate: int = 1
+    lr: float = bounded(1e-3, gt=0)
+    betas: list[float] = bounded(factory=lambda: [0.9, 0.999], ge=0, lt=1)
+    weight_decay: float = bounded(0.0, ge=0)
+    label_smoothing: float = bounded(0.1, ge=0, lt=1)
+    clip_norm: float = bounded(1.0, ge=0)
+    accumulate: int = bounded(1, ge=1)
     schedule: str = "plateau"
-    warmup_steps: int = 0
-    plateau_factor: float = 0.5
-    plateau_patience: int = 1
-    min_lr: float = 1e-5
-    max_epochs: int = 30
-    max_steps: int = 0
-    max_minutes: float = 0.0
-    patience: int = 5
+    warmup_steps: int = bounded(0, ge=0)
+    plateau_factor: float = bounded(0.5, gt=0, lt=1)
+    plateau_patience: int = bounded(1, ge=0)
+    min_lr: float = bounded(1e-5, ge=0)
+    max_epochs: int = bounded(30, ge=0)
+    max_steps: int = bounded(0, ge=0)
+    max_minutes: float = bounded(0.0, ge=0)
+    patience: int = bounded(5, ge=0)
     early_stop_metric: str = "bleu"
-    max_tokens: int = 4096
-    max_train_examples: int | None = None
-    valid_every: int = 0
-    save_every: int = 0
-    keep_last: int = 3
+    max_tokens: int = bounded(4096, ge=1)
+    max_train_examples: int | None = bounded(None, ge=1)
+    valid_every: int = bounded(0, ge=0)
+    save_every: int = bounded(0, ge=0)
+    keep_last: int = bounded(3, ge=1)
     resume: str | None = None
     precision: str = "auto"
-    num_threads: int = 0
+    num_threads: int = bounded(0, ge=0)
     quiet: bool = False
-    log_every: int = 100
+    log_every: int = bounded(100, ge=1)
     tensorboard: bool = False
 
 
@@ -86,10 +87,10 @@ class DecodingGrid:
     translates the test splits with the best pair. Defaults: `SearchConfig`'s.
     """
 
-    beam_size: int = SearchConfig.beam_size
-    alpha: float = SearchConfig.alpha
-    beam_sizes: list[int] = field(default_factory=lambda: [SearchConfig.beam_size])
-    alphas: list[float] = field(default_factory=lambda: [SearchConfig.alpha])
+    beam_size: int = bounded(SearchConfig.beam_size, ge=1)
+    alpha: float = bounded(SearchConfig.alpha, ge=0)
+    beam_sizes: list[int] = bounded(factory=lambda: [SearchConfig.beam_size], ge=1)
+    alphas: list[float] = bounded(factory=lambda: [SearchConfig.alpha], ge=0)
 
 
 @dataclass
@@ -103,7 +104,7 @@ class TrainJobConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decoding: DecodingGrid = field(default_factory=DecodingGrid)
-    seed: int = 1
+    seed: int = bounded(1, ge=0, lt=2**32)
     device: str = "auto"
 
 

@@ -13,22 +13,30 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lstm_mt.errors import LstmMtError
+from lstm_mt.ranges import check_ranges
 
 __all__ = ["typed_config"]
 
 T = TypeVar("T")
 
 
-def typed_config(schema: type[T], values: Any, what: str) -> T:
+def typed_config(schema: type[T], values: Any, what: str, key_prefix: str = "") -> T:
     """``values`` checked against the dataclass ``schema`` and returned as an instance of it.
 
     An instance of ``schema`` is returned as is. Interpolations are resolved first. Hydra
     refuses unknown keys itself, except those added with ``+key=value``; merging into a fresh
     schema refuses those too. Unknown keys, wrong types and missing values are an `LstmMtError`
     like ``<what> key train.lr: Value 'fast' of type 'str' could not be converted to Float``.
+    Every number must lie in the range its field declares (`lstm_mt.ranges`); one outside is an
+    `LstmMtError` like ``<key_prefix>train.lr=inf: must be a finite number > 0``.
     """
-    if isinstance(values, schema):
-        return values
+    if not isinstance(values, schema):
+        values = _merged_into_schema(schema, values, what)
+    check_ranges(values, key_prefix)
+    return values
+
+
+def _merged_into_schema(schema: type[T], values: Any, what: str) -> T:
     try:
         if isinstance(values, DictConfig):
             _check_nothing_missing(values, what)

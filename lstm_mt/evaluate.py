@@ -252,7 +252,8 @@ def _evaluate_what_options_name(options: EvaluateConfig) -> tuple[dict[str, Any]
 
 
 def _data_config(checkpoint: dict[str, Any], options: EvaluateConfig) -> DataConfig:
-    cfg = typed_config(DataConfig, checkpoint["config"].get("data"), f"{options.checkpoint}: config.data")
+    origin = f"{options.checkpoint}: config.data"
+    cfg = typed_config(DataConfig, checkpoint["config"].get("data"), origin, f"{origin}.")
     if options.mirror:
         cfg.mirror = options.mirror
     if options.splits:

@@ -12,7 +12,6 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstm_mt.errors import LstmMtError
 from lstm_mt.model import PAD_ID
 
 
@@ -37,9 +36,3 @@ def label_smoothed_nll(logits: Tensor, targets: Tensor, smoothing: float, pad_id
     uniform = -log_probs.mean(dim=-1)
     loss = (1.0 - smoothing) * nll + smoothing * uniform
     return TokenLoss(loss.masked_select(keep).sum(), nll_sum)
-
-
-def check_smoothing(smoothing: float) -> None:
-    """Raise `LstmMtError` unless ``train.label_smoothing`` lies in [0, 1)."""
-    if not 0.0 <= smoothing < 1.0:
-        raise LstmMtError(f"train.label_smoothing={smoothing} must lie in [0, 1)")

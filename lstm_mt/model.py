@@ -8,6 +8,7 @@ same attributes (an OmegaConf node).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -18,6 +19,7 @@ from lstm_mt.attention import ATTENTION_KINDS, build_attention
 from lstm_mt.decoder import Decoder, DecoderState
 from lstm_mt.encoder import BRIDGE_KINDS, Bridge, Encoder, EncoderOutput, TokenEmbedding
 from lstm_mt.errors import LstmMtError
+from lstm_mt.ranges import bounded, check_ranges
 from lstm_mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID  # fixed project-wide; re-exported here
 
 __all__ = [
@@ -50,17 +52,17 @@ class ModelConfig:
     The defaults are ``configs/model/small.yaml``.
     """
 
-    emb_size: int = 128
-    encoder_hidden: int = 128
-    encoder_layers: int = 1
+    emb_size: int = bounded(128, ge=1)
+    encoder_hidden: int = bounded(128, ge=1)
+    encoder_layers: int = bounded(1, ge=1)
     bidirectional: bool = True
-    decoder_hidden: int = 256
-    decoder_layers: int = 1
-    attentional_size: int | None = 128
+    decoder_hidden: int = bounded(256, ge=1)
+    decoder_layers: int = bounded(1, ge=1)
+    attentional_size: int | None = bounded(128, ge=1)
     attention: str = "bahdanau"
-    attention_hidden: int = 128
-    dropout: float = 0.2
-    embedding_dropout: float = 0.1
+    attention_hidden: int = bounded(128, ge=1)
+    dropout: float = bounded(0.2, ge=0, lt=1)
+    embedding_dropout: float = bounded(0.1, ge=0, lt=1)
     bridge: str = "linear"
     tie_decoder_embeddings: bool = True
     share_embeddings: bool = False
@@ -159,9 +161,11 @@ def check_config(cfg: ModelConfig | Any, src_vocab_size: int, tgt_vocab_size: in
         raise ModelConfigError(f"model.attention={cfg.attention!r} is not one of {', '.join(ATTENTION_KINDS)}")
     if cfg.bridge not in BRIDGE_KINDS:
         raise ModelConfigError(f"model.bridge={cfg.bridge!r} is not one of {', '.join(BRIDGE_KINDS)}")
-    for key in ("dropout", "embedding_dropout"):
-        if not 0.0 <= getattr(cfg, key) < 1.0:
-            raise ModelConfigError(f"model.{key}={getattr(cfg, key)} must lie in [0, 1)")
+    if dataclasses.is_dataclass(cfg):
+        try:
+            check_ranges(cfg, "model.")
+        except LstmMtError as error:
+            raise ModelConfigError(str(error)) from None
     memory_size = cfg.encoder_hidden * (2 if cfg.bidirectional else 1)
     if cfg.attention == "dot" and cfg.decoder_hidden != memory_size:
         raise ModelConfigError(

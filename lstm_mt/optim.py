@@ -31,8 +31,6 @@ def build_optimizer(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig) 
         raise LstmMtError(f"train.optimizer={cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     if len(cfg.betas) != 2:
         raise LstmMtError(f"train.betas={list(cfg.betas)} must have two values")
-    if cfg.lr <= 0:
-        raise LstmMtError(f"train.lr={cfg.lr} must be positive")
     return OPTIMIZERS[cfg.optimizer](
         parameters, lr=cfg.lr, betas=(float(cfg.betas[0]), float(cfg.betas[1])), weight_decay=cfg.weight_decay
     )
@@ -73,8 +71,6 @@ class Schedule:
     def __init__(self, cfg: TrainConfig) -> None:
         if cfg.schedule not in SCHEDULES:
             raise LstmMtError(f"train.schedule={cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        if cfg.warmup_steps < 0:
-            raise LstmMtError(f"train.warmup_steps={cfg.warmup_steps} must be >= 0")
         if cfg.schedule == "linear" and cfg.max_steps <= cfg.warmup_steps:
             raise LstmMtError(
                 f"train.schedule=linear decays to 0 at train.max_steps, which must exceed train.warmup_steps "

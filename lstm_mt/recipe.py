@@ -154,7 +154,7 @@ def run_config(run_dir: Path) -> TrainJobConfig:
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
         raise LstmMtError(f"{path}: not found; {run_dir} is not a run folder of `lstm-mt train`")
-    return typed_config(TrainJobConfig, OmegaConf.load(path), str(path))
+    return typed_config(TrainJobConfig, OmegaConf.load(path), str(path), f"{path}: ")
 
 
 def resolve_device(name: str) -> str:

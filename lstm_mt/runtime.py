@@ -37,6 +37,17 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     raise LstmMtError(f"device={name!r} is not one of auto, cpu, cuda, cuda:N")
 
 
+def check_device(device: str | torch.device, key: str = "device") -> torch.device:
+    """``device`` as a torch device that exists here; else an `LstmMtError` naming ``key``."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise LstmMtError(f"{key}={device}: not a device (cpu, cuda, cuda:1, mps, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LstmMtError(f"{key}={device}: CUDA is not available here; use {key}=cpu")
+    return device
+
+
 @dataclass(frozen=True)
 class Precision:
     """The dtype autocast runs in (None: plain fp32) and whether fp16's loss scaling is needed."""

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from lstm_mt.errors import LstmMtError
 from lstm_mt.model import BOS_ID, EOS_ID, PAD_ID, EncoderOutput, Seq2Seq
+from lstm_mt.ranges import bounded, check_ranges
 
 __all__ = [
     "Hypothesis",
@@ -37,22 +38,17 @@ class SearchConfig:
     """How to search. ``beam_size`` 1 is greedy search; ``alpha`` 0 ranks by the plain
     log-probability; ``nbest`` hypotheses per sentence, at most ``beam_size``."""
 
-    beam_size: int = 5
-    alpha: float = 0.6
-    max_len_a: float = 1.5
-    max_len_b: int = 10
-    nbest: int = 1
+    beam_size: int = bounded(5, ge=1)
+    alpha: float = bounded(0.6, ge=0)
+    max_len_a: float = bounded(1.5, ge=0)
+    max_len_b: int = bounded(10, ge=0)
+    nbest: int = bounded(1, ge=1)
 
     def check(self) -> None:
         """Raise `LstmMtError` naming the option that is out of range."""
-        if self.beam_size < 1:
-            raise LstmMtError(f"beam_size={self.beam_size}: must be at least 1")
-        if not 1 <= self.nbest <= self.beam_size:
+        check_ranges(self)
+        if self.nbest > self.beam_size:
             raise LstmMtError(f"nbest={self.nbest}: must be between 1 and beam_size ({self.beam_size})")
-        if self.alpha < 0:
-            raise LstmMtError(f"alpha={self.alpha}: the length penalty exponent must be >= 0")
-        if self.max_len_a < 0 or self.max_len_b < 0:
-            raise LstmMtError(f"max_len_a={self.max_len_a}, max_len_b={self.max_len_b}: must be >= 0")
 
 
 @dataclass

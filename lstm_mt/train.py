@@ -62,7 +62,7 @@ from lstm_mt.configuring import typed_config
 from lstm_mt.data import Batch, BatchIterator, EncodedDataset, PreparedData, prepare_data
 from lstm_mt.errors import LstmMtError
 from lstm_mt.hydra_app import run_hydra
-from lstm_mt.loss import check_smoothing, label_smoothed_nll
+from lstm_mt.loss import label_smoothed_nll
 from lstm_mt.metrics import corpus_bleu
 from lstm_mt.model import Seq2Seq, build_model
 from lstm_mt.optim import MetricTracker, Schedule, build_optimizer
@@ -125,27 +125,8 @@ def train(cfg: DictConfig | TrainJobConfig, run_dir: str | Path) -> TrainResult:
 
 def check_train_config(cfg: TrainConfig) -> None:
     """Raise `LstmMtError` naming the first ``train.*`` value that cannot work."""
-    at_least = {
-        "accumulate": 1,
-        "max_tokens": 1,
-        "keep_last": 1,
-        "log_every": 1,
-        "max_epochs": 0,
-        "max_steps": 0,
-        "max_minutes": 0,
-        "valid_every": 0,
-        "save_every": 0,
-        "patience": 0,
-        "num_threads": 0,
-    }
-    for key, low in at_least.items():
-        if getattr(cfg, key) < low:
-            raise LstmMtError(f"train.{key}={getattr(cfg, key)} must be >= {low}")
-    if cfg.max_train_examples is not None and cfg.max_train_examples < 1:
-        raise LstmMtError(f"train.max_train_examples={cfg.max_train_examples} must be >= 1 (or null for all)")
     if cfg.precision not in PRECISIONS:
         raise LstmMtError(f"train.precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
-    check_smoothing(cfg.label_smoothing)
     MetricTracker(cfg.early_stop_metric)
     Schedule(cfg)
 

@@ -42,6 +42,8 @@ from lstm_mt.errors import LstmMtError
 from lstm_mt.files import write_text_atomic
 from lstm_mt.hydra_app import report_warnings_on_stderr, run_hydra
 from lstm_mt.model import ModelConfig, Seq2Seq, build_model
+from lstm_mt.ranges import bounded
+from lstm_mt.runtime import check_device
 from lstm_mt.search import Hypothesis, SearchConfig, search
 from lstm_mt.tokenizer import Tokenizer
 
@@ -91,7 +93,7 @@ class Translator:
     ) -> None:
         if max_input_tokens < 1:
             raise LstmMtError(f"max_input_tokens={max_input_tokens}: must be at least 1")
-        self.device = _check_device(device)
+        self.device = check_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.max_input_tokens = max_input_tokens
@@ -115,7 +117,9 @@ class Translator:
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
     ) -> Translator:
         """Like `from_checkpoint`, from a checkpoint already loaded with `load_checkpoint` (``origin``: its path)."""
-        model_cfg = typed_config(ModelConfig, payload["config"].get("model"), f"{origin}: config.model")
+        model_cfg = typed_config(
+            ModelConfig, payload["config"].get("model"), f"{origin}: config.model", f"{origin}: config.model."
+        )
         sizes = payload["vocab_sizes"]
         tokenizer = Tokenizer.from_bytes_dict(payload["tokenizer"])
         if (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size) != (sizes["src"], sizes["tgt"]):
@@ -225,8 +229,8 @@ class DecodingOptions(SearchConfig):
     """
 
     device: str = "cpu"
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
+    max_tokens: int = bounded(DEFAULT_MAX_TOKENS, ge=1)
+    max_input_tokens: int = bounded(DEFAULT_MAX_INPUT_TOKENS, ge=1)
     progress: bool = True
 
     def search_config(self) -> SearchConfig:
@@ -246,7 +250,7 @@ class TranslateConfig(DecodingOptions):
     input: str | None = None
     output: str | None = None
     attention_plots: str | None = None
-    attention_plots_max: int = 10
+    attention_plots_max: int = bounded(10, ge=0)
 
 
 ConfigStore.instance().store(name="translate_schema", node=TranslateConfig)
@@ -321,13 +325,3 @@ def write_output(lines: Sequence[str], path: str | None) -> None:
 def _one_line(text: str) -> str:
     # The one-line-per-input contract must hold whatever the detokenizer returns.
     return text.replace("\r", " ").replace("\n", " ")
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise LstmMtError(f"device={device}: not a device (cpu, cuda, cuda:1, mps, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LstmMtError(f"device={device}: CUDA is not available here; use device=cpu")
-    return device

@@ -336,8 +336,8 @@ def test_input_file_blank_lines_and_max_sentences(tiny_checkpoint, tmp_path):
         (["checkpoint=CKPT", "text=Hallo", "input=x.txt"], "give either text"),
         (["checkpoint=CKPT", "text=   "], "no sentence to inspect"),
         (["checkpoint=CKPT", "input=NONE"], "no such file"),
-        (["checkpoint=CKPT", "text=Hallo", "top_k=0"], "top_k=0: must be at least 1"),
-        (["checkpoint=CKPT", "text=Hallo", "max_sentences=0"], "max_sentences=0: must be at least 1"),
+        (["checkpoint=CKPT", "text=Hallo", "top_k=0"], "top_k=0: must be an integer >= 1"),
+        (["checkpoint=CKPT", "text=Hallo", "max_sentences=0"], "max_sentences=0: must be an integer >= 1"),
         (["checkpoint=NONE", "text=Hallo"], "checkpoint not found"),
     ],
 )

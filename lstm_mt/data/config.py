@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from lstm_mt.ranges import bounded
+
 
 @dataclass
 class SubwordConfig:
@@ -20,11 +22,11 @@ class SubwordConfig:
     """
 
     model_type: str = "unigram"
-    vocab_size: int = 8000
+    vocab_size: int = bounded(8000, ge=5)
     joint: bool = True
-    character_coverage: float = 1.0
+    character_coverage: float = bounded(1.0, gt=0, le=1)
     byte_fallback: bool = False
-    max_sentences: int = 1_000_000
+    max_sentences: int = bounded(1_000_000, ge=1)
 
 
 @dataclass
@@ -35,9 +37,9 @@ class TatoebaConfig:
     split by a seeded hash, so no sentence (source or target) is in two splits.
     """
 
-    valid_fraction: float = 0.02
-    test_fraction: float = 0.02
-    seed: int = 1234
+    valid_fraction: float = bounded(0.02, ge=0, lt=1)
+    test_fraction: float = bounded(0.02, ge=0, lt=1)
+    seed: int = bounded(1234, ge=0)
 
 
 @dataclass
@@ -76,8 +78,8 @@ class DataConfig:
     train_split: str = "train"
     valid_split: str = "val"
     test_splits: list[str] = field(default_factory=list)
-    max_len: int = 100
-    max_len_ratio: float = 3.0
+    max_len: int = bounded(100, ge=1)
+    max_len_ratio: float = bounded(3.0, ge=1)
     spm: SubwordConfig = field(default_factory=SubwordConfig)
     tatoeba: TatoebaConfig = field(default_factory=TatoebaConfig)
     custom: CustomConfig = field(default_factory=CustomConfig)

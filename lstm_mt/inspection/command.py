@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from lstm_mt.configuring import typed_config
 from lstm_mt.data.textio import read_lines
 from lstm_mt.errors import LstmMtError
 from lstm_mt.hydra_app import report_warnings_on_stderr, run_hydra
 from lstm_mt.inspection.figures import require_matplotlib
 from lstm_mt.inspection.report import write_index, write_sentence_report
 from lstm_mt.inspection.tracing import trace_sentence
+from lstm_mt.ranges import bounded
 from lstm_mt.translate import Translator
 
 SCHEMA_NAME = "inspect_schema"  # the first entry of configs/inspect.yaml's defaults list
@@ -44,8 +46,8 @@ class InspectConfig:
     text: str | None = None
     input: str | None = None
     output_dir: str = "inspect"
-    top_k: int = 16
-    max_sentences: int = 10
+    top_k: int = bounded(16, ge=1)
+    max_sentences: int = bounded(10, ge=1)
     device: str = "cpu"
 
 
@@ -62,16 +64,15 @@ def main(argv: list[str] | None = None) -> int | None:
 
 
 def _inspect_in_hydra_run(cfg: DictConfig) -> None:
-    run_inspection(OmegaConf.to_object(cfg))
+    run_inspection(cfg)
 
 
-def run_inspection(cfg: InspectConfig) -> Path:
-    """Inspect the sentences ``cfg`` names; returns the index page."""
+def run_inspection(options: InspectConfig | DictConfig) -> Path:
+    """Inspect the sentences the options name; returns the index page."""
+    cfg = typed_config(InspectConfig, options, "inspect config")
     if cfg.checkpoint is None:
         raise LstmMtError("checkpoint=PATH is required")
     sentences = read_sentences(cfg)
-    if cfg.top_k < 1:
-        raise LstmMtError(f"top_k={cfg.top_k}: must be at least 1")
     require_matplotlib()
     report_warnings_on_stderr()
     translator = Translator.from_checkpoint(cfg.checkpoint, cfg.device)
@@ -91,8 +92,6 @@ def read_sentences(cfg: InspectConfig) -> list[str]:
     """The sentences to inspect: ``text`` or the non-blank lines of ``input``, at most ``max_sentences``."""
     if (cfg.text is None) == (cfg.input is None):
         raise LstmMtError('give either text="..." or input=FILE (one sentence per line), not both or neither')
-    if cfg.max_sentences < 1:
-        raise LstmMtError(f"max_sentences={cfg.max_sentences}: must be at least 1")
     lines = [cfg.text] if cfg.text is not None else read_lines(cfg.input)
     sentences = [line for line in lines if line.strip()][: cfg.max_sentences]
     if not sentences:
