@@ -17,9 +17,10 @@ from lstm_mt.errors import LstmMtError
 from lstm_mt.evaluate import EvaluateConfig
 from lstm_mt.inspection.command import InspectConfig
 from lstm_mt.ranges import RANGE_KEY, Range, bounded, check_ranges
+from lstm_mt.serve.config import ServeConfig
 from lstm_mt.translate import TranslateConfig
 
-SCHEMAS = (TrainJobConfig, TranslateConfig, EvaluateConfig, AverageConfig, InspectConfig)
+SCHEMAS = (TrainJobConfig, TranslateConfig, EvaluateConfig, AverageConfig, InspectConfig, ServeConfig)
 
 
 def numeric_fields(schema: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, type]]:
@@ -45,7 +46,7 @@ def test_every_number_of_every_command_declares_a_range_that_its_default_meets(s
     assert fields
     unbounded = [key for key, spec, _ in fields if RANGE_KEY not in spec.metadata]
     assert not unbounded, f"numeric keys without a declared range: {unbounded}"
-    check_ranges(schema(**({"checkpoint": "x.pt"} if schema is TranslateConfig else {})))
+    check_ranges(schema(**({"checkpoint": "x.pt"} if schema in (TranslateConfig, ServeConfig) else {})))
 
 
 def _nested_replace(config: object, key: str, value: object) -> object:
@@ -75,7 +76,7 @@ def _outside(allowed: Range, kind: type) -> list[object]:
 
 @pytest.mark.parametrize("schema", SCHEMAS, ids=lambda s: s.__name__)
 def test_each_value_outside_a_range_is_one_line_naming_the_key(schema):
-    base = schema(**({"checkpoint": "x.pt"} if schema is TranslateConfig else {}))
+    base = schema(**({"checkpoint": "x.pt"} if schema in (TranslateConfig, ServeConfig) else {}))
     checked = 0
     for key, spec, kind in numeric_fields(schema):
         for value in _outside(spec.metadata[RANGE_KEY], kind):

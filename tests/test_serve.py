@@ -368,7 +368,7 @@ def test_batcher_queue_bound_and_close_drains():
 def test_config_errors_name_the_key(tiny_checkpoint):
     with pytest.raises(LstmMtError, match="checkpoint must be set"):
         main([])
-    with pytest.raises(LstmMtError, match="limits.max_sentences=0: must be at least 1"):
+    with pytest.raises(LstmMtError, match="limits.max_sentences=0: must be an integer >= 1"):
         main([f"checkpoint={tiny_checkpoint.path}", "limits.max_sentences=0"])
     with pytest.raises(LstmMtError, match="search.beam_size=20: above limits.max_beam_size=16"):
         main([f"checkpoint={tiny_checkpoint.path}", "search.beam_size=20"])

@@ -13,6 +13,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from lstm_mt.errors import LstmMtError
+from lstm_mt.ranges import bounded, check_ranges
 from lstm_mt.search import SearchConfig
 
 SCHEMA_NAME = "serve_schema"
@@ -28,20 +29,14 @@ class Limits:
     (each costs one more pass through the model and a large answer).
     """
 
-    max_body_bytes: int = 1_000_000
-    max_sentences: int = 64
-    max_chars: int = 1000
-    max_subwords: int = 250
-    max_beam_size: int = 16
-    max_len_a: float = 4.0
-    max_len_b: int = 256
-    max_gate_sentences: int = 8
-
-    def check(self) -> None:
-        """Raise `LstmMtError` naming the first limit below 1."""
-        for name, value in vars(self).items():
-            if value < 1:
-                raise LstmMtError(f"limits.{name}={value}: must be at least 1")
+    max_body_bytes: int = bounded(1_000_000, ge=1)
+    max_sentences: int = bounded(64, ge=1)
+    max_chars: int = bounded(1000, ge=1)
+    max_subwords: int = bounded(250, ge=1)
+    max_beam_size: int = bounded(16, ge=1)
+    max_len_a: float = bounded(4.0, ge=1)
+    max_len_b: int = bounded(256, ge=1)
+    max_gate_sentences: int = bounded(8, ge=1)
 
 
 @dataclass
@@ -58,35 +53,26 @@ class ServeConfig:
 
     checkpoint: str = MISSING
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = bounded(8000, ge=0, le=65535)
     device: str = "cpu"
-    threads: int = 0
+    threads: int = bounded(0, ge=0)
     search: SearchConfig = field(default_factory=SearchConfig)
     limits: Limits = field(default_factory=Limits)
-    batch_wait_ms: float = 5.0
-    max_batch_tokens: int = 3000
-    max_queue_sentences: int = 512
-    retry_after_s: int = 1
-    shutdown_timeout_s: int = 30
+    batch_wait_ms: float = bounded(5.0, ge=0)
+    max_batch_tokens: int = bounded(3000, ge=1)
+    max_queue_sentences: int = bounded(512, ge=1)
+    retry_after_s: int = bounded(1, ge=1)
+    shutdown_timeout_s: int = bounded(30, ge=0)
     log_level: str = "info"
 
     def check(self) -> None:
-        """Raise `LstmMtError` naming the first option out of range."""
+        """Raise `LstmMtError` naming the first option out of range (`lstm_mt.ranges`) or out of its limit."""
+        check_ranges(self)
         self.search.check()
-        self.limits.check()
         if self.search.beam_size > self.limits.max_beam_size:
             raise LstmMtError(
                 f"search.beam_size={self.search.beam_size}: above limits.max_beam_size={self.limits.max_beam_size}"
             )
-        if not 0 <= self.port <= 65535:
-            raise LstmMtError(f"port={self.port}: must be between 0 and 65535")
-        if self.threads < 0:
-            raise LstmMtError(f"threads={self.threads}: must be >= 0 (0: PyTorch's default)")
-        if self.batch_wait_ms < 0:
-            raise LstmMtError(f"batch_wait_ms={self.batch_wait_ms}: must be >= 0")
-        for name in ("max_batch_tokens", "max_queue_sentences", "retry_after_s"):
-            if getattr(self, name) < 1:
-                raise LstmMtError(f"{name}={getattr(self, name)}: must be at least 1")
 
 
 def register_configs() -> None:
