@@ -7,12 +7,12 @@ Where things live (one module per concern, in the order a sentence travels):
     encoder.py      embeddings, bidirectional LSTM encoder, bridge to the decoder
     decoder.py      attentional, input-feeding decoder with step() for search
     model.py        Seq2Seq and ModelConfig, built from config
-    tokenizer.py    SentencePiece training, caching, encoding, decoding
+    tokenizer.py    SentencePiece training, caching, encoding, decoding (SubwordConfig)
     data/           corpora (Multi30k, Tatoeba, custom), mirrors/downloads, batching
     config.py       the typed config of `lstm-mt train`
     train.py        the training loop (optim.py, loss.py, runtime.py beside it)
     checkpoint.py   atomic save, safe load
-    search.py       greedy and beam search
+    search.py       greedy and beam search (Hypothesis, Translation)
     translate.py    Translator and `lstm-mt translate`
     evaluate.py     `lstm-mt evaluate` (metrics.py: sacreBLEU, paper BLEU)
     recipe.py       result recipes: decoding tuned on val, test once
@@ -22,6 +22,7 @@ Where things live (one module per concern, in the order a sentence travels):
 and underneath them all:
 
     errors.py       LstmMtError, the one-line error users see
+    vocab.py        the special ids: pad=0, unk=1, bos=2, eos=3
     files.py        atomic_write, the one atomic file writer (a plain open()'s file mode)
     configuring.py  typed_config: config values checked against a dataclass schema
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstm_mt.model import PAD_ID
+from lstm_mt.vocab import PAD_ID
 
 
 class TokenLoss(NamedTuple):

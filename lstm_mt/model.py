@@ -20,13 +20,9 @@ from lstm_mt.decoder import Decoder, DecoderState
 from lstm_mt.encoder import BRIDGE_KINDS, Bridge, Encoder, EncoderOutput, TokenEmbedding
 from lstm_mt.errors import LstmMtError
 from lstm_mt.ranges import bounded, check_ranges
-from lstm_mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID  # fixed project-wide; re-exported here
+from lstm_mt.vocab import PAD_ID
 
 __all__ = [
-    "BOS_ID",
-    "EOS_ID",
-    "PAD_ID",
-    "UNK_ID",
     "ModelConfig",
     "ModelConfigError",
     "Seq2Seq",

@@ -9,15 +9,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor
 
 from lstm_mt.errors import LstmMtError
+from lstm_mt.search import Translation
 from lstm_mt.tokenizer import Tokenizer
-
-if TYPE_CHECKING:
-    from lstm_mt.translate import Translation
 
 EOS_LABEL = "</s>"
 

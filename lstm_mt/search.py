@@ -19,12 +19,14 @@ import torch
 from torch import Tensor
 
 from lstm_mt.errors import LstmMtError
-from lstm_mt.model import BOS_ID, EOS_ID, PAD_ID, EncoderOutput, Seq2Seq
+from lstm_mt.model import EncoderOutput, Seq2Seq
 from lstm_mt.ranges import bounded, check_ranges
+from lstm_mt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = [
     "Hypothesis",
     "SearchConfig",
+    "Translation",
     "beam_search",
     "greedy_search",
     "length_penalty",
@@ -71,6 +73,24 @@ class Hypothesis:
     def normalized_score(self, alpha: float) -> float:
         """``score / lp(length)``: the key beam search ranks finished hypotheses by."""
         return self.score / float(length_penalty(self.length, alpha))
+
+
+@dataclass
+class Translation:
+    """One translation of one input: detokenized ``text`` and the normalized score that ranked it.
+
+    What `lstm_mt.translate.Translator` makes of a `Hypothesis` (its tokenizer detokenizes).
+
+    ``target_ids``: the output subword ids (no EOS); ``source_ids``: the ids the model read;
+    ``attention`` ``[T, S]``, one row per decoding step (EOS included), when asked for.
+    An empty input gets text "", score 0 and no ids.
+    """
+
+    text: str
+    score: float
+    target_ids: list[int]
+    source_ids: list[int]
+    attention: Tensor | None = None
 
 
 def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:

@@ -1,8 +1,8 @@
 """SentencePiece subwords: training (on the training split only), caching, encoding, decoding.
 
-Every model built here has the same special ids (pad=0, unk=1, bos=2, eos=3), so model code
-can use them as constants. A :class:`Tokenizer` serializes to a dict of bytes, which a
-checkpoint stores to re-tokenize and detokenize without the original files.
+Every model built here has the special ids of `lstm_mt.vocab` (pad=0, unk=1, bos=2, eos=3),
+so model code can use them as constants. `SubwordConfig` (``data.spm``) holds the settings.
+A :class:`Tokenizer` serializes to a dict of bytes, which a checkpoint stores to re-tokenize and detokenize without the original files.
 """
 
 from __future__ import annotations
@@ -15,23 +15,38 @@ import os
 import random
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import sentencepiece as spm
 
 from lstm_mt.errors import LstmMtError
 from lstm_mt.files import write_bytes_atomic
-
-if TYPE_CHECKING:  # the data package imports this module, so import its config lazily
-    from lstm_mt.data.config import SubwordConfig
+from lstm_mt.ranges import bounded
+from lstm_mt.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 log = logging.getLogger(__name__)
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("unigram", "bpe")
 SPM_SEED = 0  # SentencePiece's sampling seed, fixed so a retrain gives the same model
 CACHE_FORMAT = 1  # bump when training arguments change, to invalidate old cached models
+
+
+@dataclass
+class SubwordConfig:
+    """SentencePiece settings; the model is trained on the training split only.
+
+    ``joint`` trains one model on source and target text together (shared vocabulary);
+    otherwise one model per side. Special ids are fixed (pad=0, unk=1, bos=2, eos=3).
+    ``max_sentences`` caps the sentences SentencePiece samples (input_sentence_size).
+    """
+
+    model_type: str = "unigram"
+    vocab_size: int = bounded(8000, ge=5)
+    joint: bool = True
+    character_coverage: float = bounded(1.0, gt=0, le=1)
+    byte_fallback: bool = False
+    max_sentences: int = bounded(1_000_000, ge=1)
 
 
 def available_cores() -> int:

@@ -31,7 +31,6 @@ from typing import Any
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
-from torch import Tensor
 from tqdm import tqdm
 
 from lstm_mt.checkpoint import load_checkpoint
@@ -44,7 +43,7 @@ from lstm_mt.hydra_app import report_warnings_on_stderr, run_hydra
 from lstm_mt.model import ModelConfig, Seq2Seq, build_model
 from lstm_mt.ranges import bounded
 from lstm_mt.runtime import check_device
-from lstm_mt.search import Hypothesis, SearchConfig, search
+from lstm_mt.search import Hypothesis, SearchConfig, Translation, search
 from lstm_mt.tokenizer import Tokenizer
 
 __all__ = [
@@ -63,22 +62,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INPUT_TOKENS = 250
 DEFAULT_MAX_TOKENS = 3000
-
-
-@dataclass
-class Translation:
-    """One translation of one input: detokenized ``text`` and the normalized score that ranked it.
-
-    ``target_ids``: the output subword ids (no EOS); ``source_ids``: the ids the model read;
-    ``attention`` ``[T, S]``, one row per decoding step (EOS included), when asked for.
-    An empty input gets text "", score 0 and no ids.
-    """
-
-    text: str
-    score: float
-    target_ids: list[int]
-    source_ids: list[int]
-    attention: Tensor | None = None
 
 
 class Translator:

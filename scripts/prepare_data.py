@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from lstm_mt.data import MIRROR_ENV, DataConfig, SubwordConfig, prepare_data
+from lstm_mt.data import MIRROR_ENV, DataConfig, prepare_data
 from lstm_mt.errors import LstmMtError
-from lstm_mt.tokenizer import available_cores
+from lstm_mt.tokenizer import SubwordConfig, available_cores
 
 DEFAULT_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
 

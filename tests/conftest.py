@@ -24,9 +24,10 @@ if not torch.cuda.is_available():  # Triton kernels (lstm_mt.lstm.triton_step) t
     os.environ.setdefault("TRITON_INTERPRET", "1")  # read when Triton is imported, which happens later
 
 from lstm_mt.checkpoint import save_checkpoint
-from lstm_mt.data import MIRROR_ENV, DataConfig, SubwordConfig, collate, load_split
-from lstm_mt.model import PAD_ID, ModelConfig, Seq2Seq, build_model
-from lstm_mt.tokenizer import Tokenizer, train_or_load_tokenizer
+from lstm_mt.data import MIRROR_ENV, DataConfig, collate, load_split
+from lstm_mt.model import ModelConfig, Seq2Seq, build_model
+from lstm_mt.tokenizer import SubwordConfig, Tokenizer, train_or_load_tokenizer
+from lstm_mt.vocab import PAD_ID
 
 MIRROR = Path(os.environ.get(MIRROR_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
 

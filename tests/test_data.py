@@ -23,7 +23,6 @@ from lstm_mt.data import (
     DataConfig,
     FilePair,
     InferenceBatchSampler,
-    SubwordConfig,
     TatoebaConfig,
     TokenBatchSampler,
     available_splits,
@@ -39,6 +38,7 @@ from lstm_mt.data import (
     textio,
 )
 from lstm_mt.errors import LstmMtError
+from lstm_mt.tokenizer import SubwordConfig
 
 MIRROR = Path(os.environ.get(MIRROR_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
 needs_mirror = pytest.mark.skipif(not (MIRROR / "multi30k" / "raw").is_dir(), reason=f"no data mirror at {MIRROR}")

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from lstm_mt.checkpoint import save_checkpoint
-from lstm_mt.data import SubwordConfig, sources
+from lstm_mt.data import sources
 from lstm_mt.errors import LstmMtError
 from lstm_mt.files import atomic_write, write_bytes_atomic, write_text_atomic
-from lstm_mt.tokenizer import train_or_load_tokenizer
+from lstm_mt.tokenizer import SubwordConfig, train_or_load_tokenizer
 from lstm_mt.translate import write_output
 
 

@@ -31,9 +31,10 @@ from lstm_mt.inspection.command import quote_free_text, register_configs
 from lstm_mt.inspection.figures import require_matplotlib
 from lstm_mt.inspection.report import write_arrays
 from lstm_mt.inspection.tracing import decoded_ids
-from lstm_mt.model import EOS_ID, UNK_ID, ModelConfig, build_model
+from lstm_mt.model import ModelConfig, build_model
 from lstm_mt.search import SearchConfig, greedy_search
 from lstm_mt.translate import Translator
+from lstm_mt.vocab import EOS_ID, UNK_ID
 
 torch.set_num_threads(1)
 

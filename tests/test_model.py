@@ -9,7 +9,8 @@ import torch.nn.functional as F
 import yaml
 
 from lstm_mt.decoder import StackedLSTMCells
-from lstm_mt.model import BOS_ID, EOS_ID, PAD_ID, ModelConfig, ModelConfigError, build_model
+from lstm_mt.model import ModelConfig, ModelConfigError, build_model
+from lstm_mt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 torch.set_num_threads(1)
 

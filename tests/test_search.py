@@ -13,7 +13,6 @@ import torch
 from lstm_mt.data import collate_source, load_split
 from lstm_mt.encoder import BatchRows, EncoderOutput
 from lstm_mt.errors import LstmMtError
-from lstm_mt.model import BOS_ID, EOS_ID, UNK_ID
 from lstm_mt.search import (
     Hypothesis,
     SearchConfig,
@@ -23,6 +22,7 @@ from lstm_mt.search import (
     max_output_lengths,
     search,
 )
+from lstm_mt.vocab import BOS_ID, EOS_ID, UNK_ID
 
 torch.set_num_threads(1)
 

@@ -12,9 +12,9 @@ import sentencepiece as spm
 import torch
 
 from lstm_mt import tokenizer as tokenizer_module
-from lstm_mt.data import MIRROR_ENV, DataConfig, SubwordConfig, load_split
+from lstm_mt.data import MIRROR_ENV, DataConfig, load_split
 from lstm_mt.errors import LstmMtError
-from lstm_mt.tokenizer import Tokenizer, train_or_load_tokenizer
+from lstm_mt.tokenizer import SubwordConfig, Tokenizer, train_or_load_tokenizer
 
 MIRROR = Path(os.environ.get(MIRROR_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
 
@@ -140,8 +140,7 @@ def test_training_is_reproducible_across_processes(tmp_path):
 
     program = (
         "import hashlib, sys\n"
-        "from lstm_mt.data import SubwordConfig\n"
-        "from lstm_mt.tokenizer import train_or_load_tokenizer\n"
+        "from lstm_mt.tokenizer import SubwordConfig, train_or_load_tokenizer\n"
         "src = [f'ein Satz Nummer {i} mit Wort{i % 97} und Ding{i % 13}' for i in range(3000)]\n"
         "tgt = [f'a sentence number {i} with word{i % 89} and thing{i % 11}' for i in range(3000)]\n"
         "tok = train_or_load_tokenizer(SubwordConfig(vocab_size=200, max_sentences=500), src, tgt, sys.argv[1])\n"

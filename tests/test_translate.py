@@ -4,6 +4,7 @@ with the tiny Multi30k checkpoint of conftest.py. The command runs in a subproce
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import subprocess
@@ -198,6 +199,7 @@ def test_nbest_output_and_config_errors(tiny_checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize("command", ["translate", "evaluate"])
 def test_commands_search_with_search_configs_defaults(command):
     """The defaults live in `SearchConfig` alone: the commands' YAML and the recipe grid inherit them."""
+    importlib.import_module(f"lstm_mt.{command}")  # registers the command's schema, whatever ran before
     with initialize_config_dir(config_dir=str(ROOT / "lstm_mt" / "configs"), version_base="1.3"):
         composed = compose(command)
     options = {field.name: composed[field.name] for field in dataclasses.fields(SearchConfig)}

@@ -1,7 +1,7 @@
 """Parallel corpora, splits, mirrors/downloads and batching.
 
 Modules, in the order data flows through them:
-  config.py    DataConfig / SubwordConfig: plain dataclasses for Hydra
+  config.py    DataConfig and its parts: plain dataclasses for Hydra (data.spm: lstm_mt.tokenizer.SubwordConfig)
   sources.py   mirror folder or checksummed, atomic download into the cache
   textio.py    exact line reading (plain/.gz) with file:line errors
   corpus.py    ParallelCorpus
@@ -18,7 +18,7 @@ from lstm_mt.data.batching import (
     collate,
     collate_source,
 )
-from lstm_mt.data.config import CustomConfig, DataConfig, FilePair, SubwordConfig, TatoebaConfig
+from lstm_mt.data.config import CustomConfig, DataConfig, FilePair, TatoebaConfig
 from lstm_mt.data.corpus import ParallelCorpus
 from lstm_mt.data.dataset import BatchIterator, EncodedDataset
 from lstm_mt.data.multi30k import load_tokenized_reference
@@ -38,7 +38,6 @@ __all__ = [
     "MIRROR_ENV",
     "ParallelCorpus",
     "PreparedData",
-    "SubwordConfig",
     "TatoebaConfig",
     "TokenBatchSampler",
     "available_splits",

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Optional, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from lstm_mt.errors import LstmMtError
-from lstm_mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from lstm_mt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 T = TypeVar("T")
 
@@ -48,9 +48,7 @@ class Batch:
         return len(self.indices)
 
 
-def collate(
-    src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], indices: Sequence[int]
-) -> Batch:
+def collate(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], indices: Sequence[int]) -> Batch:
     """Pad subword id lists (without bos/eos) into a :class:`Batch`."""
     return Batch(
         src=_pad(src_ids, prefix=(), suffix=(EOS_ID,)),
@@ -65,8 +63,9 @@ def collate(
 def collate_source(src_ids: Sequence[Sequence[int]], indices: Sequence[int]) -> Batch:
     """A :class:`Batch` for translation: source only, ``tgt_in``/``tgt_out`` are [B, 0]."""
     empty = torch.zeros(len(src_ids), 0, dtype=torch.long)
-    return replace(collate(src_ids, [[] for _ in src_ids], indices),
-                   tgt_in=empty, tgt_out=empty.clone(), num_tgt_tokens=0)
+    return replace(
+        collate(src_ids, [[] for _ in src_ids], indices), tgt_in=empty, tgt_out=empty.clone(), num_tgt_tokens=0
+    )
 
 
 def _pad(seqs: Sequence[Sequence[int]], prefix: tuple[int, ...], suffix: tuple[int, ...]) -> torch.Tensor:
@@ -78,7 +77,7 @@ def _pad(seqs: Sequence[Sequence[int]], prefix: tuple[int, ...], suffix: tuple[i
     return out
 
 
-def padded_sizes(src_lengths: Sequence[int], tgt_lengths: Optional[Sequence[int]] = None) -> np.ndarray:
+def padded_sizes(src_lengths: Sequence[int], tgt_lengths: Sequence[int] | None = None) -> np.ndarray:
     """Per-example max(S, T) (lengths + 1 for eos/bos): what one row of a batch costs."""
     sizes = np.asarray(src_lengths, dtype=np.int64) + 1
     if tgt_lengths is not None:
@@ -123,7 +122,7 @@ class TokenBatchSampler:
     def __init__(
         self,
         src_lengths: Sequence[int],
-        tgt_lengths: Optional[Sequence[int]],
+        tgt_lengths: Sequence[int] | None,
         max_tokens: int,
         shuffle: bool = True,
         seed: int = 0,
@@ -245,7 +244,7 @@ class InferenceBatchSampler:
         """Reorder ``results`` (one per example, in iteration order) back to input order."""
         if len(results) != len(self.order):
             raise ValueError(f"expected {len(self.order)} results, got {len(results)}")
-        out: list[Optional[T]] = [None] * len(self.order)
+        out: list[T | None] = [None] * len(self.order)
         for position, index in enumerate(self.order):
             out[index] = results[position]
         return out  # type: ignore[return-value]

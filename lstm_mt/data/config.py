@@ -1,4 +1,5 @@
-"""Typed data configuration: which corpus, which direction, where files live, how to subword.
+"""Typed data configuration: which corpus, which direction, where files live, how to subword
+(`SubwordConfig`, which lives beside the tokenizer in `lstm_mt.tokenizer`).
 
 Plain dataclasses (str/int/float/bool/Optional/list/dict/nested) so Hydra's ConfigStore can
 check overrides such as ``data.src=de data.spm.vocab_size=16000``.
@@ -7,26 +8,9 @@ check overrides such as ``data.src=de data.spm.vocab_size=16000``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from lstm_mt.ranges import bounded
-
-
-@dataclass
-class SubwordConfig:
-    """SentencePiece settings; the model is trained on the training split only.
-
-    ``joint`` trains one model on source and target text together (shared vocabulary);
-    otherwise one model per side. Special ids are fixed (pad=0, unk=1, bos=2, eos=3).
-    ``max_sentences`` caps the sentences SentencePiece samples (input_sentence_size).
-    """
-
-    model_type: str = "unigram"
-    vocab_size: int = bounded(8000, ge=5)
-    joint: bool = True
-    character_coverage: float = bounded(1.0, gt=0, le=1)
-    byte_fallback: bool = False
-    max_sentences: int = bounded(1_000_000, ge=1)
+from lstm_mt.tokenizer import SubwordConfig
 
 
 @dataclass
@@ -46,8 +30,8 @@ class TatoebaConfig:
 class FilePair:
     """Source and target text files (plain or .gz), line i of one translating line i of the other."""
 
-    src: Optional[str] = None
-    tgt: Optional[str] = None
+    src: str | None = None
+    tgt: str | None = None
 
 
 @dataclass
@@ -73,7 +57,7 @@ class DataConfig:
     name: str = "multi30k"
     src: str = "de"
     tgt: str = "en"
-    mirror: Optional[str] = None
+    mirror: str | None = None
     cache_dir: str = "data"
     train_split: str = "train"
     valid_split: str = "val"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from lstm_mt.data.textio import read_lines
 from lstm_mt.errors import LstmMtError
@@ -23,7 +22,7 @@ class ParallelCorpus:
     tgt_lines: list[str]
     src_path: str
     tgt_path: str
-    line_numbers: Optional[list[int]] = field(default=None, repr=False)
+    line_numbers: list[int] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.src_lines) != len(self.tgt_lines):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
-from lstm_mt.data.batching import Batch, InferenceBatchSampler, TokenBatchSampler, collate
+from lstm_mt.data.batching import Batch, TokenBatchSampler, collate
 
 
 @dataclass
@@ -41,17 +41,12 @@ class EncodedDataset:
         """Padded :class:`Batch` of the examples at ``indices``."""
         return collate([self.src_ids[i] for i in indices], [self.tgt_ids[i] for i in indices], indices)
 
-    def batches(
-        self, max_tokens: int, shuffle: bool = False, seed: int = 0, **sampler_args: Any
-    ) -> BatchIterator:
+    def batches(self, max_tokens: int, shuffle: bool = False, seed: int = 0, **sampler_args: Any) -> BatchIterator:
         """Token-bucketed batches: shuffled per epoch for training, length-sorted otherwise."""
-        sampler = TokenBatchSampler(self.src_lengths, self.tgt_lengths, max_tokens,
-                                    shuffle=shuffle, seed=seed, **sampler_args)
+        sampler = TokenBatchSampler(
+            self.src_lengths, self.tgt_lengths, max_tokens, shuffle=shuffle, seed=seed, **sampler_args
+        )
         return BatchIterator(self, sampler)
-
-    def inference_batches(self, max_tokens: int, max_sentences: int = 0) -> BatchIterator:
-        """Longest-first batches for decoding; ``restore_order`` puts outputs back in input order."""
-        return BatchIterator(self, InferenceBatchSampler(self.src_lengths, max_tokens, max_sentences))
 
 
 class BatchIterator:
@@ -61,9 +56,7 @@ class BatchIterator:
     is exactly the number of batches handed out: ``state_dict`` after a step resumes after it.
     """
 
-    def __init__(
-        self, dataset: EncodedDataset, sampler: Union[TokenBatchSampler, InferenceBatchSampler]
-    ) -> None:
+    def __init__(self, dataset: EncodedDataset, sampler: TokenBatchSampler) -> None:
         self.dataset = dataset
         self.sampler = sampler
 
@@ -85,7 +78,3 @@ class BatchIterator:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume at the saved epoch and position."""
         self.sampler.load_state_dict(state)
-
-    def restore_order(self, results: Sequence[Any]) -> list[Any]:
-        """For inference batches: per-example results in iteration order -> dataset order."""
-        return self.sampler.restore_order(results)

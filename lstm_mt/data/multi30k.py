@@ -9,7 +9,6 @@ scoring but never used for training.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from lstm_mt.data.config import DataConfig
 from lstm_mt.data.corpus import ParallelCorpus, read_parallel
@@ -89,9 +88,7 @@ def available_splits(cfg: DataConfig) -> list[str]:
 def load(cfg: DataConfig, split: str) -> ParallelCorpus:
     """Raw sentences of ``split`` in direction cfg.src -> cfg.tgt."""
     _check_split(split, cfg.src, cfg.tgt)
-    return read_parallel(
-        split, raw_file(cfg, split, cfg.src), raw_file(cfg, split, cfg.tgt)
-    )
+    return read_parallel(split, raw_file(cfg, split, cfg.src), raw_file(cfg, split, cfg.tgt))
 
 
 def raw_file(cfg: DataConfig, split: str, lang: str) -> Path:
@@ -99,7 +96,7 @@ def raw_file(cfg: DataConfig, split: str, lang: str) -> Path:
     return _local_file(cfg, _raw_relpath(split, lang), _raw_relpath(split, lang))
 
 
-def load_tokenized_reference(cfg: DataConfig, split: str, lang: Optional[str] = None) -> list[str]:
+def load_tokenized_reference(cfg: DataConfig, split: str, lang: str | None = None) -> list[str]:
     """Official lowercased, Moses-normalized and tokenized lines of ``split`` (default: target side).
 
     These are the references most 2017-2018 Multi30k papers scored against (multi-bleu).
@@ -135,6 +132,4 @@ def _check_languages(src: str, tgt: str) -> None:
 def _check_split(split: str, src: str, tgt: str) -> None:
     names = split_names(src, tgt)
     if split not in names:
-        raise LstmMtError(
-            f"multi30k has no split '{split}' for {src}-{tgt}; splits: {', '.join(names)}"
-        )
+        raise LstmMtError(f"multi30k has no split '{split}' for {src}-{tgt}; splits: {', '.join(names)}")

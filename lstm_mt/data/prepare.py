@@ -40,8 +40,10 @@ class FilterReport:
     empty_examples: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"{self.total} pairs read, {self.kept} kept; skipped {self.empty} empty, "
-                f"{self.too_long} too long, {self.bad_ratio} with too high length ratio")
+        return (
+            f"{self.total} pairs read, {self.kept} kept; skipped {self.empty} empty, "
+            f"{self.too_long} too long, {self.bad_ratio} with too high length ratio"
+        )
 
 
 @dataclass
@@ -61,19 +63,13 @@ class PreparedData:
     files: dict[str, list[str]]
     seconds: float
 
-    def train_batches(
-        self, max_tokens: int, seed: int = 0, num_shards: int = 1, shard: int = 0
-    ) -> BatchIterator:
+    def train_batches(self, max_tokens: int, seed: int = 0, num_shards: int = 1, shard: int = 0) -> BatchIterator:
         """Shuffled, length-bucketed, resumable training batches (see TokenBatchSampler)."""
         return self.train.batches(max_tokens, shuffle=True, seed=seed, num_shards=num_shards, shard=shard)
 
     def valid_batches(self, max_tokens: int) -> BatchIterator:
         """Validation batches in a fixed length-sorted order (``indices`` map back to lines)."""
         return self.valid.batches(max_tokens, shuffle=False)
-
-    def load_test(self, split: str) -> EncodedDataset:
-        """Read and encode one test split, unfiltered (for evaluation after training)."""
-        return encode_corpus(load_split(self.config, split), self.tokenizer)
 
     def record(self) -> dict[str, Any]:
         """Plain-data description of the preparation, for logs and checkpoints."""
@@ -90,12 +86,13 @@ class PreparedData:
     def summary(self) -> str:
         """A few lines for the log: sizes, filtering, vocabulary, time."""
         cfg, tok = self.config, self.tokenizer
-        vocab = (f"joint {tok.src_vocab_size}" if tok.joint
-                 else f"src {tok.src_vocab_size} / tgt {tok.tgt_vocab_size}")
-        return (f"data {cfg.name} {cfg.src}->{cfg.tgt}: train {self.filter_report}; "
-                f"valid {len(self.valid)} pairs; test splits {', '.join(self.test_splits) or '-'}; "
-                f"SentencePiece {cfg.spm.model_type} {vocab} ({', '.join(tok.model_files)}); "
-                f"{self.seconds:.1f}s")
+        vocab = f"joint {tok.src_vocab_size}" if tok.joint else f"src {tok.src_vocab_size} / tgt {tok.tgt_vocab_size}"
+        return (
+            f"data {cfg.name} {cfg.src}->{cfg.tgt}: train {self.filter_report}; "
+            f"valid {len(self.valid)} pairs; test splits {', '.join(self.test_splits) or '-'}; "
+            f"SentencePiece {cfg.spm.model_type} {vocab} ({', '.join(tok.model_files)}); "
+            f"{self.seconds:.1f}s"
+        )
 
 
 def prepare_data(cfg: DataConfig) -> PreparedData:
@@ -134,8 +131,7 @@ def drop_empty_pairs(corpus: ParallelCorpus) -> tuple[ParallelCorpus, list[str]]
         return corpus, []
     kept = set(keep)
     dropped = [corpus.where(i) for i in range(len(corpus)) if i not in kept]
-    log.warning("%s: skipped %d empty line(s) in training data, first at %s",
-                corpus.src_path, len(dropped), dropped[0])
+    log.warning("%s: skipped %d empty line(s) in training data, first at %s", corpus.src_path, len(dropped), dropped[0])
     return dataclasses.replace(
         corpus,
         src_lines=[corpus.src_lines[i] for i in keep],
@@ -156,9 +152,7 @@ def encode_corpus(corpus: ParallelCorpus, tokenizer: Tokenizer) -> EncodedDatase
     )
 
 
-def filter_by_length(
-    data: EncodedDataset, max_len: int, max_ratio: float
-) -> tuple[EncodedDataset, FilterReport]:
+def filter_by_length(data: EncodedDataset, max_len: int, max_ratio: float) -> tuple[EncodedDataset, FilterReport]:
     """Training pairs within ``max_len`` subwords per side and ``max_ratio`` longer/shorter.
 
     Only for training data: validation and test sets are always used whole.

@@ -15,7 +15,7 @@ import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import BinaryIO
 
 from lstm_mt.errors import LstmMtError
 from lstm_mt.files import atomic_write
@@ -26,7 +26,7 @@ MIRROR_ENV = "LSTM_MT_DATA_MIRROR"
 USER_AGENT = "lstm-mt/0.1 (python urllib)"
 
 
-def resolve_mirror(configured: Optional[str]) -> Optional[Path]:
+def resolve_mirror(configured: str | None) -> Path | None:
     """The mirror folder to read from: ``configured`` wins over $LSTM_MT_DATA_MIRROR; None = download."""
     value = configured or os.environ.get(MIRROR_ENV) or None
     if value is None:
@@ -62,7 +62,7 @@ def fetch_url(url: str, out: BinaryIO) -> None:
         shutil.copyfileobj(response, out, 1 << 20)
 
 
-def download(url: str, dest: Path, sha256: Optional[str]) -> Path:
+def download(url: str, dest: Path, sha256: str | None) -> Path:
     """Make ``dest`` hold the verified content of ``url``, downloading only if it is not there yet.
 
     An existing ``dest`` is re-verified; a mismatch is an error rather than a silent re-download,
@@ -71,8 +71,7 @@ def download(url: str, dest: Path, sha256: Optional[str]) -> Path:
     if dest.is_file():
         if sha256 is not None and (actual := file_sha256(dest)) != sha256:
             raise LstmMtError(
-                f"{dest}: sha256 mismatch (expected {sha256}, got {actual}); "
-                "delete the file to download it again"
+                f"{dest}: sha256 mismatch (expected {sha256}, got {actual}); delete the file to download it again"
             )
         return dest
     if sha256 is None:
@@ -83,8 +82,7 @@ def download(url: str, dest: Path, sha256: Optional[str]) -> Path:
         out.flush()
         if sha256 is not None and (actual := file_sha256(Path(out.name))) != sha256:
             raise LstmMtError(
-                f"{url}: sha256 mismatch (expected {sha256}, got {actual}); "
-                f"download discarded, {dest} not written"
+                f"{url}: sha256 mismatch (expected {sha256}, got {actual}); download discarded, {dest} not written"
             )
     return dest
 
@@ -95,6 +93,5 @@ def _fetch_or_fail(url: str, out: BinaryIO) -> None:
     except (urllib.error.URLError, OSError) as e:
         reason = e if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
         raise LstmMtError(
-            f"{url}: download failed ({reason}); set data.mirror or ${MIRROR_ENV} "
-            "to read a local copy instead"
+            f"{url}: download failed ({reason}); set data.mirror or ${MIRROR_ENV} to read a local copy instead"
         ) from None

@@ -59,9 +59,7 @@ def _load_custom(cfg: DataConfig, split: str) -> ParallelCorpus:
     elif split in cfg.custom.test:
         key, pair = f"test.{split}", cfg.custom.test[split]
     else:
-        raise LstmMtError(
-            f"custom data has no split '{split}'; splits: {', '.join(available_splits(cfg))}"
-        )
+        raise LstmMtError(f"custom data has no split '{split}'; splits: {', '.join(available_splits(cfg))}")
     src, tgt = _custom_paths(key, pair)
     return read_parallel(split, src, tgt)
 

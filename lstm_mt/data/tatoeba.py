@@ -151,7 +151,5 @@ def _export_lines(cfg: DataConfig, pair: str) -> tuple[list[str], str]:
         with zipfile.ZipFile(archive) as zf:
             data = zf.read(member)
     except (zipfile.BadZipFile, KeyError) as e:
-        raise LstmMtError(
-            f"{archive}: not a manythings export with {member} ({e}); delete it to re-download"
-        ) from None
+        raise LstmMtError(f"{archive}: not a manythings export with {member} ({e}); delete it to re-download") from None
     return decode_lines(data, label), label

@@ -41,9 +41,7 @@ def decode_lines(data: bytes, path: str | Path) -> list[str]:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise LstmMtError(
-            f"{path}:{line}: invalid UTF-8 (byte 0x{data[e.start]:02x} at column {column})"
-        ) from None
+        raise LstmMtError(f"{path}:{line}: invalid UTF-8 (byte 0x{data[e.start]:02x} at column {column})") from None
     if text.startswith("\ufeff"):
         text = text[1:]
     lines = text.split("\n")

@@ -17,10 +17,11 @@ import torch
 
 from lstm_mt.data import collate_source
 from lstm_mt.lstm import GateRecord, GateRecorder, LSTMCell
-from lstm_mt.model import BOS_ID, EOS_ID, Seq2Seq
-from lstm_mt.search import SearchConfig
+from lstm_mt.model import Seq2Seq
+from lstm_mt.search import SearchConfig, Translation
 from lstm_mt.tokenizer import Tokenizer
-from lstm_mt.translate import Translation, Translator
+from lstm_mt.translate import Translator
+from lstm_mt.vocab import BOS_ID, EOS_ID
 
 DIRECTIONS = ("forward", "backward")
 STEP_ARRAYS = ("i", "f", "g", "o", "c", "h")  # per step; g is the candidate C̃

@@ -13,7 +13,8 @@ import numpy as np
 
 from lstm_mt.inspection import LayerTrace, cell_state_norm, top_variance_units, trace_translation
 from lstm_mt.inspection.tracing import STEP_ARRAYS, decoded_ids, source_pieces, target_pieces
-from lstm_mt.translate import Translation, Translator
+from lstm_mt.search import Translation
+from lstm_mt.translate import Translator
 
 DIGITS = 5
 
