@@ -4,6 +4,7 @@ real server process stopped by SIGTERM with a request in flight."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import threading
@@ -374,6 +375,15 @@ def test_config_errors_name_the_key(tiny_checkpoint):
         main([f"checkpoint={tiny_checkpoint.path}", "search.beam_size=20"])
     with pytest.raises(LstmMtError, match="checkpoint not found"):
         main(["checkpoint=/nonexistent/model.pt"])
+
+
+def test_missing_extra_is_a_one_line_error_naming_the_install(tiny_checkpoint, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real_find_spec(name, *a)
+    )
+    with pytest.raises(LstmMtError, match=r"^lstm-mt serve needs uvicorn: pip install 'lstm-mt\[serve\]'$"):
+        main([f"checkpoint={tiny_checkpoint.path}"])
 
 
 def test_sigterm_finishes_the_request_in_flight(tiny_checkpoint, translator):
