@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# The GPU check of issue 21, in one run of about 3-4 minutes (each step has its own timeout
-# and the script goes on after a failure):
+# The GPU check of issue 21 in one run of about 4 minutes, never more than $GPU_CHECK_BUDGET
+# seconds (default 330): each step has its own timeout, cut to what is left of the budget, and
+# the script goes on after a failure. Most important first:
 #   1. the machine: GPUs, python, torch, triton
-#   2. correctness on CUDA: the Triton point-wise kernels and the LSTM through them against
-#      lstm_step and torch.nn.LSTM (cuDNN), then the CPU cell tests (the dispatch still holds)
+#   2. correctness on CUDA: the kernels' own check against float64 lstm_step (fp32, bf16, fp16),
+#      then tests/test_triton_step.py (kernels, LSTM and LSTMCell against cuDNN) with pytest
 #   3. lstm-mt bench --device cuda: ours against cuDNN, fp32 and bf16, with and without Triton
-#   4. scripts/bench_train.py --device cuda: end-to-end target tokens/s of the base model,
+#   4. scripts/profile_lstm.py: wall time against GPU-busy time and GPU operations per step
+#   5. scripts/bench_train.py --device cuda: end-to-end target tokens/s of the base model,
 #      fp32 and bf16, with the Triton kernels and without them (LSTM_MT_TRITON=0)
+#   6. the CPU cell tests (the dispatch to the C kernel and tensor operations still holds)
 #
-#     bash scripts/gpu_check.sh            # from the repository root; tables also go to $OUT/ if set
+#     bash scripts/gpu_check.sh            # from anywhere; each step's output also goes to $OUT/<step>.txt
 #
-# Needs torch with CUDA, triton, sentencepiece, sacrebleu, tqdm, pytest; hydra-core and omegaconf
-# for step 4 (installed from ./.whl/*.whl into a temporary folder when missing and present there).
+# Needs torch with CUDA, triton, sentencepiece, sacrebleu, tqdm; pytest for steps 2 and 6, hydra-core
+# and omegaconf for step 5 (wheels in ./.whl/ are installed into a temporary folder when these are missing).
 # Data: $LSTM_MT_DATA_MIRROR, else the first of .devdata, shared/data, ../shared/data holding Multi30k.
 set -u
 cd "$(dirname "$0")/.."
@@ -19,13 +22,21 @@ export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT_DIR="${OUT:-}"
 PY="${PYTHON:-python3}"
+BUDGET="${GPU_CHECK_BUDGET:-330}"
 STATUS=()
 
 section() { printf '\n==================== %s ====================\n' "$*"; }
-# run NAME SECONDS COMMAND...: run with a timeout, copy its output to $OUT/NAME.txt, record the result
+# run NAME SECONDS COMMAND...: run under a timeout (at most what is left of the budget), copy the
+# output to $OUT/NAME.txt, record the exit status
 run() {
-    local name=$1 seconds=$2 start=$SECONDS rc
+    local name=$1 seconds=$2 start=$SECONDS rc left=$((BUDGET - SECONDS))
     shift 2
+    if [ "$left" -lt 15 ]; then
+        echo "skipped: the ${BUDGET} s budget is spent"
+        STATUS+=("$name: skipped, budget spent")
+        return
+    fi
+    [ "$seconds" -gt "$left" ] && seconds=$left
     if [ -n "$OUT_DIR" ]; then
         timeout -k 5 "$seconds" "$@" 2>&1 | tee "$OUT_DIR/$name.txt"
         rc=${PIPESTATUS[0]}
@@ -33,44 +44,64 @@ run() {
         timeout -k 5 "$seconds" "$@" 2>&1
         rc=$?
     fi
-    STATUS+=("$name: exit $rc ($((SECONDS - start)) s)$([ "$rc" = 124 ] && echo ', timed out')")
+    STATUS+=("$name: exit $rc ($((SECONDS - start)) s)$([ "$rc" = 124 ] && echo ", timed out after $seconds s")")
 }
 
 [ -n "$OUT_DIR" ] && mkdir -p "$OUT_DIR"
 
 section "1. machine"
-run machine 60 bash -c "nvidia-smi -L; nproc; $PY -c 'import sys, torch; print(\"python\", sys.version.split()[0]); \
+run machine 30 bash -c "nvidia-smi -L; nproc; $PY -c 'import sys, torch; print(\"python\", sys.version.split()[0]); \
 print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name()); \
 import triton; print(\"triton\", triton.__version__)'"
 
-if ! $PY -c "import hydra, omegaconf" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
+if ! $PY -c "import hydra, omegaconf, pytest" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
     $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/lstm_mt_site .whl/*.whl \
-        && export PYTHONPATH="/tmp/lstm_mt_site:$PYTHONPATH"
+        && export PYTHONPATH="$PYTHONPATH:/tmp/lstm_mt_site"
 fi
 if [ -z "${LSTM_MT_DATA_MIRROR:-}" ]; then
     for mirror in .devdata shared/data ../shared/data; do
         if [ -d "$mirror/multi30k/raw" ]; then export LSTM_MT_DATA_MIRROR="$PWD/$mirror"; break; fi
     done
 fi
+HAS_PYTEST=$($PY -c "import pytest" 2>/dev/null && echo 1 || echo 0)
 
-section "2a. CUDA correctness: Triton kernels, LSTM and LSTMCell against lstm_step and cuDNN"
-run tests_cuda 150 $PY -m pytest -q -rs -p no:cacheprovider tests/test_triton_step.py
-section "2b. the cell tests (CPU: the dispatch to the C kernel and tensor operations still holds)"
-run tests_cell 90 $PY -m pytest -q -p no:cacheprovider tests/test_cell.py tests/test_native.py
+section "2a. the Triton kernels' own check on CUDA (against float64 lstm_step and its gradients)"
+run kernel_check 90 $PY -c "import torch; from lstm_mt.lstm import triton_step; device = torch.device('cuda')
+for dtype in triton_step.DTYPES:
+    print(dtype, 'agrees' if triton_step.agrees_with_torch(device, dtype) else 'DISAGREES')
+print('the LSTM takes the kernels on CUDA:', triton_step.usable(torch.zeros(2, 2, device=device)))"
+
+section "2b. CUDA tests: kernels, LSTM and LSTMCell against lstm_step and cuDNN (padding, all gradients, bf16)"
+if [ "$HAS_PYTEST" = 1 ]; then
+    run tests_cuda 120 $PY -m pytest -q -rs -p no:cacheprovider tests/test_triton_step.py
+else
+    echo "pytest is not installed (put its wheels in .whl/): only step 2a checked correctness"
+    STATUS+=("tests_cuda: skipped, no pytest")
+fi
 
 section "3. lstm-mt bench --device cuda (ours vs cuDNN; fp32 and bf16; 'no Triton' = tensor operations)"
-run bench_cuda 180 $PY -m lstm_mt bench --device cuda --repeats 15
+run bench_cuda 150 $PY -m lstm_mt bench --device cuda --repeats 15
 
-section "4. scripts/bench_train.py --device cuda: base model, end-to-end target tokens/s"
+section "4. where the time goes: wall vs GPU-busy time of one step (scripts/profile_lstm.py)"
+run profile 60 $PY scripts/profile_lstm.py
+
+section "5. scripts/bench_train.py --device cuda: base model, end-to-end target tokens/s"
 if [ -n "${LSTM_MT_DATA_MIRROR:-}" ]; then
     TRAIN_ARGS=(--device cuda --precision fp32,bf16 --threads 4 --warmup 3 --steps 20 data.cache_dir=/tmp/lstm_mt_data)
-    run bench_train 150 $PY scripts/bench_train.py "${TRAIN_ARGS[@]}"
-    section "4b. the same without the Triton kernels (LSTM_MT_TRITON=0)"
-    run bench_train_no_triton 120 env LSTM_MT_TRITON=0 $PY scripts/bench_train.py "${TRAIN_ARGS[@]}"
+    run bench_train 120 $PY scripts/bench_train.py "${TRAIN_ARGS[@]}"
+    section "5b. the same without the Triton kernels (LSTM_MT_TRITON=0)"
+    run bench_train_no_triton 90 env LSTM_MT_TRITON=0 $PY scripts/bench_train.py "${TRAIN_ARGS[@]}"
 else
     echo "no Multi30k mirror found (set LSTM_MT_DATA_MIRROR): skipped"
     STATUS+=("bench_train: skipped, no data")
 fi
 
-section "summary"
+section "6. the cell tests on CPU (the dispatch to the C kernel and the tensor operations)"
+if [ "$HAS_PYTEST" = 1 ]; then
+    run tests_cell 60 $PY -m pytest -q -p no:cacheprovider tests/test_cell.py tests/test_native.py
+else
+    STATUS+=("tests_cell: skipped, no pytest")
+fi
+
+section "summary (${SECONDS} s)"
 printf '%s\n' "${STATUS[@]}" | tee ${OUT_DIR:+"$OUT_DIR/summary.txt"}

@@ -207,6 +207,15 @@ def test_kernels_that_fail_their_check_leave_the_work_to_torch(device, monkeypat
         triton_step._works_on.cache_clear()
 
 
+def test_the_check_passes_for_every_dtype_and_catches_a_wrong_kernel(device, monkeypatch):
+    """`agrees_with_torch`, run once per device and dtype before the kernels are used: true for these kernels,
+    false for one whose h is off by 1e-4 (float32)."""
+    assert all(triton_step.agrees_with_torch(device, dtype) for dtype in triton_step.DTYPES)
+    launch = triton_step._launch_forward
+    monkeypatch.setattr(triton_step, "_launch_forward", lambda tensors: (launch(tensors), tensors[3].add_(1e-4)))
+    assert not triton_step.agrees_with_torch(device, torch.float32)
+
+
 def test_switched_off_by_the_environment(monkeypatch):
     monkeypatch.setenv("LSTM_MT_TRITON", "0")
     triton_step._kernels.cache_clear()

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from lstm_mt.lstm.equations import lstm_step
 
-__all__ = ["DEVICE_TYPES", "available", "backward", "forward", "only_on", "usable"]
+__all__ = ["DEVICE_TYPES", "agrees_with_torch", "available", "backward", "forward", "only_on", "usable"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def usable(*tensors: Tensor) -> bool:
     return (
         bool(tensors)
         and all(t.device.type in DEVICE_TYPES and _fits(t) for t in tensors)
-        and _works_on(tensors[0].device)
+        and _works_on(tensors[0].device, tensors[0].dtype)
     )
 
 
@@ -79,7 +79,7 @@ def forward(
     tensors: tuple[Tensor, ...] = (pre, c_prev, c, h)
     if gates is not None and tanh_c is not None:
         tensors += (gates, tanh_c)
-    if not _shapes_fit(c, tensors, (4, 1, 1, 1, 4, 1)) or not _works_on(c.device):
+    if not _shapes_fit(c, tensors, (4, 1, 1, 1, 4, 1)) or not _works_on(c.device, pre.dtype):
         return False
     _launch_forward(tensors)
     return True
@@ -94,7 +94,7 @@ def backward(
     touching nothing, where the kernel does not apply.
     """
     tensors = (gates, tanh_c, c_prev, dh, dc, grad_pre, dc_prev)
-    if not _shapes_fit(dh, tensors, (4, 1, 1, 1, 1, 4, 1)) or not _works_on(dh.device):
+    if not _shapes_fit(dh, tensors, (4, 1, 1, 1, 1, 4, 1)) or not _works_on(dh.device, gates.dtype):
         return False
     _launch_backward(tensors)
     return True
@@ -172,37 +172,45 @@ def _loaded_kernels() -> ModuleType:
 
 
 @cache
-def _works_on(device: torch.device) -> bool:
-    """Whether the kernels compile and agree with PyTorch on ``device``; checked on first use there."""
-    if _kernels() is None:
+def _works_on(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the kernels compile and agree with PyTorch on ``device`` for ``dtype`` inputs; checked on first use."""
+    if _kernels() is None or dtype not in DTYPES:
         return False
     try:
-        agrees = _agrees_with_torch(device)
+        agrees = agrees_with_torch(device, dtype)
     except Exception as error:  # compilation and launch errors come in many types
-        log.warning("Triton LSTM kernels fail on %s (%s); using PyTorch operations", device, error)
+        log.warning("Triton LSTM kernels fail on %s for %s (%s); using PyTorch operations", device, dtype, error)
         return False
     if not agrees:
-        log.warning("Triton LSTM kernels disagree with PyTorch on %s; using PyTorch operations", device)
+        log.warning("Triton LSTM kernels disagree with PyTorch on %s for %s; using PyTorch operations", device, dtype)
     return agrees
 
 
-def _agrees_with_torch(device: torch.device, tolerance: float = 1e-5) -> bool:
-    """Run both kernels on random float32 input with strided rows; compare with `lstm_step` and its
-    gradients in float64."""
+_TOLERANCE = {
+    torch.float32: 1e-5,
+    torch.bfloat16: 5e-2,
+    torch.float16: 5e-3,
+}  # gradients from rounded gates: ~1% in bf16
+
+
+def agrees_with_torch(device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
+    """Run both kernels on ``device`` on random ``dtype`` input with strided rows and compare with
+    `lstm_step` and its gradients in float64: the check `usable` makes once per device and dtype.
+    Raises what the kernels raise (a failed compilation, say)."""
     generator = torch.Generator().manual_seed(0)
     rows, hidden = 9, 37
-    pre = (torch.randn(rows, 4 * hidden + 3, generator=generator) * 4)[:, : 4 * hidden]
-    c_prev, dh, dc = (torch.randn(rows, hidden, generator=generator) for _ in range(3))
+    wide = [torch.randn(rows, width + 3, generator=generator) for width in (4 * hidden, hidden, hidden, hidden)]
+    wide[0] *= 4  # pre-activations well into the saturated range
+    on = [w.to(device, dtype)[:, : w.shape[1] - 3] for w in wide]  # pre, c_prev, dh, dc: rows with a gap between
+    pre, c_prev, dh, dc = (t.cpu().double() for t in on)
 
-    pre64, c_prev64 = pre.double().requires_grad_(), c_prev.double().requires_grad_()
-    h_ref, c_ref, gates_ref = lstm_step(pre64, c_prev64)
-    loss = (h_ref * dh.double()).sum() + (c_ref * dc.double()).sum()
-    grad_pre_ref, dc_prev_ref = torch.autograd.grad(loss, [pre64, c_prev64])
+    pre.requires_grad_(), c_prev.requires_grad_()
+    h_ref, c_ref, gates_ref = lstm_step(pre, c_prev)
+    grad_pre_ref, dc_prev_ref = torch.autograd.grad((h_ref * dh).sum() + (c_ref * dc).sum(), [pre, c_prev])
 
-    on = [t.to(device) for t in (pre, c_prev, dh, dc)]
-    c, h, tanh_c = (torch.empty(rows, hidden, device=device) for _ in range(3))
-    gates, grad_pre = torch.empty(rows, 4 * hidden, device=device), torch.empty(rows, 4 * hidden, device=device)
-    dc_prev = torch.ones(rows, hidden, device=device)
+    c, h, tanh_c = (torch.empty(rows, hidden, device=device, dtype=dtype) for _ in range(3))
+    gates, grad_pre = (torch.empty(rows, 4 * hidden, device=device, dtype=dtype) for _ in range(2))
+    dc_prev = torch.ones(rows, hidden, device=device, dtype=dtype)
     _launch_forward((on[0], on[1], c, h, gates, tanh_c))
     _launch_backward((gates, tanh_c, on[1], on[2], on[3], grad_pre, dc_prev))
     checks = [
@@ -213,6 +221,7 @@ def _agrees_with_torch(device: torch.device, tolerance: float = 1e-5) -> bool:
         (grad_pre, grad_pre_ref),
         (dc_prev, 1 + dc_prev_ref),
     ]
+    tolerance = _TOLERANCE[dtype]
     return all(
         torch.allclose(got.cpu().double(), want.detach(), rtol=tolerance, atol=tolerance) for got, want in checks
     )
