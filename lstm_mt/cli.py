@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
+from lstm_mt import __version__
 from lstm_mt.errors import LstmMtError
 
 
@@ -31,10 +32,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "lstm_mt.inspection:main", "gates, cell states and attention of a checkpoint, sentence by sentence"
     ),
     "serve": Subcommand("lstm_mt.serve:main", "HTTP API and live web page: translations, attention, gates"),
+    "recipe": Subcommand(
+        "lstm_mt.recipe:main", "a result recipe's later steps: tune decoding on val, test, compare two runs"
+    ),
     "bench": Subcommand("lstm_mt.bench:main", "time the explicit LSTM against torch.nn.LSTM"),
 }
 
 USAGE = """usage: lstm-mt <command> [args...]
+       lstm-mt --version
 
 Neural machine translation with an explicit, gate-by-gate LSTM.
 
@@ -56,17 +61,10 @@ def resolve(target: str) -> Callable[[list[str]], int | None]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Dispatch ``argv`` (default: the process arguments) to a subcommand."""
+    """Dispatch ``argv`` (default: the process arguments) to a subcommand and exit with its status."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
-        sys.exit(0 if argv else 2)
-    name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS:
-        print(f"lstm-mt: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
-        sys.exit(2)
     try:
-        status = resolve(SUBCOMMANDS[name].target)(rest)
+        status = dispatch(argv)
     except LstmMtError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -77,3 +75,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.close()
         sys.exit(1)
     sys.exit(status or 0)
+
+
+def dispatch(argv: list[str]) -> int | None:
+    """Run the subcommand ``argv[0]`` (or print the usage or version) and return its status."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"lstm-mt {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"lstm-mt: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    return resolve(SUBCOMMANDS[name].target)(rest)

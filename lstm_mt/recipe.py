@@ -3,8 +3,10 @@
 `scripts/recipe.sh RECIPE` trains ``+experiment=RECIPE`` into ``runs/RECIPE``, averages the
 last 5 step checkpoints into ``<run>/average.pt`` (`lstm-mt average`) and runs the two steps here:
 
-    python -m lstm_mt.recipe tune runs/multi30k_en_de [--device cuda]
-    python -m lstm_mt.recipe test runs/multi30k_en_de [--device cuda]
+    lstm-mt recipe tune runs/multi30k_en_de [--device cuda]
+    lstm-mt recipe test runs/multi30k_en_de [--device cuda]
+
+(``python -m lstm_mt.recipe ...`` is the same command.)
 
 ``tune`` translates the valid split only. It scores best.pt and average.pt at the run's
 ``decoding.beam_size``/``alpha``, then every ``decoding.beam_sizes`` x ``decoding.alphas`` pair
@@ -16,7 +18,7 @@ direction, parameters, training steps and time, hardware, the decoding choice, e
 score, and the command line, with one Markdown row per test set for the README's table.
 The run's config is the one the latest `lstm-mt train` wrote to ``<run>/.hydra/config.yaml``.
 
-A third step checks reproducibility: ``python -m lstm_mt.recipe compare RUN RERUN`` prints the
+A third step checks reproducibility: ``lstm-mt recipe compare RUN RERUN`` prints the
 val BLEU of both runs at each validation (and of their tuned decoding) and exits 1 when any
 pair differs by more than 0.5 BLEU.
 """
@@ -190,11 +192,11 @@ def compare_runs(first: Path, second: Path, tolerance: float = REPRODUCED_WITHIN
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m lstm_mt.recipe tune|test RUN_DIR [--device D]`` or ``compare RUN_DIR OTHER_RUN_DIR``.
+    """``lstm-mt recipe tune|test RUN_DIR [--device D]`` or ``compare RUN_DIR OTHER_RUN_DIR``.
 
     Errors are one line with exit status 2; ``compare`` exits 1 when the runs differ by more than the tolerance.
     """
-    parser = argparse.ArgumentParser(prog="python -m lstm_mt.recipe", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="lstm-mt recipe", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "step",
         choices=("tune", "test", "compare"),

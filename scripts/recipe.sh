@@ -41,5 +41,5 @@ echo "{\"seconds\": $((SECONDS - start)), \"status\": $status}" >> "$run/train_t
 "${bin}lstm-mt" average dir="$run/checkpoints" pattern='step_*.pt' last=5 output="$run/average.pt"
 
 # 3. choose on val only, 4. score the test splits with that choice
-"${bin}python3" -m lstm_mt.recipe tune "$run" --device "$device"
-"${bin}python3" -m lstm_mt.recipe test "$run" --device "$device"
+"${bin}lstm-mt" recipe tune "$run" --device "$device"
+"${bin}lstm-mt" recipe test "$run" --device "$device"
