@@ -107,7 +107,7 @@ class LayerRecurrence(torch.autograd.Function):
                 t, gates[t, :n], tanh_cs[t, :n], c_prev, dh_total[t, :n], dc_total[t, :n], grad_pre[t, :n], dc_prev
             )
             if t > 0:
-                dh_total[t - 1, :n] = through_hh.add_to(dh_total[t - 1, :n], grad_pre[t, :n])
+                through_hh.accumulate(dh_total[t - 1, :n], grad_pre[t, :n])
         dh0 = through_hh(grad_pre[0]) if ctx.needs_input_grad[2] else None
 
         grad_w_hh = None

@@ -101,3 +101,10 @@ class Product:
         if self.onednn:
             return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.weight, None, "add")
         return torch.addmm(other, x, self.weight.t())
+
+    def accumulate(self, out: Tensor, x: Tensor) -> None:
+        """``out += x @ weight.T`` in place (elsewhere than oneDNN one kernel, not a product and a copy)."""
+        if self.onednn:
+            out.copy_(self.add_to(out, x))
+        else:
+            out.addmm_(x, self.weight.t())
