@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from lstm_mt.data.config import DataConfig
 from lstm_mt.model import ModelConfig
@@ -110,5 +111,6 @@ class TrainJobConfig:
 
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore (idempotent); call before composing ``train``."""
-    store = ConfigStore.instance()
-    store.store(name=SCHEMA_NAME, node=TrainJobConfig)
+    schema = OmegaConf.structured(TrainJobConfig)
+    OmegaConf.set_struct(schema.data.custom.test, False)  # new test set names: data.custom.test.<name>.src=...
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=schema)

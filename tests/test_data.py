@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
+from lstm_mt.config import TrainJobConfig, register_configs
+from lstm_mt.configuring import typed_config
 from lstm_mt.data import (
     MIRROR_ENV,
     CustomConfig,
@@ -38,6 +41,7 @@ from lstm_mt.data import (
     textio,
 )
 from lstm_mt.errors import LstmMtError
+from lstm_mt.hydra_app import CONFIG_DIR
 from lstm_mt.tokenizer import SubwordConfig
 
 MIRROR = Path(os.environ.get(MIRROR_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -295,6 +299,32 @@ def test_custom_paths_must_be_set_and_exist(tmp_path):
     cfg.custom.train = FilePair(str(tmp_path / "train.de"), str(tmp_path / "train.en"))
     with pytest.raises(LstmMtError, match=f"^{re.escape(str(tmp_path))}/train\\.de: no such file$"):
         load_split(cfg, "train")
+
+
+def compose_custom(*overrides: str) -> DataConfig:
+    """``data`` as `lstm-mt train data=custom <overrides>` composes and types it."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["data=custom", *overrides])
+    return typed_config(TrainJobConfig, cfg, "config").data
+
+
+@pytest.mark.parametrize("plus", ["", "+", "++"])
+def test_custom_test_sets_are_named_on_the_command_line_as_documented(plus):
+    data = compose_custom(
+        f"{plus}data.custom.test.news.src=news.de",
+        f"{plus}data.custom.test.news.tgt=news.en",
+        f"{plus}data.custom.test.web={{src: web.de, tgt: web.en}}",
+    )
+    assert data.custom.test == {"news": FilePair("news.de", "news.en"), "web": FilePair("web.de", "web.en")}
+    assert resolve_test_splits(data) == ["news", "web"]
+
+
+def test_custom_test_set_with_a_wrong_key_is_one_line_naming_it():
+    with pytest.raises(
+        LstmMtError, match=r"^data\.custom\.test\.news: a test set has a src and a tgt file \(unknown key\(s\) scr\)$"
+    ):
+        compose_custom("data.custom.test.news.scr=news.de")
 
 
 # --- Tatoeba -----------------------------------------------------------------------------------

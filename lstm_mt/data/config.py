@@ -7,8 +7,11 @@ check overrides such as ``data.src=de data.spm.vocab_size=16000``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from lstm_mt.errors import LstmMtError
 from lstm_mt.ranges import bounded
 from lstm_mt.tokenizer import SubwordConfig
 
@@ -36,11 +39,32 @@ class FilePair:
 
 @dataclass
 class CustomConfig:
-    """Paths for ``name=custom``: train and valid are required, test sets are optional."""
+    """Paths for ``name=custom``: train and valid are required, test sets are optional.
+
+    ``test`` maps a test set's name to its `FilePair`. The schema types its values loosely (a
+    ``{src, tgt}`` mapping becomes a FilePair here) and `lstm_mt.config` lets Hydra add names
+    to it: a dict of dataclasses would refuse ``data.custom.test.<name>.src=...`` on the command
+    line, in every form, since OmegaConf cannot create such a value from a plain mapping.
+    """
 
     train: FilePair = field(default_factory=FilePair)
     valid: FilePair = field(default_factory=FilePair)
-    test: dict[str, FilePair] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.test = {name: file_pair(pair, f"data.custom.test.{name}") for name, pair in self.test.items()}
+
+
+def file_pair(value: Any, key: str) -> FilePair:
+    """``value`` (a FilePair or a mapping with keys src and tgt) as a FilePair; `LstmMtError` naming ``key`` else."""
+    if isinstance(value, FilePair):
+        return value
+    if not isinstance(value, Mapping) or not set(value) <= {"src", "tgt"}:
+        unknown = sorted(set(value) - {"src", "tgt"}) if isinstance(value, Mapping) else None
+        what = f"unknown key(s) {', '.join(map(str, unknown))}" if unknown else f"got {value!r}"
+        raise LstmMtError(f"{key}: a test set has a src and a tgt file ({what})")
+    paths = {side: None if path is None else str(path) for side, path in value.items()}
+    return FilePair(**paths)
 
 
 @dataclass
