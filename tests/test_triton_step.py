@@ -196,7 +196,7 @@ def test_bf16_autocast_through_the_kernels_stays_near_float32(device, launches):
 
 def test_kernels_that_fail_their_check_leave_the_work_to_torch(device, monkeypatch, caplog):
     """A kernel that does not compile (or computes wrong values) is never used: one warning, then torch."""
-    monkeypatch.setattr(triton_step, "_launch_backward", lambda tensors: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(triton_step, "_launch_backward", lambda *args: (_ for _ in ()).throw(RuntimeError("boom")))
     triton_step._works_on.cache_clear()
     try:
         c, h = torch.zeros(2, 3, device=device), torch.zeros(2, 3, device=device)
@@ -212,7 +212,12 @@ def test_the_check_passes_for_every_dtype_and_catches_a_wrong_kernel(device, mon
     false for one whose h is off by 1e-4 (float32)."""
     assert all(triton_step.agrees_with_torch(device, dtype) for dtype in triton_step.DTYPES)
     launch = triton_step._launch_forward
-    monkeypatch.setattr(triton_step, "_launch_forward", lambda tensors: (launch(tensors), tensors[3].add_(1e-4)))
+
+    def slightly_wrong(arguments, *shape, **keep):
+        launch(arguments, *shape, **keep)
+        arguments[6].add_(1e-4)  # h: arguments are pre, its row stride, c_prev, its stride, c, its stride, h, ...
+
+    monkeypatch.setattr(triton_step, "_launch_forward", slightly_wrong)
     assert not triton_step.agrees_with_torch(device, torch.float32)
 
 

@@ -76,12 +76,12 @@ def forward(
     With ``gates`` ``[B, 4H]`` and ``tanh_c`` ``[B, H]``, also writes i, f, C̃, o and tanh(C)
     for the backward pass. Returns False, touching nothing, where the kernel does not apply.
     """
-    tensors: tuple[Tensor, ...] = (pre, c_prev, c, h)
-    if gates is not None and tanh_c is not None:
-        tensors += (gates, tanh_c)
-    if not _shapes_fit(c, tensors, (4, 1, 1, 1, 4, 1)) or not _works_on(c.device, pre.dtype):
+    tensors = (pre, c_prev, c, h) if gates is None or tanh_c is None else (pre, c_prev, c, h, gates, tanh_c)
+    checked = _arguments(c, tensors, (4, 1, 1, 1, 4, 1))
+    if checked is None or not _works_on(checked[0], pre.dtype):
         return False
-    _launch_forward(tensors)
+    rows, hidden = c.shape
+    _launch_forward(checked[1], rows, hidden, keep=len(tensors) == 6)
     return True
 
 
@@ -93,29 +93,31 @@ def backward(
     ``dh`` and ``dc`` are the gradients arriving at the step's h and C. Returns False,
     touching nothing, where the kernel does not apply.
     """
-    tensors = (gates, tanh_c, c_prev, dh, dc, grad_pre, dc_prev)
-    if not _shapes_fit(dh, tensors, (4, 1, 1, 1, 1, 4, 1)) or not _works_on(dh.device, gates.dtype):
+    checked = _arguments(dh, (gates, tanh_c, c_prev, dh, dc, grad_pre, dc_prev), (4, 1, 1, 1, 1, 4, 1))
+    if checked is None or not _works_on(checked[0], gates.dtype):
         return False
-    _launch_backward(tensors)
+    rows, hidden = dh.shape
+    _launch_backward(checked[1], rows, hidden)
     return True
 
 
-def _launch_forward(tensors: tuple[Tensor, ...]) -> None:
-    """`forward` on checked tensors: ``pre, c_prev, c, h`` and, to keep them, ``gates, tanh_c``."""
-    keep = len(tensors) == 6
-    rows, hidden = tensors[2].shape
-    if rows and hidden:
-        pointers = tensors if keep else (*tensors, tensors[2], tensors[2])  # unused when not keeping
-        grid, blocks = _launch_shape(rows, hidden)
-        _loaded_kernels().lstm_forward_kernel[grid](*_with_strides(pointers), rows, hidden, KEEP=keep, **blocks)
+_Arguments = list  # the kernels' arguments: ``tensor, row stride`` for each tensor
 
 
-def _launch_backward(tensors: tuple[Tensor, ...]) -> None:
-    """`backward` on checked tensors."""
-    rows, hidden = tensors[3].shape
+def _launch_forward(arguments: _Arguments, rows: int, hidden: int, keep: bool) -> None:
+    """`forward` on checked arguments: ``pre, c_prev, c, h`` and, to keep them, ``gates, tanh_c``."""
+    if rows and hidden:
+        if not keep:
+            arguments = arguments + arguments[4:6] * 2  # any valid pointers: not written without KEEP
+        grid, blocks = _launch_shape(rows, hidden)
+        _loaded_kernels().lstm_forward_kernel[grid](*arguments, rows, hidden, KEEP=keep, **blocks)
+
+
+def _launch_backward(arguments: _Arguments, rows: int, hidden: int) -> None:
+    """`backward` on checked arguments."""
     if rows and hidden:
         grid, blocks = _launch_shape(rows, hidden)
-        _loaded_kernels().lstm_backward_kernel[grid](*_with_strides(tensors), rows, hidden, **blocks)
+        _loaded_kernels().lstm_backward_kernel[grid](*arguments, rows, hidden, **blocks)
 
 
 def _fits(t: Tensor) -> bool:
@@ -123,15 +125,24 @@ def _fits(t: Tensor) -> bool:
     return t.dim() == 2 and t.dtype in DTYPES and t.stride(-1) == 1
 
 
-def _shapes_fit(state: Tensor, tensors: tuple[Tensor, ...], widths: tuple[int, ...]) -> bool:
-    """Every tensor is ``[rows, width·H]`` for ``state`` ``[rows, H]``, on one device of a type in
-    `DEVICE_TYPES` (the kernels trust this)."""
-    if state.device.type not in DEVICE_TYPES or state.dim() != 2:
-        return False
+def _arguments(
+    state: Tensor, tensors: tuple[Tensor, ...], widths: tuple[int, ...]
+) -> tuple[torch.device, _Arguments] | None:
+    """The device and the kernel arguments, if every tensor is ``[rows, width·H]`` for ``state``
+    ``[rows, H]`` (`_fits`) on the device of ``state``, whose type is in `DEVICE_TYPES`; else None.
+    The kernels trust these shapes. (Per step, so written for few tensor attribute calls.)"""
+    device = state.device
+    if device.type not in DEVICE_TYPES or state.dim() != 2:
+        return None
     rows, hidden = state.shape
-    return all(
-        t.shape == (rows, width * hidden) and _fits(t) and t.device == state.device for t, width in zip(tensors, widths)
-    )
+    index = state.get_device()
+    arguments: _Arguments = []
+    for t, width in zip(tensors, widths):
+        stride = t.stride()
+        if t.shape != (rows, width * hidden) or stride[-1] != 1 or t.dtype not in DTYPES or t.get_device() != index:
+            return None
+        arguments += (t, stride[0])
+    return device, arguments
 
 
 def _launch_shape(rows: int, hidden: int) -> tuple[tuple[int, int], dict[str, int]]:
@@ -144,11 +155,6 @@ def _launch_shape(rows: int, hidden: int) -> tuple[tuple[int, int], dict[str, in
 
 def _next_power_of_two(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
-
-
-def _with_strides(tensors: tuple[Tensor, ...]) -> list[Tensor | int]:
-    """``tensor, row stride`` for each tensor: the kernels' argument pairs."""
-    return [item for t in tensors for item in (t, t.stride(0))]
 
 
 @cache
@@ -211,8 +217,14 @@ def agrees_with_torch(device: torch.device, dtype: torch.dtype = torch.float32) 
     c, h, tanh_c = (torch.empty(rows, hidden, device=device, dtype=dtype) for _ in range(3))
     gates, grad_pre = (torch.empty(rows, 4 * hidden, device=device, dtype=dtype) for _ in range(2))
     dc_prev = torch.ones(rows, hidden, device=device, dtype=dtype)
-    _launch_forward((on[0], on[1], c, h, gates, tanh_c))
-    _launch_backward((gates, tanh_c, on[1], on[2], on[3], grad_pre, dc_prev))
+    with only_on(device.type):
+        forward_arguments = _arguments(c, (on[0], on[1], c, h, gates, tanh_c), (4, 1, 1, 1, 4, 1))
+        backward_arguments = _arguments(
+            on[2], (gates, tanh_c, on[1], on[2], on[3], grad_pre, dc_prev), (4, 1, 1, 1, 1, 4, 1)
+        )
+    assert forward_arguments is not None and backward_arguments is not None
+    _launch_forward(forward_arguments[1], rows, hidden, keep=True)
+    _launch_backward(backward_arguments[1], rows, hidden)
     checks = [
         (c, c_ref),
         (h, h_ref),
