@@ -39,6 +39,8 @@ class SubwordConfig:
     ``joint`` trains one model on source and target text together (shared vocabulary);
     otherwise one model per side. Special ids are fixed (pad=0, unk=1, bos=2, eos=3).
     ``max_sentences`` caps the sentences SentencePiece samples (input_sentence_size).
+    An existing model is used instead of training one when ``model`` (joint) or both
+    ``src_model`` and ``tgt_model`` name ``.model`` files; the training settings are then unused.
     """
 
     model_type: str = "unigram"
@@ -47,6 +49,9 @@ class SubwordConfig:
     character_coverage: float = bounded(1.0, gt=0, le=1)
     byte_fallback: bool = False
     max_sentences: int = bounded(1_000_000, ge=1)
+    model: str | None = None
+    src_model: str | None = None
+    tgt_model: str | None = None
 
 
 def available_cores() -> int:
@@ -156,6 +161,10 @@ def train_or_load_tokenizer(
     Models live in ``<cache_dir>/spm/<key>/``, where key hashes the training text and every
     setting that changes the model, so changed data or settings never reuse a stale model.
     """
+    given = _given_models(cfg)
+    if given:
+        log.info("SentencePiece: using %s", ", ".join(f"{key}={path}" for key, path in given))
+        return _load_given_models(given)
     _check_settings(cfg)
     settings = _settings(cfg)
     folder = Path(cache_dir) / "spm" / _cache_key(settings, src_train, tgt_train)
@@ -243,6 +252,31 @@ def _check_settings(cfg: SubwordConfig) -> None:
         raise LstmMtError(f"data.spm.character_coverage={cfg.character_coverage}: must be in (0, 1]")
 
 
+def _given_models(cfg: SubwordConfig) -> list[tuple[str, str]]:
+    """The (config key, path) of each existing model the user named: none, the joint one, or one per side."""
+    per_side = {"data.spm.src_model": cfg.src_model, "data.spm.tgt_model": cfg.tgt_model}
+    if cfg.model is not None and any(per_side.values()):
+        raise LstmMtError(
+            "data.spm.model (one joint model) and data.spm.src_model/tgt_model (one per side) exclude each other"
+        )
+    if cfg.model is not None:
+        return [("data.spm.model", cfg.model)]
+    missing = [key for key, path in per_side.items() if path is None]
+    if len(missing) == 1:
+        raise LstmMtError(f"{missing[0]} is not set: a model per side needs both data.spm.src_model and tgt_model")
+    return [(key, str(path)) for key, path in per_side.items() if path is not None]
+
+
+def _load_given_models(given: list[tuple[str, str]]) -> Tokenizer:
+    """A tokenizer from the user's ``.model`` files, each checked alone so an error names its key and file."""
+    protos = []
+    for key, path in given:
+        proto = _read_model(Path(path))
+        _processor(proto, f"{key}={path}:")
+        protos.append(proto)
+    return Tokenizer(protos[0], protos[1] if len(protos) > 1 else None, [path for _, path in given])
+
+
 def _processor(proto: bytes, side: str) -> spm.SentencePieceProcessor:
     try:
         sp = spm.SentencePieceProcessor(model_proto=proto)
@@ -252,7 +286,8 @@ def _processor(proto: bytes, side: str) -> spm.SentencePieceProcessor:
     if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
         raise LstmMtError(
             f"{side} SentencePiece model has special ids pad,unk,bos,eos={ids}; "
-            f"lstm-mt needs {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}"
+            f"lstm-mt needs {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)} (train it with --pad_id={PAD_ID} --unk_id={UNK_ID} "
+            f"--bos_id={BOS_ID} --eos_id={EOS_ID})"
         )
     return sp
 

@@ -132,6 +132,41 @@ def test_models_with_other_special_ids_are_refused(corpus):
         Tokenizer(writer.getvalue())
 
 
+def test_an_existing_model_is_used_as_given_joint_or_per_side(corpus, tmp_path):
+    src, tgt, val = corpus
+    trained = train_or_load_tokenizer(SubwordConfig(vocab_size=600), src[:2000], tgt[:2000], tmp_path / "trained")
+    mine = tmp_path / "mine.model"
+    mine.write_bytes(trained.to_bytes_dict()["joint"])
+    cache = tmp_path / "cache"
+    joint = train_or_load_tokenizer(SubwordConfig(model=str(mine), vocab_size=123), src[:9], tgt[:9], cache)
+    assert joint.to_bytes_dict() == trained.to_bytes_dict() and joint.model_files == [str(mine)]
+    per_side = train_or_load_tokenizer(SubwordConfig(src_model=str(mine), tgt_model=str(mine)), src, tgt, cache)
+    assert not per_side.joint and per_side.encode_tgt(val.tgt_lines[:20]) == trained.encode_tgt(val.tgt_lines[:20])
+    assert not cache.exists(), "nothing is trained or cached when the models are given"
+
+
+def test_given_models_with_other_special_ids_or_half_a_pair_are_one_line_naming_the_key(corpus, tmp_path):
+    other = tmp_path / "other.model"
+    writer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus[0][:500]), model_writer=writer, vocab_size=200, minloglevel=2
+    )  # SentencePiece defaults: unk=0, bos=1, eos=2
+    other.write_bytes(writer.getvalue())
+    cases = [
+        (
+            SubwordConfig(model=str(other)),
+            rf"^data\.spm\.model={other}: SentencePiece model has special ids "
+            r"pad,unk,bos,eos=\(-1, 0, 1, 2\); lstm-mt needs \(0, 1, 2, 3\) \(train it with --pad_id=0",
+        ),
+        (SubwordConfig(src_model=str(other)), r"^data\.spm\.tgt_model is not set"),
+        (SubwordConfig(model=str(other), tgt_model=str(other)), r"^data\.spm\.model .* exclude each other"),
+        (SubwordConfig(model=str(tmp_path / "none.model")), rf"^{tmp_path}/none\.model: cannot read"),
+    ]
+    for cfg, message in cases:
+        with pytest.raises(LstmMtError, match=message):
+            train_or_load_tokenizer(cfg, corpus[0][:9], corpus[1][:9], tmp_path / "cache")
+
+
 def test_training_is_reproducible_across_processes(tmp_path):
     """Same data and settings give the same model in a fresh process (SentencePiece's own
     sentence sampling is not: lstm-mt samples with its own seed)."""
