@@ -11,6 +11,7 @@ output records ``averaged_from`` and is written with `save_checkpoint` (atomic).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -105,6 +106,8 @@ def latest_checkpoints(folder: Path, count: int, pattern: str = "*.pt", exclude:
     for path in sorted(folder.glob(pattern)):
         if exclude is not None and path.resolve() == exclude.resolve():
             continue
+        if not path.exists():
+            raise LstmMtError(f"{path}: a link to {os.readlink(path)}, which does not exist (dir={folder})")
         identity = (path.stat().st_dev, path.stat().st_ino)
         if identity in seen_files:
             continue

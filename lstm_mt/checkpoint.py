@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically, read without running code from the file.
+"""Checkpoints: written atomically, read without running code from the file, checked before use.
 
 A checkpoint is one ``torch.save`` file of plain data (tensors, numbers, strings, bytes,
 lists, dicts), so `torch.load(weights_only=True)` can read it and a tampered file cannot
@@ -10,15 +10,25 @@ run code. Keys every checkpoint has:
     tokenizer     Tokenizer.to_bytes_dict(): the SentencePiece model(s) as bytes
     vocab_sizes   {"src": int, "tgt": int}
     step, epoch   training progress
+    sha256        SHA-256 of everything else (`content_digest`), written by `save_checkpoint`
 
 Training adds what it needs to resume (optimizer, scheduler, RNG states, data position).
+
+`load_checkpoint` trusts nothing in the file: whatever goes wrong (not a zip, a truncated or
+damaged one, a pickled object that is not plain data, a wrong checksum, a field of the wrong
+type, a NaN or infinite weight) is one `LstmMtError` naming the file and the fault. Checkpoints
+from before the checksum load with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
-import pickle
+import re
+import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,35 +37,163 @@ import torch
 from lstm_mt.errors import LstmMtError
 from lstm_mt.files import atomic_write
 
+__all__ = ["CHECKSUM_KEY", "FORMAT", "check_payload", "content_digest", "load_checkpoint", "save_checkpoint"]
+
+log = logging.getLogger(__name__)
+
 FORMAT = "lstm-mt/1"
 REQUIRED_KEYS = ("format", "model", "config", "tokenizer", "vocab_sizes")
+CHECKSUM_KEY = "sha256"
 
 PathLike = str | os.PathLike
 
 
 def save_checkpoint(payload: dict[str, Any], path: PathLike) -> Path:
-    """Write ``payload`` to ``path`` atomically (`lstm_mt.files.atomic_write`).
+    """Write ``payload`` (with its format tag and content checksum) to ``path`` atomically.
 
-    A crash at any moment leaves either the old file or the new one, never half of one.
+    A crash at any moment leaves either the old file or the new one, never half of one
+    (`lstm_mt.files.atomic_write`).
     """
+    payload = {"format": FORMAT, **{key: value for key, value in payload.items() if key != CHECKSUM_KEY}}
+    payload[CHECKSUM_KEY] = content_digest(payload)
     with atomic_write(path) as handle:
-        torch.save({"format": FORMAT, **payload}, handle)
+        torch.save(payload, handle)
     return Path(path)
 
 
 def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only``); a missing, truncated or foreign file is an `LstmMtError`."""
+    """Read a checkpoint safely (``weights_only``) and check it (see the module docstring).
+
+    Every failure is an `LstmMtError` naming ``path``; the result has every documented key with
+    the documented type, finite model weights and, where the file has one, a matching checksum.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise LstmMtError(f"{path}: checkpoint not found")
+    if not path.is_file():
+        raise LstmMtError(f"{path}: not a checkpoint file")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
+        raise LstmMtError(f"{path}: not a complete torch.save zip archive (truncated, damaged or another kind of file)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LstmMtError(f"{path}: not a readable lstm-mt checkpoint (truncated or tampered?): {reason}") from None
+        with warnings.catch_warnings():  # torch's warnings about a damaged file's pickle say nothing useful
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # anything a damaged or hostile file makes the unpickler raise
+        raise LstmMtError(f"{path}: {_load_failure(error)}") from None
+    check_payload(payload, str(path))
+    if torch.device(map_location).type != "cpu":
+        payload = _map_tensors(payload, lambda tensor: tensor.to(map_location))
+    return payload
+
+
+def check_payload(payload: Any, origin: str) -> None:
+    """Raise `LstmMtError` (naming ``origin``) unless ``payload`` is a sound lstm-mt checkpoint."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise LstmMtError(f"{path}: not an lstm-mt checkpoint (expected format {FORMAT!r})")
+        raise LstmMtError(f"{origin}: not an lstm-mt checkpoint (expected format {FORMAT!r})")
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
-        raise LstmMtError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    return payload
+        raise LstmMtError(f"{origin}: checkpoint lacks {', '.join(missing)}")
+    _check_checksum(payload, origin)
+    _check_types(payload, origin)
+    for name, tensor in payload["model"].items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise LstmMtError(f"{origin}: model weight {name} has NaN or infinite values; this model cannot be used")
+
+
+def content_digest(payload: dict[str, Any]) -> str:
+    """SHA-256 over the whole payload but its checksum: every tensor's dtype, shape and bytes, every
+    string, number and bytes value, with the keys that lead to them, in order."""
+    digest = hashlib.sha256()
+    try:
+        for key, value in payload.items():
+            if key != CHECKSUM_KEY:
+                _digest_value(digest, key)
+                _digest_value(digest, value)
+    except RecursionError:
+        raise LstmMtError("checkpoint content is nested too deeply") from None
+    return digest.hexdigest()
+
+
+def _digest_value(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(value, (bytes, bytearray)):
+        digest.update(b"B%d:" % len(value) + bytes(value))
+    elif isinstance(value, str):
+        digest.update(b"S%d:" % len(value) + value.encode("utf-8", "surrogatepass"))
+    elif isinstance(value, dict):
+        digest.update(b"D%d:" % len(value))
+        for key, item in value.items():
+            _digest_value(digest, key)
+            _digest_value(digest, item)
+    elif isinstance(value, (list, tuple)):
+        digest.update(b"L%d:" % len(value) if isinstance(value, list) else b"U%d:" % len(value))
+        for item in value:
+            _digest_value(digest, item)
+    else:  # numbers, booleans, None and the few other plain types weights_only allows
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+
+def _check_checksum(payload: dict[str, Any], origin: str) -> None:
+    stored = payload.get(CHECKSUM_KEY)
+    if stored is None:
+        log.warning("%s: no content checksum (saved by an older lstm-mt); damage to it cannot be detected", origin)
+        return
+    if not isinstance(stored, str) or stored != content_digest(payload):
+        raise LstmMtError(f"{origin}: content does not match its SHA-256 checksum: the file is damaged or was altered")
+
+
+def _check_types(payload: dict[str, Any], origin: str) -> None:
+    """Every documented key with its documented type, so that no reader meets a surprise."""
+    model, config, tokenizer, sizes = (payload[key] for key in ("model", "config", "tokenizer", "vocab_sizes"))
+    if not isinstance(model, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()
+    ):
+        raise LstmMtError(f"{origin}: field model must map weight names to tensors, found {_kind(model)}")
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(section, {}), dict) for section in ("model", "data", "train")
+    ):
+        raise LstmMtError(f"{origin}: field config must hold the sections model, data, train as mappings")
+    if not isinstance(tokenizer, dict) or not all(
+        isinstance(k, str) and isinstance(v, bytes) for k, v in tokenizer.items()
+    ):
+        raise LstmMtError(f"{origin}: field tokenizer must map names to SentencePiece model bytes")
+    if not isinstance(sizes, dict) or not all(_is_count(sizes.get(side), 1) for side in ("src", "tgt")):
+        raise LstmMtError(f"{origin}: field vocab_sizes must be {{'src': int, 'tgt': int}}, found {sizes!r:.80}")
+    for key in ("step", "epoch"):
+        if key in payload and not _is_count(payload[key], 0):
+            raise LstmMtError(f"{origin}: field {key} must be a whole number >= 0, found {payload[key]!r:.80}")
+
+
+def _is_count(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _kind(value: Any) -> str:
+    return f"a {type(value).__name__}"
+
+
+def _load_failure(error: Exception) -> str:
+    """Why ``torch.load`` failed, in one line, never suggesting the unsafe ``weights_only=False``."""
+    text = str(error)
+    unsafe = re.search(r"[Uu]nsupported (?:global|GLOBAL|operand)[^\n]*", text)
+    if unsafe or "Weights only load failed" in text:
+        what = f" ({unsafe.group(0).strip().rstrip('.')})" if unsafe else ""
+        return f"holds Python objects that are not plain data{what}; lstm-mt refuses to load them (it could run code)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0] if lines else type(error).__name__
+    return f"not a readable lstm-mt checkpoint (truncated or damaged?): {reason[:200]}"
+
+
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {key: _map_tensors(item, fn) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_map_tensors(item, fn) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_map_tensors(item, fn) for item in value)
+    return value

@@ -104,7 +104,10 @@ class Translator:
             ModelConfig, payload["config"].get("model"), f"{origin}: config.model", f"{origin}: config.model."
         )
         sizes = payload["vocab_sizes"]
-        tokenizer = Tokenizer.from_bytes_dict(payload["tokenizer"])
+        try:
+            tokenizer = Tokenizer.from_bytes_dict(payload["tokenizer"])
+        except LstmMtError as error:
+            raise LstmMtError(f"{origin}: {error}") from None
         if (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size) != (sizes["src"], sizes["tgt"]):
             raise LstmMtError(
                 f"{origin}: vocab_sizes {sizes} do not match its tokenizer "
