@@ -20,10 +20,9 @@ from hypothesis import strategies as st
 
 from lstm_mt.average import average_checkpoints
 from lstm_mt.checkpoint import CHECKSUM_KEY, content_digest, load_checkpoint, save_checkpoint
-from lstm_mt.data import SubwordConfig
 from lstm_mt.errors import LstmMtError
 from lstm_mt.model import ModelConfig, build_model
-from lstm_mt.tokenizer import train_or_load_tokenizer
+from lstm_mt.tokenizer import SubwordConfig, train_or_load_tokenizer
 from lstm_mt.translate import Translator
 
 SMALL = ModelConfig(emb_size=8, encoder_hidden=8, decoder_hidden=8, attentional_size=8, attention_hidden=8, dropout=0.0)
