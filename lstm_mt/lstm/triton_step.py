@@ -129,13 +129,16 @@ def _arguments(
     state: Tensor, tensors: tuple[Tensor, ...], widths: tuple[int, ...]
 ) -> tuple[torch.device, _Arguments] | None:
     """The device and the kernel arguments, if every tensor is ``[rows, width·H]`` for ``state``
-    ``[rows, H]`` (`_fits`) on the device of ``state``, whose type is in `DEVICE_TYPES`; else None.
+    ``[rows, H]`` (`_fits`) on the device of ``state``, whose type is in `DEVICE_TYPES` (and which is the
+    current CUDA device); else None.
     The kernels trust these shapes. (Per step, so written for few tensor attribute calls.)"""
     device = state.device
     if device.type not in DEVICE_TYPES or state.dim() != 2:
         return None
     rows, hidden = state.shape
     index = state.get_device()
+    if index >= 0 and index != torch.cuda.current_device():  # Triton launches on the current device
+        return None
     arguments: _Arguments = []
     for t, width in zip(tensors, widths):
         stride = t.stride()
