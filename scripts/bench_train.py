@@ -114,8 +114,9 @@ def bench(args: argparse.Namespace, precision: str, overrides: list[str]) -> tup
         [*overrides, f"train.precision={precision}", f"device={args.device}", f"train.num_threads={args.threads}"]
     )
     device = select_device(job.device)
-    with tempfile.TemporaryDirectory() as run_dir, StopSignals() as signals:
-        trainer = Trainer(job, Path(run_dir), Distributed(), device, signals)
+    with tempfile.TemporaryDirectory() as run_dir:
+        # StopSignals not entered: a benchmark has nothing to save, so SIGTERM/SIGINT end it at once
+        trainer = Trainer(job, Path(run_dir), Distributed(), device, StopSignals())
         groups = update_groups(trainer.batches, job.train.accumulate)
         reset_peak_memory(device)
         for _ in range(args.warmup):

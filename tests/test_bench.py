@@ -6,12 +6,20 @@ import dataclasses
 import importlib.util
 import os
 import re
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from lstm_mt import bench
+from lstm_mt.data import MIRROR_ENV
 from lstm_mt.lstm import native, triton_step
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.get(MIRROR_ENV) or REPO.parent / "shared" / "data")
 
 
 def test_quick_bench_prints_ratios_and_cpu_peak_memory(monkeypatch, capsys):
@@ -57,3 +65,34 @@ def test_where_the_triton_kernel_runs_the_tables_also_time_ours_without_it(monke
     rows = [line for line in out.splitlines() if line.startswith("| H=8") and line.count("|") > 6]
     assert len(rows) == 4  # sequences and decoder steps, fp32 and bf16
     assert all(len(re.findall(r"\d+\.\d\d×", row)) == 2 and row.count("|") >= 9 for row in rows)
+
+
+@pytest.mark.skipif(not (MIRROR / "multi30k" / "raw").is_dir(), reason=f"no data mirror at {MIRROR}")
+def test_bench_train_ends_promptly_on_sigterm(tmp_path):
+    """scripts/bench_train.py has nothing to save: SIGTERM during its updates ends it at once."""
+    scratch = tmp_path / "tmp"  # its run folder appears here once the job is being set up
+    scratch.mkdir()
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "bench_train.py"),
+        "--steps",
+        "100000",
+        "--threads",
+        "1",
+        "model=small",
+        f"data.mirror={MIRROR}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.spm.vocab_size=500",
+        "data.spm.max_sentences=5000",
+        "train.max_tokens=512",
+    ]
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while not any(scratch.iterdir()):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == -signal.SIGTERM
+    finally:
+        process.kill()
