@@ -11,7 +11,8 @@ Where things live (one module per concern, in the order a sentence travels):
     data/           corpora (Multi30k, Tatoeba, custom), mirrors/downloads, batching
     config.py       the typed config of `lstm-mt train`
     train.py        the training loop (optim.py, loss.py, runtime.py beside it)
-    checkpoint.py   atomic save, safe load
+    checkpoint.py   atomic save, safe load, a run's step files, last/best links, resume lookup
+    runlog.py       a run's metrics.jsonl (writer and reader), TensorBoard
     search.py       greedy and beam search (Hypothesis, Translation)
     translate.py    Translator and `lstm-mt translate`
     evaluate.py     `lstm-mt evaluate` (metrics.py: sacreBLEU, paper BLEU)

@@ -18,6 +18,10 @@ Training adds what it needs to resume (optimizer, scheduler, RNG states, data po
 damaged one, a pickled object that is not plain data, a wrong checksum, a field of the wrong
 type, a NaN or infinite weight) is one `LstmMtError` naming the file and the fault. Checkpoints
 from before the checksum load with a warning.
+
+A training run keeps its checkpoints in ``<run>/checkpoints/``: ``step_<N>.pt`` (the last few,
+`save_step_checkpoint` rotates them), ``last.pt`` (the newest) and ``best.pt``, both links to
+a step file; `find_resume_checkpoint` finds where ``train.resume`` continues.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -37,13 +42,32 @@ import torch
 from lstm_mt.errors import LstmMtError
 from lstm_mt.files import atomic_write
 
-__all__ = ["CHECKSUM_KEY", "FORMAT", "check_payload", "content_digest", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "BEST",
+    "CHECKPOINT_DIR",
+    "CHECKSUM_KEY",
+    "FORMAT",
+    "LAST",
+    "best_checkpoint",
+    "check_payload",
+    "checkpoint_path",
+    "content_digest",
+    "find_resume_checkpoint",
+    "link_or_copy",
+    "load_checkpoint",
+    "save_checkpoint",
+    "save_step_checkpoint",
+    "step_checkpoints",
+]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "lstm-mt/1"
 REQUIRED_KEYS = ("format", "model", "config", "tokenizer", "vocab_sizes")
 CHECKSUM_KEY = "sha256"
+
+CHECKPOINT_DIR = "checkpoints"  # in the run folder
+LAST, BEST = "last.pt", "best.pt"
 
 PathLike = str | os.PathLike
 
@@ -197,3 +221,67 @@ def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(value, tuple):
         return tuple(_map_tensors(item, fn) for item in value)
     return value
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """``<run_dir>/checkpoints/step_<step>.pt``."""
+    return run_dir / CHECKPOINT_DIR / f"step_{step}.pt"
+
+
+def save_step_checkpoint(payload: dict[str, Any], run_dir: Path, step: int, keep_last: int, best: bool) -> Path:
+    """Save ``step_<step>.pt``, point last.pt (and, if ``best``, best.pt) at it, keep the newest ``keep_last``."""
+    path = save_checkpoint(payload, checkpoint_path(run_dir, step))
+    link_or_copy(path, path.with_name(LAST))
+    if best:
+        link_or_copy(path, path.with_name(BEST))
+    for old in step_checkpoints(path.parent)[:-keep_last]:
+        old.unlink()
+    return path
+
+
+def step_checkpoints(folder: Path) -> list[Path]:
+    """The ``step_<N>.pt`` files in ``folder``, oldest (smallest N) first."""
+    found = [(int(p.stem[5:]), p) for p in folder.glob("step_*.pt") if p.stem[5:].isdigit()]
+    return [p for _, p in sorted(found)]
+
+
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """``<run_dir>/checkpoints/best.pt`` if there is one."""
+    path = run_dir / CHECKPOINT_DIR / BEST
+    return path if path.is_file() else None
+
+
+def find_resume_checkpoint(spec: str | None, run_dir: Path) -> Path | None:
+    """The checkpoint ``train.resume`` names: a path, or for ``auto`` the newest in this run (or None).
+
+    The newest is the highest ``step_<N>.pt``: last.pt can lag behind it when a run is killed
+    between writing the one and linking the other.
+    """
+    if spec is None:
+        return None
+    if spec != "auto":
+        return Path(spec)
+    folder = run_dir / CHECKPOINT_DIR
+    newest = next(reversed(step_checkpoints(folder)), None)
+    if newest is None and (folder / LAST).is_file():
+        newest = folder / LAST
+    if newest is None:
+        log.info(
+            "train.resume=auto: no checkpoint in %s yet, starting from scratch "
+            "(to continue a run, set hydra.run.dir to its folder)",
+            folder,
+        )
+    return newest
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make ``target`` the same file as ``source`` (a hard link, else an atomic copy), replacing it atomically."""
+    temporary = target.with_name(f".{target.name}.link.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        with atomic_write(target) as out, source.open("rb") as data:
+            shutil.copyfileobj(data, out)
+        return
+    os.replace(temporary, target)

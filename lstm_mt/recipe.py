@@ -45,8 +45,8 @@ from lstm_mt.errors import LstmMtError
 from lstm_mt.evaluate import EvaluateConfig, SetResult, TestSet, dataset_test_sets, evaluate, run_evaluate
 from lstm_mt.files import write_text_atomic
 from lstm_mt.metrics import PAPER_BLEU
+from lstm_mt.runlog import METRICS_FILE, read_records
 from lstm_mt.runtime import select_device
-from lstm_mt.train import METRICS_FILE
 from lstm_mt.translate import DecodingOptions, Translator
 
 __all__ = ["Trial", "compare_runs", "decoding_grid", "evaluate_run", "main", "tune", "tune_run", "valid_set"]
@@ -222,24 +222,9 @@ def main(argv: list[str] | None = None) -> None:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _metrics_records(run_dir: Path) -> list[dict[str, Any]] | None:
-    """The records of ``run_dir``'s metrics.jsonl in order, or None without the file."""
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return None
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise LstmMtError(f"{path}:{number}: not a JSON record ({error.msg})") from None
-    return records
-
-
 def _valid_bleu(run_dir: Path) -> dict[int, float]:
     """Val BLEU by update step from ``run_dir``'s metrics.jsonl (the last record of a step wins)."""
-    records = _metrics_records(run_dir)
+    records = read_records(run_dir / METRICS_FILE)
     if records is None:
         raise LstmMtError(f"{run_dir / METRICS_FILE}: not found; is {run_dir} a training run folder?")
     return {record["step"]: record["bleu"] for record in records if record.get("kind") == "valid" and "bleu" in record}
@@ -292,7 +277,7 @@ def _summary(
 
 def _training_end(run_dir: Path) -> dict[str, Any]:
     """The last ``end`` record of metrics.jsonl: steps, epochs, why it stopped, best validation."""
-    ends = [record for record in _metrics_records(run_dir) or [] if record.get("kind") == "end"]
+    ends = [record for record in read_records(run_dir / METRICS_FILE) or [] if record.get("kind") == "end"]
     return {key: ends[-1].get(key) for key in ("step", "epoch", "reason", "best")} if ends else {}
 
 

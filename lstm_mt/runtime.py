@@ -66,6 +66,15 @@ class Precision:
         return self.dtype == torch.float16
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # the values of train.precision
+
+
+def check_precision(name: str) -> None:
+    """Raise `LstmMtError` unless ``name`` is one of `PRECISIONS` (checked before any work starts)."""
+    if name not in PRECISIONS:
+        raise LstmMtError(f"train.precision={name!r} is not one of {', '.join(PRECISIONS)}")
+
+
 def select_precision(name: str, device: torch.device) -> Precision:
     """``auto``: bf16 (else fp16) autocast on CUDA, fp32 on CPU; ``bf16`` on CPU is opt-in."""
     if name == "auto":

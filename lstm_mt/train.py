@@ -25,7 +25,8 @@ and resumed ends with exactly the parameters of an uninterrupted run (same devic
 thread count). SIGINT/SIGTERM set a flag that the loop checks between updates: it saves a
 checkpoint and exits with status 128 + signal number.
 
-Device, precision, ranks and stop signals are in `lstm_mt.runtime`.
+Device, precision, ranks and stop signals are in `lstm_mt.runtime`; checkpoint files, their
+rotation and the resume lookup in `lstm_mt.checkpoint`; metrics.jsonl in `lstm_mt.runlog`.
 
 Data parallel: started by ``torchrun``, every rank takes every ``world_size``-th batch
 (gloo on CPU, nccl on CUDA); rank 0 alone validates (and broadcasts the result), writes
@@ -36,12 +37,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
-import os
 import random
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -56,7 +54,7 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
+from lstm_mt.checkpoint import best_checkpoint, find_resume_checkpoint, load_checkpoint, save_step_checkpoint
 from lstm_mt.config import TrainConfig, TrainJobConfig, register_configs
 from lstm_mt.configuring import typed_config
 from lstm_mt.data import Batch, BatchIterator, EncodedDataset, PreparedData, prepare_data
@@ -66,15 +64,13 @@ from lstm_mt.loss import label_smoothed_nll
 from lstm_mt.metrics import corpus_bleu
 from lstm_mt.model import Seq2Seq, build_model
 from lstm_mt.optim import MetricTracker, Schedule, build_optimizer
-from lstm_mt.runtime import Distributed, Precision, StopSignals, select_device, select_precision
+from lstm_mt.runlog import METRICS_FILE, MetricsLog
+from lstm_mt.runtime import Distributed, Precision, StopSignals, check_precision, select_device, select_precision
 from lstm_mt.search import greedy_search
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-METRICS_FILE = "metrics.jsonl"
 TRAINING_KEYS = ("optimizer", "schedule", "scaler", "best", "sampler", "rng", "step", "epoch")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def main(argv: list[str]) -> int | None:
@@ -125,16 +121,12 @@ def train(cfg: DictConfig | TrainJobConfig, run_dir: str | Path) -> TrainResult:
 
 def check_train_config(cfg: TrainConfig) -> None:
     """Raise `LstmMtError` naming the first ``train.*`` value that cannot work."""
-    if cfg.precision not in PRECISIONS:
-        raise LstmMtError(f"train.precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    check_precision(cfg.precision)
     MetricTracker(cfg.early_stop_metric)
     Schedule(cfg)
 
 
-# --- devices, precision, processes -------------------------------------------------------
-
-
-# --- data, logging, checkpoints ------------------------------------------------------------
+# --- data, random state ---------------------------------------------------------------------
 
 
 def load_data(job: TrainJobConfig, dist: Distributed) -> PreparedData:
@@ -163,50 +155,6 @@ def first_examples(dataset: EncodedDataset, count: int) -> EncodedDataset:
     )
 
 
-class MetricsLog:
-    """Appends records to ``metrics.jsonl`` (and TensorBoard); does nothing when ``path`` is None."""
-
-    def __init__(self, path: Path | None, tensorboard_dir: Path | None = None) -> None:
-        self.path = path
-        self.writer = _tensorboard_writer(tensorboard_dir) if path is not None and tensorboard_dir else None
-
-    def write(self, record: dict[str, Any]) -> None:
-        """One JSON line; numeric fields also become TensorBoard scalars ``<kind>/<field>``."""
-        if self.path is None:
-            return
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
-                    self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
-            self.writer.flush()
-
-    def forget_after(self, step: int) -> None:
-        """Drop records past ``step``: a resumed run repeats those updates and logs them again."""
-        if self.path is None or not self.path.is_file():
-            return
-        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-        if len(kept) != len(lines):
-            self.path.write_text("".join(kept), encoding="utf-8")
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _tensorboard_writer(folder: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise LstmMtError(
-            "train.tensorboard=true needs the tensorboard package: pip install tensorboard "
-            "(or set train.tensorboard=false)"
-        ) from None
-    return SummaryWriter(log_dir=str(folder))
-
-
 def rng_state(device: torch.device) -> dict[str, Any]:
     """This process's random generators: torch (CPU), python ``random`` and, on CUDA, the device's."""
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
@@ -222,51 +170,6 @@ def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
     random.setstate((version, tuple(internal), gauss))
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    """``<run_dir>/checkpoints/step_<step>.pt``."""
-    return run_dir / CHECKPOINT_DIR / f"step_{step}.pt"
-
-
-def step_checkpoints(folder: Path) -> list[Path]:
-    """The ``step_<N>.pt`` files in ``folder``, oldest (smallest N) first."""
-    found = [(int(p.stem[5:]), p) for p in folder.glob("step_*.pt") if p.stem[5:].isdigit()]
-    return [p for _, p in sorted(found)]
-
-
-def find_resume_checkpoint(spec: str | None, run_dir: Path) -> Path | None:
-    """The checkpoint ``train.resume`` names: a path, or for ``auto`` the newest in this run (or None).
-
-    The newest is the highest ``step_<N>.pt``: last.pt can lag behind it when a run is killed
-    between writing the one and linking the other.
-    """
-    if spec is None:
-        return None
-    if spec != "auto":
-        return Path(spec)
-    folder = run_dir / CHECKPOINT_DIR
-    newest = next(reversed(step_checkpoints(folder)), None)
-    if newest is None and (folder / "last.pt").is_file():
-        newest = folder / "last.pt"
-    if newest is None:
-        log.info(
-            "train.resume=auto: no checkpoint in %s yet, starting from scratch "
-            "(to continue a run, set hydra.run.dir to its folder)",
-            folder,
-        )
-    return newest
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """Make ``target`` the same file as ``source`` (a hard link, else a copy), replacing it atomically."""
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    try:
-        os.link(source, temporary)
-    except OSError:
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
 
 
 def parameter_digest(module: nn.Module) -> str:
@@ -638,12 +541,8 @@ class Trainer:
         self.progress.saved_at = self.progress.step
         if not self.dist.is_main:
             return
-        path = save_checkpoint(self.checkpoint_payload(rng), checkpoint_path(self.run_dir, self.progress.step))
-        link_or_copy(path, path.with_name("last.pt"))
-        if best:
-            link_or_copy(path, path.with_name("best.pt"))
-        for old in step_checkpoints(path.parent)[: -self.cfg.keep_last]:
-            old.unlink()
+        payload = self.checkpoint_payload(rng)
+        path = save_step_checkpoint(payload, self.run_dir, self.progress.step, self.cfg.keep_last, best)
         log.info("saved %s%s", path, " (best)" if best else "")
 
     def checkpoint_payload(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
@@ -747,8 +646,8 @@ class Trainer:
         )
         if not in_sync:
             raise RuntimeError(f"ranks ended with different parameters: {digests}")
-        best_path = self.run_dir / CHECKPOINT_DIR / "best.pt"
-        best_checkpoint = str(best_path) if best_path.is_file() else None
+        best_path = best_checkpoint(self.run_dir)
+        best_file = str(best_path) if best_path is not None else None
         log.info(
             "finished (%s) after %d updates, %d epochs, %.1f min; best %s %s (%s)",
             reason,
@@ -757,14 +656,14 @@ class Trainer:
             self.elapsed_seconds() / 60,
             self.cfg.early_stop_metric,
             self.best.best,
-            best_checkpoint,
+            best_file,
         )
         return TrainResult(
             self.progress.step,
             self.progress.epoch,
             reason,
             self.best.best,
-            best_checkpoint,
+            best_file,
             self.progress.last_validation,
         )
 

@@ -3,12 +3,16 @@ a usable model or one `LstmMtError`, never another exception and never code run 
 
 A small self-contained checkpoint (SentencePiece trained on a synthetic corpus, a model of a few
 thousand weights) is mutated, truncated, type-damaged and laced with pickled calls by Hypothesis.
+
+The last section tests a training run's checkpoint files: step files, rotation, last/best links
+and the resume lookup.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import struct
 import zipfile
 from pathlib import Path
@@ -19,7 +23,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lstm_mt.average import average_checkpoints
-from lstm_mt.checkpoint import CHECKSUM_KEY, content_digest, load_checkpoint, save_checkpoint
+from lstm_mt.checkpoint import (
+    BEST,
+    CHECKPOINT_DIR,
+    CHECKSUM_KEY,
+    LAST,
+    best_checkpoint,
+    checkpoint_path,
+    content_digest,
+    find_resume_checkpoint,
+    link_or_copy,
+    load_checkpoint,
+    save_checkpoint,
+    save_step_checkpoint,
+    step_checkpoints,
+)
 from lstm_mt.errors import LstmMtError
 from lstm_mt.model import ModelConfig, build_model
 from lstm_mt.tokenizer import SubwordConfig, train_or_load_tokenizer
@@ -225,3 +243,60 @@ def test_type_damaged_and_hostile_checkpoints_never_escape_as_raw_errors_or_run_
     outcome = _outcome(path, good)
     assert not RUN["code"]
     assert outcome == "refused" or not hostile
+
+
+# --- a training run's checkpoint files -------------------------------------------------------
+
+
+def step_payload(step: int) -> dict:
+    return {
+        "model": {"w": torch.full((2,), float(step))},
+        "config": {},
+        "tokenizer": {"joint": b"x"},
+        "vocab_sizes": {"src": 5, "tgt": 5},
+        "step": step,
+    }
+
+
+def saved_step(path: Path) -> int:
+    return int(load_checkpoint(path)["step"])
+
+
+def test_step_files_rotate_and_last_and_best_follow(tmp_path):
+    for step in (1, 2, 3, 4, 10):
+        save_step_checkpoint(step_payload(step), tmp_path, step, keep_last=2, best=step == 2)
+    folder = tmp_path / CHECKPOINT_DIR
+    assert step_checkpoints(folder) == [checkpoint_path(tmp_path, 4), checkpoint_path(tmp_path, 10)], "numeric order"
+    assert sorted(p.name for p in folder.iterdir()) == [BEST, LAST, "step_10.pt", "step_4.pt"]
+    assert saved_step(folder / LAST) == 10 and saved_step(folder / BEST) == 2, "best.pt outlives its step file"
+    assert os.path.samefile(folder / LAST, folder / "step_10.pt")
+    assert best_checkpoint(tmp_path) == folder / BEST and best_checkpoint(tmp_path / "elsewhere") is None
+
+
+def test_resume_lookup(tmp_path, caplog):
+    assert find_resume_checkpoint(None, tmp_path) is None
+    assert find_resume_checkpoint("some/file.pt", tmp_path) == Path("some/file.pt")
+    with caplog.at_level("INFO"):
+        assert find_resume_checkpoint("auto", tmp_path) is None
+    assert "starting from scratch" in caplog.text
+    folder = tmp_path / CHECKPOINT_DIR
+    folder.mkdir()
+    save_checkpoint(step_payload(3), folder / LAST)
+    assert find_resume_checkpoint("auto", tmp_path) == folder / LAST
+    for step in (9, 10):
+        save_checkpoint(step_payload(step), checkpoint_path(tmp_path, step))
+    assert find_resume_checkpoint("auto", tmp_path) == checkpoint_path(tmp_path, 10), "the newest step, not last.pt"
+
+
+def test_link_or_copy_copies_where_links_are_impossible(tmp_path, monkeypatch):
+    source = save_checkpoint(step_payload(5), tmp_path / "step_5.pt")
+    (tmp_path / "last.pt").write_bytes(b"an older checkpoint")
+
+    def no_links(*args):
+        raise OSError("links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    link_or_copy(source, tmp_path / "last.pt")
+    assert (tmp_path / "last.pt").read_bytes() == source.read_bytes()
+    assert not os.path.samefile(source, tmp_path / "last.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step_5.pt"]

@@ -29,7 +29,7 @@ from lstm_mt.loss import label_smoothed_nll
 from lstm_mt.model import ModelConfig, build_model
 from lstm_mt.optim import Schedule
 from lstm_mt.runtime import Distributed, StopSignals, select_precision
-from lstm_mt.train import MetricsLog, Trainer, parameter_digest, train
+from lstm_mt.train import Trainer, parameter_digest, train
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "lstm_mt" / "configs"
@@ -256,20 +256,6 @@ def test_plateau_halves_the_rate_after_patience_and_resumes_from_its_state():
     copy = schedule(schedule="plateau", lr=1.0, early_stop_metric="loss")
     copy.load_state_dict(plateau.state_dict())
     assert copy.lr(100) == 0.2 and copy.plateau.best == 3.0
-
-
-def test_metrics_go_to_jsonl_and_tensorboard_and_a_missing_tensorboard_is_one_line(tmp_path, monkeypatch):
-    pytest.importorskip("tensorboard")
-    metrics = MetricsLog(tmp_path / "metrics.jsonl", tmp_path / "tb")
-    metrics.write({"kind": "valid", "step": 7, "loss": 2.5, "bleu_signature": "nrefs:1"})
-    metrics.write({"kind": "valid", "step": 9, "loss": 2.0})
-    metrics.forget_after(7)
-    metrics.close()
-    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [7]
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    with pytest.raises(LstmMtError, match="^train.tensorboard=true needs the tensorboard package"):
-        MetricsLog(tmp_path / "other.jsonl", tmp_path / "tb2")
 
 
 # --- training runs on real data ----------------------------------------------------------------
