@@ -228,3 +228,21 @@ def test_switched_off_by_the_environment(monkeypatch):
         assert not triton_step.available()
     finally:
         triton_step._kernels.cache_clear()
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode", "autocast"])
+def test_the_first_use_may_come_inside_no_grad_or_autocast(device, context):
+    """The once-per-dtype check differentiates a float64 reference; it must pass when the first bf16 step
+    of a process comes from decoding (no_grad, inference_mode) or under autocast (seen on an H200: the bf16
+    check failed there and the kernels were given up for the whole run)."""
+    contexts = {
+        "no_grad": torch.no_grad,
+        "inference_mode": torch.inference_mode,
+        "autocast": lambda: torch.autocast(device.type, dtype=torch.bfloat16),
+    }
+    triton_step._works_on.cache_clear()
+    try:
+        with contexts[context]():
+            assert triton_step._works_on(device, torch.bfloat16)
+    finally:
+        triton_step._works_on.cache_clear()

@@ -186,7 +186,10 @@ def _works_on(device: torch.device, dtype: torch.dtype) -> bool:
     if _kernels() is None or dtype not in DTYPES:
         return False
     try:
-        agrees = agrees_with_torch(device, dtype)
+        # First use may come inside no_grad/inference_mode/autocast (a bf16 inference step): the check
+        # differentiates its float64 reference, so it runs outside them.
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
+            agrees = agrees_with_torch(device, dtype)
     except Exception as error:  # compilation and launch errors come in many types
         log.warning("Triton LSTM kernels fail on %s for %s (%s); using PyTorch operations", device, dtype, error)
         return False
