@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from lstm_mt.attention import Attention
-from lstm_mt.encoder import BatchRows, Bridge, EncoderOutput, TokenEmbedding
+from lstm_mt.encoder import PER_SENTENCE, BatchRows, Bridge, EncoderOutput, TokenEmbedding
 from lstm_mt.lstm import LSTMCell
 
 
@@ -31,13 +31,13 @@ class DecoderState(BatchRows):
     ``attentional`` ``[B, out_size]``: the last attentional vector h̃ (input feeding).
     ``keys`` ``[B, S, K]``: the attention's projection of the memory, computed once in
     `Decoder.init_state` and kept here so that it follows the state's rows when beam
-    search expands or reorders them.
+    search expands or drops them (a per-sentence field: reordering beams leaves it).
     """
 
     hidden: Tensor
     cell: Tensor
     attentional: Tensor
-    keys: Tensor
+    keys: Tensor = dataclasses.field(metadata={PER_SENTENCE: True})
 
 
 class StackedLSTMCells(nn.Module):

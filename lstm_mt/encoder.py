@@ -10,7 +10,8 @@ the very same instance (``share_embeddings``).
 from __future__ import annotations
 
 import dataclasses
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -21,17 +22,55 @@ BRIDGE_KINDS = ("linear", "zeros")
 
 _Rows = TypeVar("_Rows", bound="BatchRows")
 
+PER_SENTENCE = "per_sentence"  # field metadata key: the field is the same for every beam of a sentence
+
 
 class BatchRows:
-    """Mixin for dataclasses whose fields are all batch-first tensors (row i = sentence i)."""
+    """Mixin for dataclasses whose fields are batch-first tensors (row i = sentence i), other
+    `BatchRows`, or tuples of either (an ensemble's states).
+
+    A field created with ``metadata={PER_SENTENCE: True}`` depends on the source sentence
+    only, so beam search's reordering of a sentence's beams (`reorder_beams`) leaves it as it is.
+    """
 
     def index_select(self: _Rows, indices: Tensor) -> _Rows:
         """The same structure with batch rows ``indices`` (to reorder, drop or repeat for beams)."""
-        selected = {
-            field.name: getattr(self, field.name).index_select(0, indices)
-            for field in dataclasses.fields(self)  # type: ignore[arg-type]
-        }
-        return dataclasses.replace(self, **selected)  # type: ignore[type-var]
+        return _map_rows(self, lambda rows: rows.index_select(0, indices), keep_per_sentence=False)
+
+    def reorder_beams(self: _Rows, indices: Tensor) -> _Rows:
+        """`index_select` for ``indices`` that send every row to a row of the same sentence.
+
+        Per-sentence fields are the same in all of a sentence's rows, so they are not copied.
+        """
+        return _map_rows(self, lambda rows: rows.index_select(0, indices), keep_per_sentence=True)
+
+    @classmethod
+    def cat(cls: type[_Rows], parts: Sequence[_Rows]) -> _Rows:
+        """The rows of ``parts`` one after another, in one structure of the same kind."""
+        return _cat_rows(list(parts))
+
+
+def _map_rows(value: Any, select: Callable[[Tensor], Tensor], keep_per_sentence: bool) -> Any:
+    if isinstance(value, Tensor):
+        return select(value)
+    if isinstance(value, tuple):
+        return tuple(_map_rows(item, select, keep_per_sentence) for item in value)
+    changed = {
+        field.name: _map_rows(getattr(value, field.name), select, keep_per_sentence)
+        for field in dataclasses.fields(value)
+        if not (keep_per_sentence and field.metadata.get(PER_SENTENCE))
+    }
+    return dataclasses.replace(value, **changed)
+
+
+def _cat_rows(parts: list[Any]) -> Any:
+    first = parts[0]
+    if isinstance(first, Tensor):
+        return torch.cat(parts)
+    if isinstance(first, tuple):
+        return tuple(_cat_rows(list(items)) for items in zip(*parts))
+    fields = dataclasses.fields(first)
+    return dataclasses.replace(first, **{f.name: _cat_rows([getattr(p, f.name) for p in parts]) for f in fields})
 
 
 @dataclasses.dataclass

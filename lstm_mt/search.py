@@ -6,6 +6,9 @@
 score ``score / lp``, ``lp = ((5 + length) / 6) ** alpha`` (Wu et al., 2016). `search` runs
 the one a `SearchConfig` asks for.
 
+Both take any model with ``encode``, ``init_decoder_state`` and ``decode_step`` like
+`Seq2Seq`'s, whose states and encoder outputs are `BatchRows` (an ensemble is one).
+
 Output length is capped at ``max_len_a * source_length + max_len_b`` tokens per sentence
 (EOS included); a hypothesis that reaches the cap ends there, without EOS. PAD and BOS are
 never produced. Scores are total log-probabilities, EOS included.
@@ -14,12 +17,13 @@ never produced. Scores are total log-probabilities, EOS included.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
+from lstm_mt.encoder import BatchRows
 from lstm_mt.errors import LstmMtError
-from lstm_mt.model import EncoderOutput, Seq2Seq
 from lstm_mt.ranges import bounded, check_ranges
 from lstm_mt.vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -27,12 +31,28 @@ __all__ = [
     "Hypothesis",
     "SearchConfig",
     "Translation",
+    "SearchModel",
     "beam_search",
     "greedy_search",
     "length_penalty",
     "max_output_lengths",
     "search",
 ]
+
+
+class SearchModel(Protocol):
+    """What search needs of a model (`Seq2Seq`, an ensemble): encode once, then step the decoder.
+
+    The encoder output and the decoder state are `BatchRows`: search selects, reorders and joins their rows.
+    """
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Any: ...
+
+    def init_decoder_state(self, encoder_out: Any) -> Any: ...
+
+    def decode_step(self, prev_tokens: Tensor, state: Any, encoder_out: Any) -> tuple[Tensor, Any, Tensor]:
+        """Log-probabilities ``[B, V]``, the new state and attention weights ``[B, S]``."""
+        ...
 
 
 @dataclass
@@ -103,7 +123,7 @@ def max_output_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int) ->
     return (src_lengths.float() * max_len_a + max_len_b).floor().long().clamp(min=1)
 
 
-def search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, cfg: SearchConfig) -> list[list[Hypothesis]]:
+def search(model: SearchModel, src: Tensor, src_lengths: Tensor, cfg: SearchConfig) -> list[list[Hypothesis]]:
     """An n-best list per row of ``src`` ``[B, S]``: greedy for beam_size 1, beam search otherwise."""
     cfg.check()
     if cfg.beam_size == 1:
@@ -113,11 +133,11 @@ def search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, cfg: SearchConfig) 
 
 @torch.no_grad()
 def greedy_search(
-    model: Seq2Seq,
+    model: SearchModel,
     src: Tensor,
     src_lengths: Tensor,
     cfg: SearchConfig | None = None,
-    encoder_out: EncoderOutput | None = None,
+    encoder_out: BatchRows | None = None,
 ) -> list[Hypothesis]:
     """The argmax token at every step, for a padded batch ``src`` ``[B, S]``; one `Hypothesis` per row.
 
@@ -125,32 +145,56 @@ def greedy_search(
     ``model.encode(src, src_lengths)`` where the caller already has it.
     """
     cfg = cfg or SearchConfig()
+    src_lengths = src_lengths.to(src.device)
     if encoder_out is None:
         encoder_out = model.encode(src, src_lengths)
+    limits = max_output_lengths(src_lengths, cfg.max_len_a, cfg.max_len_b)
+    bos = torch.full((src.shape[0],), BOS_ID, dtype=torch.long, device=src.device)
+    start = torch.zeros(src.shape[0], dtype=torch.float32, device=src.device)
     state = model.init_decoder_state(encoder_out)
-    batch = src.shape[0]
-    limits = max_output_lengths(src_lengths.to(src.device), cfg.max_len_a, cfg.max_len_b)
-    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    scores = torch.zeros(batch, dtype=_score_dtype(encoder_out.memory.dtype), device=src.device)
-    tokens, attentions = [], []
-    for step in range(int(limits.max())):
-        log_probs, state, attention = model.decode_step(prev, state, encoder_out)
+    return _to_hypotheses(*_greedy_steps(model, encoder_out, state, bos, start, limits), src_lengths)
+
+
+def _greedy_steps(
+    model: SearchModel, encoder_out: BatchRows, state: BatchRows, prev: Tensor, scores: Tensor, limits: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Greedy steps from ``state``, which last read ``prev`` ``[B]``, until each row has ended
+    with EOS or taken its ``limits`` steps.
+
+    Returns the tokens ``[B, T]`` (PAD after a row's end), ``scores`` plus each row's new
+    log-probabilities, and the attention ``[B, T, S]``. Ended rows leave the batch once they
+    are a quarter of it (each leaving copies the state, so not at every step).
+    """
+    batch, longest = prev.shape[0], int(limits.max())
+    rows = torch.arange(batch, device=prev.device)  # the output row of each row decoded
+    tokens = torch.full((batch, longest), PAD_ID, dtype=torch.long, device=prev.device)
+    attention: Tensor | None = None
+    ended = torch.zeros_like(prev, dtype=torch.bool)
+    for step in range(longest):
+        log_probs, state, weights = model.decode_step(prev, state, encoder_out)
         best_score, best = _forbid_specials(log_probs).max(dim=-1)
-        best = best.masked_fill(finished, PAD_ID)
-        scores += best_score.masked_fill(finished, 0.0)
-        tokens.append(best)
-        attentions.append(attention)
-        finished |= (best == EOS_ID) | (step + 1 >= limits)
-        if bool(finished.all()):
-            break
+        if attention is None:
+            attention = weights.new_zeros(batch, longest, weights.shape[1])
+            scores = scores.to(torch.promote_types(scores.dtype, best_score.dtype), copy=True)  # float64 models
+        best = best.masked_fill(ended, PAD_ID)
+        tokens[rows, step] = best
+        attention[rows, step] = weights
+        scores.index_add_(0, rows, best_score.masked_fill(ended, 0.0))
+        ended |= (best == EOS_ID) | (step + 1 >= limits)
+        finished = int(ended.sum())
+        if finished == rows.shape[0]:
+            return tokens[:, : step + 1], scores, attention[:, : step + 1]
         prev = best
-    return _to_hypotheses(torch.stack(tokens, dim=1), scores, torch.stack(attentions, dim=1), src_lengths)
+        if 4 * finished >= rows.shape[0]:
+            going_on = (~ended).nonzero()[:, 0]
+            rows, prev, limits, ended = rows[going_on], prev[going_on], limits[going_on], ended[going_on]
+            state, encoder_out = state.index_select(going_on), encoder_out.index_select(going_on)
+    raise AssertionError("unreachable: every row ends at its limit")
 
 
 @torch.no_grad()
 def beam_search(
-    model: Seq2Seq,
+    model: SearchModel,
     src: Tensor,
     src_lengths: Tensor,
     cfg: SearchConfig | None = None,
@@ -161,39 +205,63 @@ def beam_search(
     Every step extends each live prefix by every token and keeps, per sentence, the best
     ``beam_size`` of the ``2 * beam_size`` best extensions that do not end; an extension
     by EOS among the best ``beam_size`` is finished with its score and is not extended
-    again. A sentence stops when it has ``beam_size`` finished hypotheses and no live
-    prefix could still beat the worst of them, or at its length cap, where the best
-    ``beam_size`` extensions finish as they are. Stopped sentences leave the batch.
+    again. A sentence stops at its length cap, where the best ``beam_size`` extensions
+    finish as they are, or as soon as it has ``nbest`` finished hypotheses and no live
+    prefix could still beat the ``nbest``-th: a prefix only loses log-probability and lp
+    grows with length, so the best a prefix can reach is its score now over lp at the cap.
+    Stopped sentences leave the batch, so the rows decoded shrink as sentences finish.
 
     Plain beam search can prune the greedy prefix (when ``beam_size`` others outrank it)
     and then end below greedy search. With ``keep_greedy`` the greedy hypothesis joins
-    the candidates, so the result never ranks below it, for about a fifth more time.
+    the candidates, so the result never ranks below it. Beam search follows the greedy
+    prefix among its beams; only where it prunes it, that prefix is continued greedily
+    after the beams are done, if it could still make the n-best list.
     """
     cfg = cfg or SearchConfig()
     cfg.check()
-    beam_size = cfg.beam_size
     src_lengths = src_lengths.to(src.device)
     encoded = model.encode(src, src_lengths)
-    state = model.init_decoder_state(encoded)
-    rows = torch.arange(src.shape[0], device=src.device).repeat_interleave(beam_size)
-    encoder_out, state = encoded.index_select(rows), state.index_select(rows)
+    rows = torch.arange(src.shape[0], device=src.device).repeat_interleave(cfg.beam_size)
+    encoder_out, state = encoded.index_select(rows), model.init_decoder_state(encoded).index_select(rows)
     limits = max_output_lengths(src_lengths, cfg.max_len_a, cfg.max_len_b)
-    beams = _Beams.start(limits, beam_size, src.shape[1], encoder_out.memory.dtype)
-    finished = _FinishedHypotheses(src_lengths.tolist(), beam_size, cfg.alpha)
+    penalties = _LengthPenalties(cfg.alpha, int(limits.max()), src.device)
+    finished = _FinishedHypotheses(src_lengths.tolist(), cfg.nbest, penalties)
+    beams = _Beams.start(limits, cfg.beam_size, cfg.nbest, follow_greedy=keep_greedy and cfg.beam_size > 1)
+    greedy_tails: list[_GreedyTails] = []
     for step in range(int(limits.max())):
         log_probs, state, attention = model.decode_step(beams.last_tokens(), state, encoder_out)
-        parents = beams.advance(_forbid_specials(log_probs), attention, step, finished)
-        state = state.index_select(parents)
-        done = beams.stopped(step, finished)
-        if bool(done.any()):
-            kept_rows = beams.drop(done)
+        decided = beams.advance(_forbid_specials(log_probs), attention, step, penalties)
+        any_finishing, any_greedy_pruned, any_done = decided.flags()
+        if any_finishing:
+            beams.hand_over_finished(finished)
+        if any_greedy_pruned:
+            greedy_tails.append(beams.greedy_tails(state, step))
+        beams.move_on()
+        state = state.reorder_beams(decided.chosen)
+        if any_done:
+            kept_rows = beams.drop_done()
             if not beams.sentence_ids:
                 break
             state, encoder_out = state.index_select(kept_rows), encoder_out.index_select(kept_rows)
-    if keep_greedy and beam_size > 1:
-        for sentence, greedy in enumerate(greedy_search(model, src, src_lengths, cfg, encoded)):
-            finished.add_if_new(sentence, greedy)
-    return finished.best(cfg.nbest)
+    if greedy_tails:
+        for sentence, hypothesis in _finish_greedy(model, encoded, greedy_tails, finished, limits):
+            finished.add_if_new(sentence, hypothesis)
+    return finished.best()
+
+
+class _LengthPenalties:
+    """``lp(length)`` for every length up to the longest cap, computed once in Python floats, so that
+    the device's stopping test and the host's ranking divide by the very same numbers."""
+
+    def __init__(self, alpha: float, longest: int, device: torch.device) -> None:
+        self.alpha = alpha
+        self.values = [float(length_penalty(length, alpha)) for length in range(longest + 1)]
+        self.table = torch.tensor(self.values, dtype=torch.float64, device=device)
+
+    def normalize(self, scores: Tensor, lengths: Tensor | int) -> Tensor:
+        """``scores / lp(lengths)`` in float64."""
+        penalty = self.table[lengths] if isinstance(lengths, Tensor) else self.values[lengths]
+        return scores.double() / penalty
 
 
 @dataclass
@@ -202,27 +270,35 @@ class _Beams:
 
     Row ``i * width + k`` of ``tokens`` ``[n*K, t]`` and ``attention`` ``[n*K, t, S]`` is
     beam k of the i-th live sentence, whose position in the input batch is ``sentence_ids[i]``.
+    ``kept`` ``[n, nbest]``: the normalized scores of each sentence's best finished hypotheses
+    (-inf until there are that many), which decide when a sentence can stop. ``greedy`` ``[n]``:
+    the beam that holds the greedy prefix, -1 once it has finished or been pruned (None: not followed).
     """
 
     sentence_ids: list[int]
     scores: Tensor  # [n, K] total log-probabilities, best first
     tokens: Tensor
-    attention: Tensor
+    attention: Tensor | None  # made at the first step, in the dtype of the model's attention
     limits: Tensor  # [n] steps allowed
+    kept: Tensor
+    greedy: Tensor | None
     width: int
+    step: _Step | None = None
 
     @classmethod
-    def start(cls, limits: Tensor, width: int, src_width: int, dtype: torch.dtype) -> _Beams:
+    def start(cls, limits: Tensor, width: int, nbest: int, follow_greedy: bool) -> _Beams:
         """One live prefix (empty, score 0) per sentence; the other beams start at -inf."""
         n, device = limits.shape[0], limits.device
-        scores = torch.full((n, width), float("-inf"), dtype=_score_dtype(dtype), device=device)
-        scores[:, 0] = 0.0
+        scores = torch.full((n, width), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # float32; a float64 model's log-probabilities promote it at the first step
         return cls(
             sentence_ids=list(range(n)),
             scores=scores,
             tokens=torch.empty(n * width, 0, dtype=torch.long, device=device),
-            attention=torch.empty(n * width, 0, src_width, dtype=dtype, device=device),
+            attention=None,
             limits=limits,
+            kept=torch.full((n, nbest), float("-inf"), dtype=torch.float64, device=device),
+            greedy=torch.zeros(n, dtype=torch.long, device=device) if follow_greedy else None,
             width=width,
         )
 
@@ -232,103 +308,231 @@ class _Beams:
             return torch.full((self.tokens.shape[0],), BOS_ID, dtype=torch.long, device=self.tokens.device)
         return self.tokens[:, -1]
 
-    def advance(self, log_probs: Tensor, attention: Tensor, step: int, finished: _FinishedHypotheses) -> Tensor:
-        """Extend every prefix by one token; hand the ending ones to ``finished``.
-
-        Returns, for each new row, the row it extends ``[n*K]`` (to reorder the decoder state).
-        """
+    def advance(self, log_probs: Tensor, attention: Tensor, step: int, penalties: _LengthPenalties) -> _Step:
+        """Score every extension of every prefix and decide the step, on the device, without
+        changing the beams yet (`move_on` does); ``kept`` takes in the finishing candidates."""
         n, width = self.scores.shape
         vocab = log_probs.shape[-1]
         totals = (self.scores.unsqueeze(2) + log_probs.view(n, width, vocab)).view(n, width * vocab)
-        candidate_scores, candidates = totals.topk(min(2 * width, width * vocab), dim=1)  # best first
-        parents = candidates // vocab + torch.arange(n, device=totals.device).unsqueeze(1) * width
-        tokens = candidates % vocab
+        scores, candidates = totals.topk(min(2 * width, width * vocab), dim=1)  # best first
+        offsets = torch.arange(n, device=totals.device) * width
+        parents, tokens = candidates // vocab + offsets.unsqueeze(1), candidates % vocab
         rank = torch.arange(candidates.shape[1], device=totals.device)
-        ends = (tokens == EOS_ID) | (step + 1 >= self.limits).unsqueeze(1)
-        finishing = ends & (rank < width) & candidate_scores.isfinite()
-        if bool(finishing.any()):
-            self._finish(finishing, parents, tokens, candidate_scores, attention, finished)
+        at_limit = step + 1 >= self.limits
+        ends = (tokens == EOS_ID) | at_limit.unsqueeze(1)
+        finishing = ends & (rank < width) & scores.isfinite()
         # At most one EOS per beam among the 2K candidates, so at least K of them go on.
         going_on = (rank + ends.long() * candidates.shape[1]).argsort(dim=1)[:, :width]
-        self.scores = candidate_scores.gather(1, going_on)
-        chosen = parents.gather(1, going_on).view(-1)
-        self.tokens = torch.cat([self.tokens[chosen], tokens.gather(1, going_on).view(-1, 1)], dim=1)
-        self.attention = torch.cat([self.attention[chosen], attention[chosen].unsqueeze(1)], dim=1)
-        return chosen
+        finished_now = penalties.normalize(scores, step + 1).masked_fill(~finishing, float("-inf"))
+        self.kept = torch.cat([self.kept, finished_now], dim=1).topk(self.kept.shape[1], dim=1).values
+        next_scores = scores.gather(1, going_on)
+        best_possible = penalties.normalize(next_scores[:, 0], self.limits)
+        self.step = _Step(
+            attention=attention,
+            parents=parents,
+            tokens=tokens,
+            scores=scores,
+            finishing=finishing,
+            chosen=parents.gather(1, going_on).view(-1),
+            next_tokens=tokens.gather(1, going_on).view(-1, 1),
+            next_scores=next_scores,
+            done=at_limit | (best_possible <= self.kept[:, -1]),
+        )
+        if self.greedy is not None:
+            self._follow_greedy(self.step, log_probs, candidates, going_on, offsets)
+        return self.step
 
-    def _finish(
-        self,
-        finishing: Tensor,
-        parents: Tensor,
-        tokens: Tensor,
-        scores: Tensor,
-        attention: Tensor,
-        finished: _FinishedHypotheses,
+    def _follow_greedy(
+        self, step: _Step, log_probs: Tensor, candidates: Tensor, going_on: Tensor, offsets: Tensor
     ) -> None:
-        rows = parents[finishing]
-        histories = torch.cat([self.tokens[rows], tokens[finishing].unsqueeze(1)], dim=1).tolist()
-        attentions = torch.cat([self.attention[rows], attention[rows].unsqueeze(1)], dim=1).cpu()
-        sentences = finishing.nonzero()[:, 0].tolist()
-        for index, (sentence, history, score) in enumerate(zip(sentences, histories, scores[finishing].tolist())):
+        """Find the greedy prefix's extension among the candidates: going on, finished or pruned."""
+        assert self.greedy is not None
+        alive = self.greedy >= 0
+        beam = self.greedy.clamp(min=0)
+        step.greedy_row = beam + offsets
+        step.greedy_score, step.greedy_token = log_probs[step.greedy_row].max(dim=-1)
+        match = (candidates == (beam * log_probs.shape[-1] + step.greedy_token).unsqueeze(1)) & alive.unsqueeze(1)
+        goes_on = (match & ~step.finishing).gather(1, going_on)
+        follows = goes_on.any(dim=1)
+        step.greedy_pruned = alive & ~follows & ~(match & step.finishing).any(dim=1)
+        self.greedy = torch.where(follows, goes_on.long().argmax(dim=1), -1)
+
+    def hand_over_finished(self, finished: _FinishedHypotheses) -> None:
+        """Give the step's finishing candidates, with their histories, to ``finished``."""
+        step = self.step
+        assert step is not None
+        rows = step.parents[step.finishing]
+        histories = torch.cat([self.tokens[rows], step.tokens[step.finishing].unsqueeze(1)], dim=1).tolist()
+        attentions = self._attention_with(rows, step.attention).cpu()
+        sentences = step.finishing.nonzero()[:, 0].tolist()
+        scores = step.scores[step.finishing].tolist()
+        for index, (sentence, history, score) in enumerate(zip(sentences, histories, scores)):
             if history[-1] == EOS_ID:
                 history = history[:-1]
-            finished.add(self.sentence_ids[sentence], history, score, attentions[index])
+            finished.add(self.sentence_ids[sentence], Hypothesis(history, score, attentions[index]))
 
-    def stopped(self, step: int, finished: _FinishedHypotheses) -> Tensor:
-        """``[n]`` True for sentences at their cap or whose finished hypotheses can't be beaten.
+    def greedy_tails(self, state: BatchRows, step_index: int) -> _GreedyTails:
+        """The greedy prefixes the step prunes, extended by their greedy token, to be continued later.
 
-        A live prefix only loses log-probability, and lp grows with length, so its best
-        possible normalized score is its score now divided by lp at the cap.
+        ``state``: the decoder state after the step, before the beams are reordered.
         """
-        at_limit = step + 1 >= self.limits
-        best_possible = self.scores[:, 0] / length_penalty(self.limits.to(self.scores.dtype), finished.alpha)
-        to_beat = self.scores.new_tensor([finished.worst_kept(s) for s in self.sentence_ids])
-        return at_limit | (best_possible <= to_beat)
+        step = self.step
+        assert step is not None and step.greedy_pruned is not None and step.greedy_row is not None
+        assert step.greedy_token is not None and step.greedy_score is not None
+        pruned = step.greedy_pruned.nonzero()[:, 0]
+        rows = step.greedy_row[pruned]
+        return _GreedyTails(
+            sentence_ids=[self.sentence_ids[i] for i in pruned.tolist()],
+            tokens=torch.cat([self.tokens[rows], step.greedy_token[pruned].unsqueeze(1)], dim=1),
+            scores=self.scores.view(-1)[rows] + step.greedy_score[pruned],
+            attention=self._attention_with(rows, step.attention),
+            state=state.index_select(rows),
+            steps=step_index + 1,
+        )
 
-    def drop(self, done: Tensor) -> Tensor:
-        """Remove the ``done`` sentences; returns the rows kept ``[n'*K]``."""
-        kept = (~done).nonzero()[:, 0]
+    def move_on(self) -> None:
+        """The kept extensions become the beams: scores, tokens and attention histories."""
+        step = self.step
+        assert step is not None
+        self.scores = step.next_scores
+        self.tokens = torch.cat([self.tokens[step.chosen], step.next_tokens], dim=1)
+        self.attention = self._attention_with(step.chosen, step.attention)
+
+    def drop_done(self) -> Tensor:
+        """Remove the sentences the step found done; returns the rows kept ``[n'*K]``."""
+        assert self.step is not None
+        kept = (~self.step.done).nonzero()[:, 0]
         rows = (kept.unsqueeze(1) * self.width + torch.arange(self.width, device=kept.device)).view(-1)
         self.sentence_ids = [self.sentence_ids[i] for i in kept.tolist()]
-        self.scores, self.limits = self.scores[kept], self.limits[kept]
-        self.tokens, self.attention = self.tokens[rows], self.attention[rows]
+        self.scores, self.limits, self.kept = self.scores[kept], self.limits[kept], self.kept[kept]
+        self.tokens = self.tokens[rows]
+        self.attention = None if self.attention is None else self.attention[rows]
+        self.greedy = None if self.greedy is None else self.greedy[kept]
         return rows
+
+    def _attention_with(self, rows: Tensor, attention: Tensor) -> Tensor:
+        """The attention histories of ``rows`` with this step's row appended ``[r, t+1, S]``."""
+        now = attention[rows].unsqueeze(1)
+        return now if self.attention is None else torch.cat([self.attention[rows], now], dim=1)
+
+
+@dataclass
+class _Step:
+    """One step's decisions: per candidate ``[n, 2K]`` its row, token, score and whether it
+    finishes; the rows the beams go on from ``[n*K]`` with their new tokens and scores; per
+    sentence ``[n]`` whether it is done, and the greedy prefix's extension and fate."""
+
+    attention: Tensor
+    parents: Tensor
+    tokens: Tensor
+    scores: Tensor
+    finishing: Tensor
+    chosen: Tensor
+    next_tokens: Tensor
+    next_scores: Tensor
+    done: Tensor
+    greedy_pruned: Tensor | None = None
+    greedy_row: Tensor | None = None
+    greedy_token: Tensor | None = None
+    greedy_score: Tensor | None = None
+
+    def flags(self) -> tuple[bool, bool, bool]:
+        """Whether anything finishes, any greedy prefix is pruned, any sentence is done: one host sync."""
+        pruned = self.greedy_pruned if self.greedy_pruned is not None else self.done.new_zeros(())
+        finishing, any_pruned, done = torch.stack([self.finishing.any(), pruned.any(), self.done.any()]).tolist()
+        return finishing, any_pruned, done
+
+
+@dataclass
+class _GreedyTails:
+    """Greedy prefixes that beam search pruned at step ``steps``: their sentences, tokens
+    ``[m, steps]``, scores ``[m]``, attention ``[m, steps, S]`` and decoder state after the last token."""
+
+    sentence_ids: list[int]
+    tokens: Tensor
+    scores: Tensor
+    attention: Tensor
+    state: BatchRows
+    steps: int
+
+
+def _finish_greedy(
+    model: SearchModel,
+    encoded: BatchRows,
+    tails: list[_GreedyTails],
+    finished: _FinishedHypotheses,
+    limits: Tensor,
+) -> list[tuple[int, Hypothesis]]:
+    """The greedy hypotheses of the pruned greedy prefixes that could still make their n-best
+    list, continued greedily together in one batch from where beam search left them."""
+    ended, going_on = [], []
+    for tail in tails:
+        last = tail.tokens[:, -1].tolist()
+        caps = limits[tail.sentence_ids].tolist()
+        best_possible = finished.penalties.normalize(tail.scores, limits[tail.sentence_ids]).tolist()
+        for i, sentence in enumerate(tail.sentence_ids):
+            if last[i] == EOS_ID or tail.steps >= caps[i]:
+                ended.append((sentence, tail, i))
+            elif best_possible[i] > finished.threshold(sentence):
+                going_on.append((sentence, tail, i))
+    hypotheses = [(sentence, _greedy_hypothesis(tail, i)) for sentence, tail, i in ended]
+    if going_on:
+        sentences = [sentence for sentence, _, _ in going_on]
+        picked = [(tail, torch.tensor([i], device=limits.device)) for _, tail, i in going_on]
+        state = BatchRows.cat([tail.state.index_select(i) for tail, i in picked])
+        prev = torch.cat([tail.tokens[i, -1] for tail, i in picked])
+        scores = torch.cat([tail.scores[i] for tail, i in picked])
+        remaining = limits[sentences] - torch.tensor([tail.steps for tail, _ in picked], device=limits.device)
+        rows = torch.tensor(sentences, device=limits.device)
+        tokens, scores, attention = _greedy_steps(model, encoded.index_select(rows), state, prev, scores, remaining)
+        for k, (sentence, tail, i) in enumerate(going_on):
+            hypotheses.append((sentence, _greedy_hypothesis(tail, i, (tokens[k], float(scores[k]), attention[k]))))
+    return hypotheses
+
+
+def _greedy_hypothesis(tail: _GreedyTails, i: int, rest: tuple[Tensor, float, Tensor] | None = None) -> Hypothesis:
+    """Row ``i`` of ``tail`` as a `Hypothesis`, followed by the greedy continuation ``rest``
+    (tokens ``[T]`` padded after its end, total score, attention ``[T, S]``) where there is one."""
+    tokens, score, attention = tail.tokens[i].tolist(), float(tail.scores[i]), tail.attention[i]
+    if rest is not None:
+        more, score, more_attention = rest
+        length, steps = _ended_length(more.tolist())
+        tokens += more[:length].tolist()
+        attention = torch.cat([attention, more_attention[:steps]])
+    if tokens[-1] == EOS_ID:
+        tokens = tokens[:-1]
+    return Hypothesis(tokens, score, attention.cpu())
 
 
 class _FinishedHypotheses:
-    """Finished hypotheses of every sentence in the batch, with their normalized scores."""
+    """Finished hypotheses of every sentence in the batch, best first by normalized score."""
 
-    def __init__(self, src_lengths: list[int], width: int, alpha: float) -> None:
+    def __init__(self, src_lengths: list[int], nbest: int, penalties: _LengthPenalties) -> None:
         self.src_lengths = src_lengths
-        self.width = width
-        self.alpha = alpha
+        self.nbest = nbest
+        self.penalties = penalties
         self.by_sentence: list[list[tuple[float, Hypothesis]]] = [[] for _ in src_lengths]
 
-    def add(self, sentence: int, tokens: list[int], score: float, attention: Tensor) -> None:
-        """Keep a hypothesis of input row ``sentence``; ``attention`` ``[T, S]`` is cut to its source length."""
-        hypothesis = Hypothesis(tokens, score, attention[:, : self.src_lengths[sentence]].clone())
+    def add(self, sentence: int, hypothesis: Hypothesis) -> None:
+        """Keep a hypothesis of input row ``sentence``, its attention cut to the source length."""
+        hypothesis.attention = hypothesis.attention[:, : self.src_lengths[sentence]].clone()
         entries = self.by_sentence[sentence]
-        entries.append((hypothesis.normalized_score(self.alpha), hypothesis))
+        entries.append((hypothesis.score / self.penalties.values[hypothesis.length], hypothesis))
         entries.sort(key=lambda entry: entry[0], reverse=True)  # stable: earlier ones win ties
 
     def add_if_new(self, sentence: int, hypothesis: Hypothesis) -> None:
-        """`add` a complete hypothesis unless one with the same tokens is there already."""
+        """`add` a hypothesis unless one with the same tokens is there already."""
         if all(kept.tokens != hypothesis.tokens for _, kept in self.by_sentence[sentence]):
-            self.add(sentence, hypothesis.tokens, hypothesis.score, hypothesis.attention)
+            self.add(sentence, hypothesis)
 
-    def worst_kept(self, sentence: int) -> float:
-        """The normalized score a live prefix must beat: the beam_size-th best, -inf until there are that many."""
+    def threshold(self, sentence: int) -> float:
+        """The normalized score a hypothesis must beat to make the n-best list: -inf until it is full."""
         entries = self.by_sentence[sentence]
-        return entries[self.width - 1][0] if len(entries) >= self.width else float("-inf")
+        return entries[self.nbest - 1][0] if len(entries) >= self.nbest else float("-inf")
 
-    def best(self, nbest: int) -> list[list[Hypothesis]]:
+    def best(self) -> list[list[Hypothesis]]:
         """The ``nbest`` best hypotheses of each sentence, best first."""
-        return [[hypothesis for _, hypothesis in entries[:nbest]] for entries in self.by_sentence]
-
-
-def _score_dtype(model_dtype: torch.dtype) -> torch.dtype:
-    """Sum log-probabilities in float32 at least, even for a half-precision model."""
-    return torch.promote_types(model_dtype, torch.float32)
+        return [[hypothesis for _, hypothesis in entries[: self.nbest]] for entries in self.by_sentence]
 
 
 def _forbid_specials(log_probs: Tensor) -> Tensor:
@@ -338,11 +542,16 @@ def _forbid_specials(log_probs: Tensor) -> Tensor:
     return log_probs
 
 
+def _ended_length(row: list[int]) -> tuple[int, int]:
+    """Tokens before a row's EOS or padding, and the steps taken (EOS included)."""
+    length = next((k for k, token in enumerate(row) if token in (EOS_ID, PAD_ID)), len(row))
+    return length, length + (length < len(row) and row[length] == EOS_ID)
+
+
 def _to_hypotheses(tokens: Tensor, scores: Tensor, attention: Tensor, src_lengths: Tensor) -> list[Hypothesis]:
     """Cut each row at its EOS (or the padding after its length cap) and wrap it as a `Hypothesis`."""
     hypotheses = []
     for row, score, weights, src_length in zip(tokens.tolist(), scores.tolist(), attention, src_lengths.tolist()):
-        length = next((k for k, token in enumerate(row) if token in (EOS_ID, PAD_ID)), len(row))
-        steps = length + (length < len(row) and row[length] == EOS_ID)
+        length, steps = _ended_length(row)
         hypotheses.append(Hypothesis(row[:length], score, weights[:steps, :src_length].cpu()))
     return hypotheses

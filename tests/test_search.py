@@ -51,7 +51,81 @@ def teacher_forced_score(model, src, src_length, hypothesis: Hypothesis) -> floa
     return float(log_probs.gather(1, torch.tensor(target)[:, None]).sum())
 
 
+def plain_beam_search(model, src, src_length, cfg: SearchConfig, keep_greedy: bool = True) -> list[Hypothesis]:
+    """Textbook beam search over one sentence, the reference for the batched one: the live
+    prefixes as rows, every step up to the length cap (no early stop), the same rule for
+    what finishes (EOS or the cap among the best K of the 2K best extensions), then the
+    greedy hypothesis as a candidate unless found, and the n best by ``score / lp``."""
+    src, src_length = src[None, :src_length], src_length[None]
+    with torch.no_grad():
+        encoded = model.encode(src, src_length)
+        state = model.init_decoder_state(encoded)
+        limit = int(max_output_lengths(src_length, cfg.max_len_a, cfg.max_len_b))
+        live = [([], 0.0, [])]  # tokens, score, attention rows
+        finished = []
+        for step in range(limit):
+            prev = torch.tensor([tokens[-1] if tokens else BOS_ID for tokens, _, _ in live])
+            rows = torch.zeros(len(live), dtype=torch.long)
+            log_probs, state, attention = model.decode_step(prev, state, encoded.index_select(rows))
+            log_probs[:, [0, BOS_ID]] = float("-inf")
+            totals = torch.tensor([score for _, score, _ in live], dtype=log_probs.dtype)[:, None] + log_probs
+            order = totals.view(-1).argsort(descending=True, stable=True)[: 2 * cfg.beam_size].tolist()
+            going_on = []
+            for rank, index in enumerate(order):
+                parent, token = divmod(index, log_probs.shape[1])
+                tokens, _, weights = live[parent]
+                candidate = (tokens + [token], float(totals[parent, token]), weights + [attention[parent]], parent)
+                if token == EOS_ID or step + 1 == limit:
+                    if rank < cfg.beam_size:
+                        finished.append(candidate)
+                elif len(going_on) < cfg.beam_size:
+                    going_on.append(candidate)
+            if not going_on:  # the cap: everything finished
+                break
+            state = state.index_select(torch.tensor([parent for *_, parent in going_on]))
+            live = [candidate[:3] for candidate in going_on]
+    hypotheses = [
+        Hypothesis([t for t in tokens if t != EOS_ID], score, torch.stack(rows)) for tokens, score, rows, _ in finished
+    ]
+    if keep_greedy:
+        greedy = greedy_search(model, src, src_length, cfg)[0]
+        if all(h.tokens != greedy.tokens for h in hypotheses):
+            hypotheses.append(greedy)
+    return sorted(hypotheses, key=lambda h: h.normalized_score(cfg.alpha), reverse=True)[: cfg.nbest]
+
+
 # --- on the real (tiny) model -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cfg", "keep_greedy", "also_float32"),
+    [
+        (SearchConfig(5, 0.6), True, True),
+        (SearchConfig(4, 0.0, nbest=4), True, False),
+        (SearchConfig(3, 1.0, nbest=2, max_len_a=1.0, max_len_b=3), True, False),
+        (SearchConfig(5, 0.6, nbest=3), False, False),
+    ],
+)
+def test_batched_beam_search_finds_what_plain_beam_search_finds(
+    tiny_checkpoint, model, val_batch, cfg, keep_greedy, also_float32
+):
+    """The same hypotheses, scores and attention as the textbook search, although sentences stop
+    early and leave the batch, and pruned greedy prefixes are continued apart (float32: rows
+    decoded in batches of other sizes round differently, by about 1e-6)."""
+    src, lengths = val_batch.src, val_batch.src_lengths
+    for net, tolerance in [(model, 1e-9)] + [(tiny_checkpoint.model, 2e-5)] * also_float32:
+        batched = beam_search(net, src, lengths, cfg, keep_greedy=keep_greedy)
+        for row, nbest in enumerate(batched):
+            reference = plain_beam_search(net, src[row], lengths[row], cfg, keep_greedy)
+            assert [h.tokens for h in nbest] == [h.tokens for h in reference]
+            assert [h.score for h in nbest] == pytest.approx([h.score for h in reference], abs=tolerance)
+            for ours, theirs in zip(nbest, reference):
+                torch.testing.assert_close(
+                    ours.attention, theirs.attention.to(ours.attention.dtype), atol=tolerance, rtol=0
+                )
+    if keep_greedy:  # the greedy hypotheses made a difference, so the comparison covered them
+        plain = beam_search(model, src, lengths, cfg, keep_greedy=False)
+        assert any([h.tokens for h in a] != [h.tokens for h in b] for a, b in zip(batched, plain))
 
 
 def test_beam_of_one_is_greedy(model, val_batch):
@@ -216,21 +290,18 @@ def every_output(chain: MarkovChain, limit: int, alpha: float) -> list[tuple[flo
     return sorted(outputs, key=lambda output: output[0], reverse=True)
 
 
+@pytest.mark.parametrize("size", [1, 3, 10])
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_a_beam_wide_enough_for_every_prefix_finds_the_exact_nbest(alpha, seed):
-    """Beams end at different steps, some run into the cap, some pruned by the stopping rule."""
+def test_a_beam_wide_enough_for_every_prefix_finds_the_exact_nbest(alpha, seed, size):
+    """Beams end at different steps, some run into the cap, some pruned by the stopping rule,
+    which stops a sentence once no live prefix can beat its ``size``-th finished hypothesis."""
     chain = MarkovChain(seed)
-    src_lengths = torch.tensor([3, 2, 1])  # caps of 3, 2 and 1 steps (max_len_a=1, b=0) in one batch
-    src = torch.full((3, 3), 7)
-    results = beam_search(
-        chain,
-        src,
-        src_lengths,
-        SearchConfig(beam_size=len(WORDS) ** 3, alpha=alpha, max_len_a=1.0, max_len_b=0, nbest=10),
-    )
-    for limit, nbest in zip(src_lengths.tolist(), results):
-        expected = every_output(chain, limit, alpha)[:10]
+    src_lengths = torch.tensor([4, 3, 2, 1])  # caps of 4 to 1 steps (max_len_a=1, b=0) in one batch
+    src = torch.full((4, 4), 7)
+    cfg = SearchConfig(beam_size=len(WORDS) ** 3, alpha=alpha, max_len_a=1.0, max_len_b=0, nbest=size)
+    for limit, nbest in zip(src_lengths.tolist(), beam_search(chain, src, src_lengths, cfg)):
+        expected = every_output(chain, limit, alpha)[:size]
         assert [h.tokens for h in nbest] == [tokens for _, tokens, _ in expected]
         assert [h.score for h in nbest] == pytest.approx([score for _, _, score in expected], abs=1e-12)
         assert [h.normalized_score(alpha) for h in nbest] == pytest.approx([n for n, _, _ in expected], abs=1e-12)
