@@ -128,14 +128,14 @@ def evaluate(translator: Translator | None, test_sets: list[TestSet], options: D
         if hypotheses is None:
             assert translator is not None and test_set.sources is not None
             start = time.perf_counter()
-            hypotheses = translator.translate_nbest(
+            translations = translator.translate_nbest(
                 test_set.sources,
                 options.search_config(),
                 max_tokens=options.max_tokens,
                 progress=options.progress,
                 source=test_set.files.get("source", test_set.name),
             )
-            hypotheses = [nbest[0].text for nbest in hypotheses]
+            hypotheses = [nbest[0].text for nbest in translations]
             seconds = time.perf_counter() - start
         scores = corpus_scores(hypotheses, test_set.references)
         if test_set.tokenized_references is not None and test_set.lang is not None:
@@ -206,7 +206,8 @@ def file_test_sets(inputs: list[str], references: list[str], kind: str) -> list[
     """Test sets from line-parallel files: ``kind`` "src" (to translate) or "hyp" (given translations)."""
     if len(inputs) != len(references):
         raise LstmMtError(f"{kind}= has {len(inputs)} files but ref= has {len(references)}: give one ref per {kind}")
-    test_sets, names = [], set()
+    test_sets: list[TestSet] = []
+    names: set[str] = set()
     for input_path, reference_path in zip(inputs, references):
         lines, reference = read_lines(input_path), read_lines(reference_path)
         if len(lines) != len(reference):

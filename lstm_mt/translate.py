@@ -161,15 +161,16 @@ class Translator:
         cfg.check()
         source_ids = self.encode(sentences, source)
         results = [[Translation("", 0.0, [], [])] for _ in sentences]
-        todo = [i for i, ids in enumerate(source_ids) if ids is not None]
+        todo = {i: ids for i, ids in enumerate(source_ids) if ids is not None}
+        order = list(todo)
         # Each sentence decodes beam_size rows, so the budget is divided among them.
-        sampler = InferenceBatchSampler([len(source_ids[i]) for i in todo], max(1, max_tokens // cfg.beam_size))
+        sampler = InferenceBatchSampler([len(ids) for ids in todo.values()], max(1, max_tokens // cfg.beam_size))
         with tqdm(total=len(todo), disable=not progress, unit="sent", file=sys.stderr, desc="translate") as bar:
             for positions in sampler:
-                indices = [todo[p] for p in positions]
-                batch = collate_source([source_ids[i] for i in indices], indices).to(self.device)
+                indices = [order[p] for p in positions]
+                batch = collate_source([todo[i] for i in indices], indices).to(self.device)
                 for index, nbest in zip(indices, search(self.model, batch.src, batch.src_lengths, cfg)):
-                    results[index] = [self._translation(h, source_ids[index], cfg.alpha, keep_attention) for h in nbest]
+                    results[index] = [self._translation(h, todo[index], cfg.alpha, keep_attention) for h in nbest]
                 bar.update(len(indices))
         return results
 

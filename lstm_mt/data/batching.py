@@ -85,7 +85,7 @@ def padded_sizes(src_lengths: Sequence[int], tgt_lengths: Sequence[int] | None =
     return sizes
 
 
-def greedy_batches(order: Sequence[int], sizes: np.ndarray, max_tokens: int) -> list[list[int]]:
+def greedy_batches(order: Sequence[int] | np.ndarray, sizes: np.ndarray, max_tokens: int) -> list[list[int]]:
     """Cut ``order`` into consecutive batches whose len * max(size) stays <= max_tokens.
 
     An example larger than max_tokens alone gets a batch of its own.

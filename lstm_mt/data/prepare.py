@@ -181,7 +181,7 @@ def filter_by_length(data: EncodedDataset, max_len: int, max_ratio: float) -> tu
 
 
 def _config_dict(cfg: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(cfg):
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         return dataclasses.asdict(cfg)
     from omegaconf import OmegaConf  # a Hydra DictConfig
 

@@ -65,7 +65,10 @@ def _load_custom(cfg: DataConfig, split: str) -> ParallelCorpus:
 
 
 def _custom_paths(key: str, pair: FilePair) -> tuple[Path, Path]:
+    paths = []
     for side in ("src", "tgt"):
-        if not getattr(pair, side):
+        value = getattr(pair, side)
+        if not value:
             raise LstmMtError(f"data.custom.{key}.{side} is not set (a path to a text file, plain or .gz)")
-    return Path(pair.src).expanduser(), Path(pair.tgt).expanduser()
+        paths.append(Path(value).expanduser())
+    return paths[0], paths[1]

@@ -92,7 +92,7 @@ def read_sentences(cfg: InspectConfig) -> list[str]:
     """The sentences to inspect: ``text`` or the non-blank lines of ``input``, at most ``max_sentences``."""
     if (cfg.text is None) == (cfg.input is None):
         raise LstmMtError('give either text="..." or input=FILE (one sentence per line), not both or neither')
-    lines = [cfg.text] if cfg.text is not None else read_lines(cfg.input)
+    lines = [cfg.text] if cfg.text is not None else read_lines(str(cfg.input))
     sentences = [line for line in lines if line.strip()][: cfg.max_sentences]
     if not sentences:
         raise LstmMtError(f"{cfg.input or 'text'}: no sentence to inspect (empty)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,8 @@ def write_sentence_report(trace: SentenceTrace, folder: Path, title: str, top_k:
 
 def write_arrays(trace: SentenceTrace, path: Path) -> Path:
     """Save `SentenceTrace.arrays` as a compressed ``.npz`` (strings as unicode arrays: no pickle needed)."""
-    np.savez_compressed(path, **trace.arrays())
+    arrays: dict[str, Any] = trace.arrays()
+    np.savez_compressed(path, **arrays)
     return path
 
 

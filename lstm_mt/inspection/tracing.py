@@ -10,7 +10,7 @@ subword labels of both time axes. `SentenceTrace.arrays` flattens it all for ``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -109,11 +109,11 @@ class SentenceTrace:
 def lstm_layer_ids(model: Seq2Seq) -> dict[LSTMCell, LayerId]:
     """Which layer and direction each `LSTMCell` of ``model`` is (GateRecords name their cell)."""
     ids = {}
-    for layer, cells in enumerate(model.encoder.rnn.layers):
+    for layer, cells in enumerate(model.encoder.rnn.cells()):
         for direction, cell in zip(DIRECTIONS, cells):
             ids[cell] = LayerId("encoder", layer, direction)
-    for layer, cell in enumerate(model.decoder.cells.layers):
-        ids[cell] = LayerId("decoder", layer)
+    for layer, module in enumerate(model.decoder.cells.layers):
+        ids[cast(LSTMCell, module)] = LayerId("decoder", layer)
     return ids
 
 
