@@ -13,12 +13,17 @@ The command (Hydra; options in `TranslateConfig`, defaults in configs/translate.
 
 reads a file or stdin and writes exactly one line per input line (``nbest`` > 1: that
 many ``index ||| translation ||| score`` lines per input) to stdout or, atomically, to a
-file; progress and speed go to stderr, so stdout carries only translations.
+file; progress and speed go to stderr, so stdout carries only translations. From stdin to
+stdout it streams (``stream``, default: whenever input and output are stdin and stdout): the
+lines of each read are translated and written, flushed, before the next read, so an
+interactive user or a program writing one line at a time gets each answer at once, while a
+file piped in is still translated in large batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import sys
@@ -26,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -149,17 +154,18 @@ class Translator:
         progress: bool = False,
         source: str = "input",
         keep_attention: bool = False,
+        first_line: int = 1,
     ) -> list[list[Translation]]:
         """``cfg.nbest`` translations of each sentence, best first, in input order.
 
         ``max_tokens`` bounds a batch's source tokens times beam_size (the rows
         decoded together); ``progress`` shows a bar on stderr; ``source`` names the
-        input in warnings (``<source>:<line>: ...``); ``keep_attention`` keeps each
-        translation's attention weights (memory grows with the input).
+        input in warnings (``<source>:<line>: ...``, lines counted from ``first_line``);
+        ``keep_attention`` keeps each translation's attention weights (memory grows with the input).
         """
         cfg = cfg or SearchConfig()
         cfg.check()
-        source_ids = self.encode(sentences, source)
+        source_ids = self.encode(sentences, source, first_line)
         results = [[Translation("", 0.0, [], [])] for _ in sentences]
         todo = {i: ids for i, ids in enumerate(source_ids) if ids is not None}
         order = list(todo)
@@ -174,14 +180,14 @@ class Translator:
                 bar.update(len(indices))
         return results
 
-    def encode(self, sentences: Sequence[str], source: str = "input") -> list[list[int] | None]:
+    def encode(self, sentences: Sequence[str], source: str = "input", first_line: int = 1) -> list[list[int] | None]:
         """Source ids of each sentence, cut to ``max_input_tokens``; None for an empty or blank one."""
         if isinstance(sentences, str):
             raise TypeError("translate takes a list of sentences, not one string")
         blank = [not sentence.strip() for sentence in sentences]
         encoded = iter(self.tokenizer.encode_src([s for s, b in zip(sentences, blank) if not b]))
         source_ids: list[list[int] | None] = []
-        for line, is_blank in enumerate(blank, start=1):
+        for line, is_blank in enumerate(blank, start=first_line):
             ids = None if is_blank else next(encoded)
             if ids is not None and len(ids) > self.max_input_tokens:
                 log.warning(
@@ -230,7 +236,8 @@ class TranslateConfig(DecodingOptions):
     """`lstm-mt translate`: ``input`` / ``output`` null (or "-") mean stdin / stdout.
 
     ``attention_plots``: a folder for one attention heatmap PNG per input line, for the
-    first ``attention_plots_max`` lines (needs matplotlib).
+    first ``attention_plots_max`` lines (needs matplotlib). ``stream``: answer stdin's lines as
+    they arrive (null: when input and output are stdin and stdout and there are no plots).
     """
 
     checkpoint: str = MISSING
@@ -238,6 +245,7 @@ class TranslateConfig(DecodingOptions):
     output: str | None = None
     attention_plots: str | None = None
     attention_plots_max: int = bounded(10, ge=0)
+    stream: bool | None = None
 
 
 ConfigStore.instance().store(name="translate_schema", node=TranslateConfig)
@@ -252,6 +260,10 @@ def run_translate(cfg: DictConfig) -> None:
     """Translate ``cfg.input`` into ``cfg.output`` line by line (see the module docstring)."""
     options = typed_config(TranslateConfig, cfg, "translate config")
     report_warnings_on_stderr()
+    if streams(options):
+        translator = Translator.from_checkpoint(options.checkpoint, options.device, options.max_input_tokens)
+        stream_translate(translator, options)
+        return
     sentences, source = read_input(options.input)
     translator = Translator.from_checkpoint(options.checkpoint, options.device, options.max_input_tokens)
     start = time.perf_counter()
@@ -281,13 +293,53 @@ def run_translate(cfg: DictConfig) -> None:
     )
 
 
-def format_translations(results: Sequence[Sequence[Translation]], nbest: int) -> list[str]:
-    """Output lines: the best text per input, or ``index ||| text ||| score`` for each of the n best."""
+def streams(options: TranslateConfig) -> bool:
+    """Whether to answer stdin line by line as it arrives: ``stream``, or by default for stdin to stdout."""
+    on_std_streams = options.input in (None, "-") and options.output in (None, "-")
+    if options.stream and not (on_std_streams and options.attention_plots is None):
+        raise LstmMtError("stream=true answers stdin on stdout: drop input=, output= and attention_plots= (or stream)")
+    return on_std_streams and options.attention_plots is None if options.stream is None else options.stream
+
+
+STREAM_READ = 1 << 16  # bytes per read: one interactive line, or about a thousand lines of a piped file
+
+
+def stream_translate(translator: Translator, options: TranslateConfig) -> None:
+    """Translate stdin to stdout read by read: each read's complete lines are one call of the translator.
+
+    A read returns what has arrived (blocking only while nothing has), so each line typed or
+    written by another program is answered before the next is awaited.
+    """
+    reader = cast(io.BufferedReader, sys.stdin.buffer)  # read1: what has arrived, at most one system call
+    start, done, pending = time.perf_counter(), 0, b""
+    while chunk := reader.read1(STREAM_READ):
+        complete, newline, pending = (pending + chunk).rpartition(b"\n")
+        if newline:
+            done += _translate_lines(translator, options, complete + newline, done)
+    if pending:
+        done += _translate_lines(translator, options, pending, done)
+    seconds = time.perf_counter() - start
+    print(f"translated {done} lines in {seconds:.1f} s (streaming)", file=sys.stderr)
+
+
+def _translate_lines(translator: Translator, options: TranslateConfig, data: bytes, done: int) -> int:
+    """Translate the lines of ``data`` (lines ``done`` + 1, ... of stdin), write them, flush; their count."""
+    sentences = decode_lines(data, "<stdin>", first_line=done + 1)
+    results = translator.translate_nbest(
+        sentences, options.search_config(), max_tokens=options.max_tokens, source="<stdin>", first_line=done + 1
+    )
+    write_output(format_translations(results, options.nbest, first_index=done), None)
+    return len(sentences)
+
+
+def format_translations(results: Sequence[Sequence[Translation]], nbest: int, first_index: int = 0) -> list[str]:
+    """Output lines: the best text per input, or ``index ||| text ||| score`` for each of the n best
+    (indices counted from ``first_index``)."""
     if nbest == 1:
         return [_one_line(translations[0].text) for translations in results]
     return [
         f"{index} ||| {_one_line(t.text)} ||| {t.score:.4f}"
-        for index, translations in enumerate(results)
+        for index, translations in enumerate(results, start=first_index)
         for t in translations
     ]
 

@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -169,6 +170,43 @@ def test_cli_reads_stdin_and_writes_stdout(tiny_checkpoint, tmp_path):
     assert output[:-1] == Translator.from_checkpoint(tiny_checkpoint.path).translate(lines, beam_size=2)
     assert "translate:" not in piped.stderr.decode(), "progress=false hides the bar"
     assert list(tmp_path.iterdir()) == []
+
+
+def read_line_within(stream, seconds: float) -> str:
+    """The next line of a subprocess's unbuffered stdout, failing (not hanging) when none comes in time."""
+    ready, _, _ = select.select([stream], [], [], seconds)
+    assert ready, f"no answer within {seconds} s: the input was not answered line by line"
+    return stream.readline().decode("utf-8")
+
+
+def test_cli_answers_each_stdin_line_before_the_next_arrives(tiny_checkpoint, tmp_path):
+    lines = ["Ein Hund rennt.", "", "Ein Mann fährt Fahrrad."]
+    expected = Translator.from_checkpoint(tiny_checkpoint.path).translate_nbest(
+        lines, SearchConfig(beam_size=2, nbest=2)
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "lstm_mt", "translate", f"checkpoint={tiny_checkpoint.path}", "beam_size=2"]
+    process = subprocess.Popen(
+        [*command, "nbest=2"], cwd=tmp_path, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+    )  # unbuffered: select() sees every line that has not been read yet
+    try:
+        for index, line in enumerate(lines):
+            process.stdin.write(line.encode("utf-8") + b"\n")
+            process.stdin.flush()  # and keep stdin open: the answer must come before more input or its end
+            for translation in expected[index]:
+                assert (
+                    read_line_within(process.stdout, 120)
+                    == f"{index} ||| {translation.text} ||| {translation.score:.4f}\n"
+                )
+        process.stdin.close()
+        assert process.wait(timeout=120) == 0
+        assert process.stdout.read() == b""
+    finally:
+        process.kill()
+    whole = run_cli(*command[3:], "stream=false", cwd=tmp_path, stdin=("\n".join(lines) + "\n").encode())
+    assert whole.stdout.decode().splitlines() == [nbest[0].text for nbest in expected]
+    refused = run_cli(*command[3:], "stream=true", "output=x.en", cwd=tmp_path)
+    assert refused.returncode == 2 and "stream=true answers stdin on stdout" in refused.stderr.decode()
 
 
 def test_cli_rejects_invalid_utf8_naming_the_line(tiny_checkpoint, tmp_path):

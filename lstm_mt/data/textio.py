@@ -30,8 +30,10 @@ def read_bytes(path: str | Path) -> bytes:
         raise LstmMtError(f"{path}: corrupt gzip file ({e})") from None
 
 
-def decode_lines(data: bytes, path: str | Path) -> list[str]:
+def decode_lines(data: bytes, path: str | Path, first_line: int = 1) -> list[str]:
     """Split UTF-8 ``data`` into lines on '\\n' only (a trailing '\\r' is dropped).
+
+    Errors name the line as ``path:<n>``, counting from ``first_line`` (data read in parts).
 
     Unicode line separators (U+2028, U+0085, ...) stay inside their line, so source and
     target stay aligned exactly as the files are.
@@ -39,7 +41,7 @@ def decode_lines(data: bytes, path: str | Path) -> list[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        line = data.count(b"\n", 0, e.start) + first_line
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise LstmMtError(f"{path}:{line}: invalid UTF-8 (byte 0x{data[e.start]:02x} at column {column})") from None
     if text.startswith("\ufeff"):
