@@ -3,6 +3,8 @@
 Checkpoints, translation outputs, evaluation reports, SentencePiece models and downloaded
 corpora are all written through `atomic_write`, so a crash or an error never leaves half a
 file under the final name, and every new file gets the mode a plain ``open()`` would give it.
+Files that another program writes by name (the C compiler's ``-o`` for the LSTM kernel) go
+through `atomic_path`, the same thing with a path in place of a handle.
 """
 
 from __future__ import annotations
@@ -16,7 +18,30 @@ from typing import BinaryIO
 
 from lstm_mt.errors import LstmMtError
 
-__all__ = ["atomic_write", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "atomic_write", "write_bytes_atomic", "write_text_atomic"]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path whose file replaces ``path`` only if the ``with`` block ends without error.
+
+    For programs that write a file by name (a compiler's ``-o``): the path is a hidden, newly
+    created, empty file in ``path``'s folder with a plain ``open()``'s mode (0o666 less the
+    umask; a linker adds the execute bits the umask allows, as it would for a new file), not
+    ``tempfile.mkstemp``'s private 0o600. At the end it is flushed to disk and renamed over
+    ``path``; an error in the block removes it and leaves ``path`` untouched.
+    """
+    path = Path(path)
+    with _create_temporary(path) as handle:  # reserves a fresh name in the target's folder
+        temporary = Path(handle.name)
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager
@@ -29,17 +54,8 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     would create it (mode 0o666 less the umask), unlike ``tempfile.mkstemp``'s private 0o600.
     An error in the block removes the temporary file and leaves ``path`` untouched.
     """
-    path = Path(path)
-    handle = _create_temporary(path)
-    try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        yield handle
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +15,12 @@ import torch
 from lstm_mt.checkpoint import save_checkpoint
 from lstm_mt.data import sources
 from lstm_mt.errors import LstmMtError
-from lstm_mt.files import atomic_write, write_bytes_atomic, write_text_atomic
+from lstm_mt.files import atomic_path, atomic_write, write_bytes_atomic, write_text_atomic
+from lstm_mt.lstm import native
 from lstm_mt.tokenizer import SubwordConfig, train_or_load_tokenizer
 from lstm_mt.translate import write_output
+
+C_COMPILER = next((name for name in ("cc", "gcc", "clang") if shutil.which(name)), None)
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o077])
@@ -101,3 +106,34 @@ def test_downloads_get_a_plain_open_mode(tmp_path, umask, monkeypatch):
     assert dest.read_bytes() == body
     assert mode(dest) == plain_open_mode(tmp_path)
     assert leftovers(tmp_path) == []
+
+
+def test_atomic_path_renames_what_a_program_wrote_and_removes_it_on_failure(tmp_path):
+    target = tmp_path / "lib.so"
+    with pytest.raises(RuntimeError, match="build failed"), atomic_path(target) as temporary:
+        temporary.write_bytes(b"half")
+        raise RuntimeError("build failed")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with atomic_path(target) as temporary:
+        assert temporary.parent == tmp_path and temporary.name.startswith(".lib.so.") and temporary.exists()
+        assert mode(temporary) == plain_open_mode(tmp_path), "a fresh file with open()'s mode, not mkstemp's 0o600"
+        temporary.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole" and [p.name for p in tmp_path.iterdir()] == ["lib.so"]
+
+
+@pytest.mark.skipif(C_COMPILER is None, reason="no C compiler")
+def test_compiled_kernel_gets_the_mode_of_a_plain_compiler_output(tmp_path, umask, monkeypatch):
+    source = tmp_path / "probe.c"
+    source.write_text("int probe(void) { return 0; }\n")
+    reference = tmp_path / "probe.so"
+    subprocess.run([C_COMPILER, "-shared", "-fPIC", str(source), "-o", str(reference)], check=True)
+    monkeypatch.setenv("LSTM_MT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(C_COMPILER))
+    monkeypatch.delenv("LSTM_MT_NATIVE", raising=False)
+    native._library.cache_clear()
+    try:
+        assert native.available()
+    finally:
+        native._library.cache_clear()  # the next user loads the real cache's kernel again
+    built = list((tmp_path / "cache" / "kernels").iterdir())
+    assert len(built) == 1 and mode(built[0]) == mode(reference) == 0o777 & ~umask

@@ -22,7 +22,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Sequence
 from functools import cache
@@ -30,6 +29,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from lstm_mt.errors import LstmMtError
+from lstm_mt.files import atomic_path
 
 __all__ = ["available", "backward", "forward", "usable"]
 
@@ -120,7 +122,7 @@ def _library() -> ctypes.CDLL | None:
     with _LOCK:
         try:
             library = _load(_build())
-        except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        except (OSError, RuntimeError, subprocess.SubprocessError, LstmMtError) as error:  # cache unwritable too
             log.info("compiled LSTM kernel unavailable (%s); using PyTorch operations", error)
             return None
     if not _agrees_with_torch(library):
@@ -147,22 +149,15 @@ def _build() -> Path:
     target = cache / f"lstm_cell_{key}.so"
     if target.exists():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=cache, prefix=target.stem, suffix=".partial")
-    os.close(handle)
-    try:
+    with atomic_path(target) as partial:  # another process building the same key writes the same file
         for flags in ([*FLAGS, OPENMP], FLAGS):
             build = subprocess.run(
-                [compiler, *flags, str(SOURCE), "-o", partial], capture_output=True, text=True, timeout=300
+                [compiler, *flags, str(SOURCE), "-o", str(partial)], capture_output=True, text=True, timeout=300
             )
             if build.returncode == 0:
                 break
         else:
             raise RuntimeError(f"{compiler} failed: {build.stderr.strip().splitlines()[-1:] or build.returncode}")
-        os.replace(partial, target)  # another process building the same key writes the same file
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
     return target
 
 
