@@ -14,6 +14,7 @@ One step, for the previous target token ``y`` and the previous attentional vecto
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,9 @@ from torch import Tensor, nn
 from lstm_mt.attention import Attention
 from lstm_mt.encoder import PER_SENTENCE, BatchRows, Bridge, EncoderOutput, TokenEmbedding
 from lstm_mt.lstm import LSTMCell
+from lstm_mt.lstm.variants import CellNoise, CellVariant
+
+LayerNoise = list[CellNoise | None]  # per layer: one sequence's dropout masks (variant cells in training)
 
 
 @dataclasses.dataclass
@@ -43,19 +47,36 @@ class DecoderState(BatchRows):
 class StackedLSTMCells(nn.Module):
     """One time step through a stack of `LSTMCell` layers, with dropout between layers."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float = 0.0,
+        variant: CellVariant | None = None,
+    ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.layers = nn.ModuleList(
-            LSTMCell(input_size if layer == 0 else hidden_size, hidden_size) for layer in range(num_layers)
+            LSTMCell(input_size if layer == 0 else hidden_size, hidden_size, variant=variant)
+            for layer in range(num_layers)
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def sequence_noise(self, like: Tensor) -> LayerNoise | None:
+        """Each layer's dropout masks for the sequences of a batch (rows of ``like``); None when none are needed."""
+        cells = [cast(LSTMCell, cell) for cell in self.layers]
+        noise = [cell.sequence_noise(like.new_empty(like.shape[0], cell.input_size)) for cell in cells]
+        return None if all(n is None for n in noise) else noise
+
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor], noise: LayerNoise | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Step ``x`` ``[B, input]`` from ``state`` ``(h, c)``, each ``[B, layers, H]``.
 
-        Returns the top layer's output ``[B, H]`` and the new ``(h, c)``.
+        Returns the top layer's output ``[B, H]`` and the new ``(h, c)``. ``noise``: the
+        sequences' masks from `sequence_noise`, the same at every step.
         """
         h_prev, c_prev = state
         hs, cs = [], []
@@ -63,7 +84,7 @@ class StackedLSTMCells(nn.Module):
         for index, cell in enumerate(self.layers):
             if index > 0:
                 layer_input = self.dropout(layer_input)
-            h, c = cell(layer_input, (h_prev[:, index], c_prev[:, index]))
+            h, c = cell(layer_input, (h_prev[:, index], c_prev[:, index]), None if noise is None else noise[index])
             hs.append(h)
             cs.append(c)
             layer_input = h
@@ -89,13 +110,14 @@ class Decoder(nn.Module):
         num_layers: int,
         out_size: int,
         dropout: float = 0.0,
+        variant: CellVariant | None = None,
     ) -> None:
         super().__init__()
         self.embedding = embedding
         self.attention = attention
         self.bridge = bridge
         self.out_size = out_size
-        self.cells = StackedLSTMCells(embedding.embedding_dim + out_size, hidden_size, num_layers, dropout)
+        self.cells = StackedLSTMCells(embedding.embedding_dim + out_size, hidden_size, num_layers, dropout, variant)
         self.combine = nn.Linear(memory_size + hidden_size, out_size, bias=False)
         self.dropout = nn.Dropout(dropout)
 
@@ -111,15 +133,16 @@ class Decoder(nn.Module):
         )
 
     def step(
-        self, prev_tokens: Tensor, state: DecoderState, encoder_out: EncoderOutput
+        self, prev_tokens: Tensor, state: DecoderState, encoder_out: EncoderOutput, noise: LayerNoise | None = None
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One decoding step for ``prev_tokens`` ``[B]``.
 
         Returns the attentional vector h̃ ``[B, out_size]``, the new state and the
-        attention weights ``[B, S]``.
+        attention weights ``[B, S]``. ``noise``: the sequences' dropout masks (variant cells
+        in training; `StackedLSTMCells.sequence_noise`).
         """
         x = torch.cat([self.embedding(prev_tokens), state.attentional], dim=1)
-        top, (hidden, cell) = self.cells(x, (state.hidden, state.cell))
+        top, (hidden, cell) = self.cells(x, (state.hidden, state.cell), noise)
         context, weights = self.attention(top, state.keys, encoder_out.memory, encoder_out.mask)
         attentional = self.dropout(torch.tanh(self.combine(torch.cat([context, top], dim=1))))
         return attentional, DecoderState(hidden, cell, attentional, state.keys), weights
@@ -130,9 +153,10 @@ class Decoder(nn.Module):
         Returns h̃ for every position ``[B, T, out_size]`` and the attention ``[B, T, S]``.
         """
         state = self.init_state(encoder_out)
+        noise = self.cells.sequence_noise(state.attentional)  # one mask per sequence, for every step
         outputs, attention = [], []
         for t in range(tgt_in.shape[1]):
-            attentional, state, weights = self.step(tgt_in[:, t], state, encoder_out)
+            attentional, state, weights = self.step(tgt_in[:, t], state, encoder_out, noise)
             outputs.append(attentional)
             attention.append(weights)
         return torch.stack(outputs, dim=1), torch.stack(attention, dim=1)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lstm_mt.lstm import LSTM
+from lstm_mt.lstm.variants import CellVariant
 
 BRIDGE_KINDS = ("linear", "zeros")
 
@@ -134,6 +135,7 @@ class Encoder(nn.Module):
         num_layers: int,
         bidirectional: bool = True,
         dropout: float = 0.0,
+        variant: CellVariant | None = None,
     ) -> None:
         super().__init__()
         self.embedding = embedding
@@ -144,6 +146,7 @@ class Encoder(nn.Module):
             batch_first=True,
             dropout=dropout,
             bidirectional=bidirectional,
+            variant=variant,
         )
 
     @property

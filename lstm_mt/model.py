@@ -9,7 +9,7 @@ same attributes (an OmegaConf node).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from lstm_mt.attention import ATTENTION_KINDS, build_attention
 from lstm_mt.decoder import Decoder, DecoderState
 from lstm_mt.encoder import BRIDGE_KINDS, Bridge, Encoder, EncoderOutput, TokenEmbedding
 from lstm_mt.errors import LstmMtError
+from lstm_mt.lstm.variants import CellVariant
 from lstm_mt.ranges import bounded, check_ranges
 from lstm_mt.vocab import PAD_ID
 
@@ -45,6 +46,8 @@ class ModelConfig:
     ``"linear"`` or ``"zeros"``. ``tie_decoder_embeddings`` uses the target embedding
     matrix as the generator weight (needs ``emb_size == attentional_size``);
     ``share_embeddings`` uses one embedding for source and target (needs a joint vocabulary).
+    ``cell`` switches on variants of the LSTM equations in encoder and decoder
+    (`lstm_mt.lstm.variants`: ``model.cell.layer_norm=true``, ``model.cell.zoneout_c=0.1``, ...).
     The defaults are ``configs/model/small.yaml``.
     """
 
@@ -62,6 +65,7 @@ class ModelConfig:
     bridge: str = "linear"
     tie_decoder_embeddings: bool = True
     share_embeddings: bool = False
+    cell: CellVariant = field(default_factory=CellVariant)
 
 
 class Seq2Seq(nn.Module):
@@ -133,7 +137,8 @@ def build_model(cfg: ModelConfig | Any, src_vocab_size: int, tgt_vocab_size: int
         if cfg.share_embeddings
         else TokenEmbedding(tgt_vocab_size, cfg.emb_size, pad_id, cfg.embedding_dropout)
     )
-    encoder = Encoder(src_embedding, cfg.encoder_hidden, cfg.encoder_layers, cfg.bidirectional, cfg.dropout)
+    variant = cell_variant(cfg)
+    encoder = Encoder(src_embedding, cfg.encoder_hidden, cfg.encoder_layers, cfg.bidirectional, cfg.dropout, variant)
     memory_size = encoder.output_size
     decoder = Decoder(
         embedding=tgt_embedding,
@@ -144,6 +149,7 @@ def build_model(cfg: ModelConfig | Any, src_vocab_size: int, tgt_vocab_size: int
         num_layers=cfg.decoder_layers,
         out_size=attentional_size,
         dropout=cfg.dropout,
+        variant=variant,
     )
     generator = nn.Linear(attentional_size, tgt_vocab_size)
     if cfg.tie_decoder_embeddings:
@@ -180,6 +186,14 @@ def check_config(cfg: ModelConfig | Any, src_vocab_size: int, tgt_vocab_size: in
             f"model.share_embeddings=true needs a joint vocabulary, but the source has {src_vocab_size} "
             f"entries and the target {tgt_vocab_size}"
         )
+
+
+def cell_variant(cfg: ModelConfig | Any) -> CellVariant:
+    """``cfg.cell`` as a `CellVariant` (it may be an OmegaConf node or missing, as in old checkpoints)."""
+    cell = getattr(cfg, "cell", None)
+    if cell is None or isinstance(cell, CellVariant):
+        return cell or CellVariant()
+    return CellVariant(**dict(cell))
 
 
 def _attentional_size(cfg: ModelConfig | Any) -> int:

@@ -62,7 +62,7 @@ from lstm_mt.errors import LstmMtError
 from lstm_mt.hydra_app import run_hydra
 from lstm_mt.loss import label_smoothed_nll
 from lstm_mt.metrics import corpus_bleu
-from lstm_mt.model import Seq2Seq, build_model
+from lstm_mt.model import ModelConfig, Seq2Seq, build_model
 from lstm_mt.optim import MetricTracker, Schedule, build_optimizer
 from lstm_mt.runlog import METRICS_FILE, MetricsLog
 from lstm_mt.runtime import Distributed, Precision, StopSignals, check_precision, select_device, select_precision
@@ -602,6 +602,7 @@ class Trainer:
 
     def _check_same_model(self, path: Path, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint["config"].get("model", {}) if isinstance(checkpoint["config"], dict) else {}
+        saved = dataclasses.asdict(typed_config(ModelConfig, saved, f"{path}: config.model"))  # old ones lack new keys
         ours = dataclasses.asdict(self.job.model)
         differing = [f"model.{k}={saved.get(k)!r} there, {v!r} here" for k, v in ours.items() if saved.get(k) != v]
         if differing:

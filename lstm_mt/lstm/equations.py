@@ -69,9 +69,9 @@ def lstm_step(preactivations: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor, G
     return h, c, GateActivations(i, f, g, o)
 
 
-def input_projection(cell: CellWeights, x: Tensor) -> Tensor:
-    """``W_x·x + b``, the input's share of every gate, for any leading shape of ``x`` (all steps at once)."""
-    return F.linear(x, cell.weight_ih, cell.combined_bias())
+def input_projection(cell: CellWeights, x: Tensor, bias: bool = True) -> Tensor:
+    """``W_x·x + b`` (or ``W_x·x``), the input's share of every gate, for any leading shape of ``x`` (all steps at once)."""
+    return F.linear(x, cell.weight_ih, cell.combined_bias() if bias else None)
 
 
 def preactivations(cell: CellWeights, x: Tensor, h_prev: Tensor) -> Tensor:

@@ -6,7 +6,12 @@
 - `run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero)`: one layer direction over a whole
   length-sorted, time-major batch, as the encoder takes it.
 
-Each picks the first route that applies, in this order:
+A cell with a variant switched on (`lstm_mt.lstm.variants`) takes the variant routes, which
+are these same two arranged for the variant's extra terms: no-grad CPU float32 through
+`lstm_mt.lstm.inference` with the variant's point-wise rule (unless layer norm or a recurrent
+dropout mask needs the recurrent product on its own), else `VariantRecurrence`
+(`lstm_mt.lstm.variant_autograd`); the single step is a run of length 1. A plain cell's
+route is untouched by them. For a plain cell, each picks the first route that applies, in this order:
 
 1. inference (no gradients) in float32 on CPU with oneDNN: `lstm_mt.lstm.inference`, one
    product ``W·[h, x]`` per step over the joined ``[h_{t-1}, x_t]``;
@@ -27,11 +32,24 @@ from torch import Tensor
 
 from lstm_mt.lstm import inference
 from lstm_mt.lstm.autograd import CellStep, LayerRecurrence
-from lstm_mt.lstm.equations import CellWeights, input_projection
+from lstm_mt.lstm.equations import input_projection
+from lstm_mt.lstm.variant_autograd import VariantRecurrence
+from lstm_mt.lstm.variant_pointwise import VariantPointwise
+from lstm_mt.lstm.variants import CellNoise, VariantWeights, block_layer_norm
 
 
-def cell_step(cell: CellWeights, x: Tensor, h_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
-    """One step of ``cell`` for a batch: ``x`` ``[B, I]``, states ``[B, H]``; returns ``(h, c)``."""
+def cell_step(
+    cell: VariantWeights, x: Tensor, h_prev: Tensor, c_prev: Tensor, noise: CellNoise | None = None
+) -> tuple[Tensor, Tensor]:
+    """One step of ``cell`` for a batch: ``x`` ``[B, I]``, states ``[B, H]``; returns ``(h, c)``.
+
+    ``noise``: a variant cell's masks and zoneout for this step (`CellNoise`, zoneout ``[B, H]``).
+    """
+    if not cell.variant.is_plain():
+        noise = noise or CellNoise()
+        per_step = CellNoise(noise.h_mask, noise.x_mask, _one_step(noise.keep_c), _one_step(noise.keep_h))
+        hs, cs = _run_variant_layer(cell, x.unsqueeze(0), h_prev, c_prev, [x.shape[0]], False, per_step)
+        return hs[0], cs[0]
     if inference.applies(cell, x, h_prev, c_prev):
         return inference.cell_step(cell, x, h_prev, c_prev)
     inputs = _autocast_inputs(x, h_prev, c_prev, cell.weight_ih, cell.weight_hh, cell.combined_bias())
@@ -40,13 +58,22 @@ def cell_step(cell: CellWeights, x: Tensor, h_prev: Tensor, c_prev: Tensor) -> t
 
 
 def run_layer(
-    cell: CellWeights, x: Tensor, h0: Tensor, c0: Tensor, batch_sizes: list[int], h0_is_zero: bool = False
+    cell: VariantWeights,
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: list[int],
+    h0_is_zero: bool = False,
+    noise: CellNoise | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Every step's ``h`` and ``C`` ``[T, B, H]`` of ``cell`` over ``x`` ``[T, B, I]``, zero on padding.
 
     The batch is sorted by length, longest first; ``batch_sizes[t]`` sequences still run at
     step t. ``h0_is_zero``: no initial state was given, so the first step can skip ``W_h·h0``.
+    ``noise``: a variant cell's masks and zoneout (`CellNoise`, zoneout ``[T, B, H]``).
     """
+    if not cell.variant.is_plain():
+        return _run_variant_layer(cell, x, h0, c0, batch_sizes, h0_is_zero, noise or CellNoise())
     if inference.applies(cell, x, h0, c0):
         return inference.run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero)
     x_proj = input_projection(cell, x)  # W_x·x_t + b for every step in one product
@@ -55,13 +82,52 @@ def run_layer(
         return LayerRecurrence.apply(*inputs, batch_sizes, h0_is_zero)
 
 
-def _autocast_inputs(first: Tensor, *tensors: Tensor | None) -> list[Tensor | None]:
+def _run_variant_layer(
+    cell: VariantWeights, x: Tensor, h0: Tensor, c0: Tensor, batch_sizes: list[int], h0_is_zero: bool, noise: CellNoise
+) -> tuple[Tensor, Tensor]:
+    """`run_layer` for a cell with a variant switched on."""
+    variant = cell.variant
+    if noise.x_mask is not None:
+        x = x * noise.x_mask
+    if noise.h_mask is None and not variant.layer_norm and inference.applies(cell, x, h0, c0):
+        rule = VariantPointwise(variant, cell.peephole_weight, None, None, noise.keep_c, noise.keep_h)
+        return inference.run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero, rule)
+    if variant.layer_norm:
+        assert cell.ln_weight_ih is not None
+        x_in = block_layer_norm(input_projection(cell, x, bias=False), cell.ln_weight_ih)
+        bias = cell.combined_bias()
+        x_in = x_in if bias is None else x_in + bias
+    else:
+        x_in = input_projection(cell, x)
+    inputs = _autocast_inputs(
+        x_in,
+        cell.weight_hh,
+        h0,
+        c0,
+        cell.peephole_weight,
+        cell.ln_weight_hh,
+        cell.ln_weight_c,
+        cell.ln_bias_c,
+        noise.h_mask,
+        noise.keep_c,
+        noise.keep_h,
+    )
+    with _autocast_off(x):
+        return VariantRecurrence.apply(*inputs, variant, batch_sizes, h0_is_zero)
+
+
+def _one_step(keep: Tensor | float) -> Tensor | float:
+    """A step's zoneout ``[B, H]`` as a run of length 1's ``[1, B, H]``."""
+    return keep.unsqueeze(0) if isinstance(keep, Tensor) else keep
+
+
+def _autocast_inputs(first: Tensor, *tensors: Tensor | float | None) -> list[Tensor | float | None]:
     """Under autocast, the recurrence runs wholly in the autocast dtype (as cuDNN's LSTM does)."""
     device_type = first.device.type
     if not torch.is_autocast_enabled(device_type):
         return [first, *tensors]
     dtype = torch.get_autocast_dtype(device_type)
-    return [t if t is None else t.to(dtype) for t in (first, *tensors)]
+    return [t.to(dtype) if isinstance(t, Tensor) else t for t in (first, *tensors)]
 
 
 def _autocast_off(x: Tensor) -> torch.autocast:

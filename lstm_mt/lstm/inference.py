@@ -13,6 +13,7 @@ from torch import Tensor
 from lstm_mt.lstm import onednn
 from lstm_mt.lstm.equations import CellWeights
 from lstm_mt.lstm.pointwise import forward_step
+from lstm_mt.lstm.variant_pointwise import VariantPointwise
 
 
 def applies(cell: CellWeights, x: Tensor, h0: Tensor, c0: Tensor) -> bool:
@@ -28,12 +29,18 @@ def applies(cell: CellWeights, x: Tensor, h0: Tensor, c0: Tensor) -> bool:
 
 
 def run_layer(
-    cell: CellWeights, x: Tensor, h0: Tensor, c0: Tensor, batch_sizes: list[int], h0_is_zero: bool = False
+    cell: CellWeights,
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: list[int],
+    h0_is_zero: bool = False,
+    rule: VariantPointwise | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Every step's ``h`` and ``C`` ``[T, B, H]`` of a length-sorted batch, zero on padding.
 
     With ``h0_is_zero`` the first step multiplies ``W_x·x_0`` alone. ``h`` is a view into
-    the buffer of joined rows.
+    the buffer of joined rows. ``rule``: a variant cell's point-wise step instead of the plain one.
     """
     steps, batch, _ = x.shape
     H = cell.weight_hh.shape[1]
@@ -44,13 +51,19 @@ def run_layer(
     hs, cs = hx[1:, :, :H], x.new_empty(steps, batch, H)  # hs: a view, h_t already sits in row t+1
     hx_rows, h_rows, c_rows = hx.unbind(0), hs.unbind(0), cs.unbind(0)  # per-step views made at once
     tanh_c = x.new_empty(batch, H)
+    c_tilde = x.new_empty(batch, H) if rule is not None and rule.zoneout_c else None
     c_prev = c0
     for t, n in enumerate(batch_sizes):
         if t == 0 and h0_is_zero:
             pre = onednn.linear(x[0], onednn.packed(cell.weight_ih), bias)  # W·[0, x] = W_x·x
         else:
             pre = onednn.linear(hx_rows[t][:n], weight, bias)
-        forward_step(pre, c_prev[:n], pre, c_rows[t][:n], tanh_c[:n], h_rows[t][:n])
+        if rule is None:
+            forward_step(pre, c_prev[:n], pre, c_rows[t][:n], tanh_c[:n], h_rows[t][:n])
+        else:
+            c_new = c_rows[t][:n] if c_tilde is None else c_tilde[:n]
+            h_prev = hx_rows[t][:n, :H]
+            rule.forward(t, pre, c_prev[:n], h_prev, pre, c_new, tanh_c[:n], c_rows[t][:n], h_rows[t][:n])
         c_prev = c_rows[t]
     if batch_sizes[-1] < batch:  # rows past a sequence's end were left as they were: zero them
         finished = torch.arange(batch) >= torch.tensor(batch_sizes).unsqueeze(1)
@@ -61,7 +74,10 @@ def run_layer(
 
 
 def cell_step(cell: CellWeights, x: Tensor, h_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
-    """One step as `run_layer` takes it: ``W·[h, x] + b`` in one packed product; returns ``(h, c)``."""
+    """One step as `run_layer` takes it: ``W·[h, x] + b`` in one packed product; returns ``(h, c)``.
+
+    (A variant cell's step runs as `run_layer` over one step.)
+    """
     pre = onednn.linear(torch.cat([h_prev, x], dim=1), *_joint_weights(cell))
     c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
     forward_step(pre, c_prev, pre, c, tanh_c, h)

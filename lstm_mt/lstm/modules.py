@@ -7,6 +7,7 @@ the weight layout) and run them through the fast path's two entry points,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator
 from typing import cast
@@ -19,6 +20,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from lstm_mt.lstm import fastpath, padding
 from lstm_mt.lstm.equations import GATE_NAMES, GateActivations, lstm_step, preactivations
 from lstm_mt.lstm.recording import active_recorder
+from lstm_mt.lstm.variants import CellNoise, CellVariant, variant_step
 
 
 class LSTMCell(nn.Module):
@@ -27,13 +29,23 @@ class LSTMCell(nn.Module):
     Same parameters and results as `torch.nn.LSTMCell`; `from_torch` copies one.
     `forward` takes the fast path; `step_with_gates` spells the equations out and also
     returns the gate values, for inspection.
+
+    ``variant`` switches on variant equations (`lstm_mt.lstm.variants`); they add parameters
+    (``peephole_weight`` [3H]; ``ln_weight_ih``, ``ln_weight_hh`` [4H], ``ln_weight_c``,
+    ``ln_bias_c`` [H]) after torch's. With recurrent or input dropout, a training step
+    needs the sequence's masks: ``noise = cell.sequence_noise(x)`` once, then
+    ``cell(x_t, state, noise)`` at every step.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, variant: CellVariant | None = None
+    ) -> None:
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
+        self.variant = CellVariant() if variant is None else dataclasses.replace(variant)
+        self.variant.check()
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
         if bias:
@@ -42,13 +54,25 @@ class LSTMCell(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        H, v = hidden_size, self.variant
+        self.peephole_weight = nn.Parameter(torch.empty(3 * H)) if v.peepholes else None
+        self.ln_weight_ih = nn.Parameter(torch.empty(4 * H)) if v.layer_norm else None
+        self.ln_weight_hh = nn.Parameter(torch.empty(4 * H)) if v.layer_norm else None
+        self.ln_weight_c = nn.Parameter(torch.empty(H)) if v.layer_norm else None
+        self.ln_bias_c = nn.Parameter(torch.empty(H)) if v.layer_norm else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Uniform(-1/√H, 1/√H), as `torch.nn.LSTMCell` does."""
+        """Uniform(-1/√H, 1/√H), as `torch.nn.LSTMCell` does; layer-norm gains 1 and bias 0."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        for name, weight in self.named_parameters():
+            if not name.startswith("ln_"):
+                nn.init.uniform_(weight, -bound, bound)
+        for gain in (self.ln_weight_ih, self.ln_weight_hh, self.ln_weight_c):
+            if gain is not None:
+                nn.init.ones_(gain)
+        if self.ln_bias_c is not None:
+            nn.init.zeros_(self.ln_bias_c)
 
     def gate_parameters(self) -> dict[str, dict[str, Tensor | None]]:
         """Views of each gate's weights: ``{"forget": {"W_x": ..., "W_h": ..., "b": ...}, ...}``.
@@ -68,28 +92,76 @@ class LSTMCell(nn.Module):
         """``b = b_ih + b_hh`` (PyTorch keeps two biases where the equations have one)."""
         return None if self.bias_ih is None else self.bias_ih + self.bias_hh
 
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """One step for a batch: ``x`` is ``[batch, input]``; returns ``(h, c)``, each ``[batch, hidden]``."""
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, noise: CellNoise | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """One step for a batch: ``x`` is ``[batch, input]``; returns ``(h, c)``, each ``[batch, hidden]``.
+
+        ``noise``: the sequence's dropout masks from `sequence_noise` (variant cells in training).
+        """
+        noise = self.step_noise(x, noise)
         recorder = active_recorder()
         if recorder is not None:
-            h, c, gates = self.step_with_gates(x, state)
+            h, c, gates = self.step_with_gates(x, state, noise)
             recorder.record_step(self, gates, c, h)
             return h, c
         h_prev, c_prev = self._state_or_zeros(x, state)
-        return fastpath.cell_step(self, x, h_prev, c_prev)
+        return fastpath.cell_step(self, x, h_prev, c_prev, noise)
 
     def step_with_gates(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, noise: CellNoise | None = None
     ) -> tuple[Tensor, Tensor, GateActivations]:
-        """`forward` written out with `lstm_step`, also returning i, f, C̃ and o."""
+        """`forward` written out with `lstm_step` (`variant_step` for a variant), also returning i, f, C̃ and o.
+
+        ``noise`` is used as given (zoneout included: see `step_noise`).
+        """
         h_prev, c_prev = self._state_or_zeros(x, state)
+        if not self.variant.is_plain():
+            return variant_step(self, x, h_prev, c_prev, noise)
         return lstm_step(preactivations(self, x, h_prev), c_prev)
+
+    def sequence_noise(self, x: Tensor) -> CellNoise | None:
+        """Recurrent and input dropout masks for one sequence per row of ``x`` ``[..., B, I]`` (None: none needed).
+
+        Only in training and with those variants on; the caller keeps them for every step.
+        """
+        v = self.variant
+        if not self.training or (v.recurrent_dropout == 0 and v.input_dropout == 0):
+            return None
+        batch = x.shape[-2]
+        h_mask = _dropout_mask(v.recurrent_dropout, (batch, self.hidden_size), x)
+        return CellNoise(h_mask=h_mask, x_mask=_dropout_mask(v.input_dropout, (batch, self.input_size), x))
+
+    def step_noise(self, x: Tensor, sequence: CellNoise | None, steps: int | None = None) -> CellNoise | None:
+        """The sequence's masks with zoneout's d for one step (``[B, H]``) or ``steps`` steps (``[T, B, H]``).
+
+        Raises ValueError in training when dropout masks are needed and ``sequence`` has none.
+        """
+        v = self.variant
+        if v.is_plain():
+            return None
+        if sequence is None and self.training and (v.recurrent_dropout or v.input_dropout):
+            raise ValueError(
+                "LSTMCell with recurrent_dropout/input_dropout in training needs the sequence's masks: "
+                "noise = cell.sequence_noise(x), then cell(x_t, state, noise) at every step"
+            )
+        sequence = sequence or CellNoise()
+        shape = (x.shape[-2], self.hidden_size) if steps is None else (steps, x.shape[-2], self.hidden_size)
+        return dataclasses.replace(
+            sequence,
+            keep_c=_zoneout_keep(v.zoneout_c, shape, x, self.training),
+            keep_h=_zoneout_keep(v.zoneout_h, shape, x, self.training),
+        )
 
     def _state_or_zeros(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
         if state is not None:
             return state
         zeros = x.new_zeros(x.shape[0], self.hidden_size)
         return zeros, zeros
+
+    def _check_plain_for_torch(self) -> None:
+        if not self.variant.is_plain():
+            raise ValueError(f"torch.nn.LSTM has no equivalent of the variant ({self.variant.describe()})")
 
     @classmethod
     def from_torch(cls, cell: nn.LSTMCell) -> LSTMCell:
@@ -100,14 +172,16 @@ class LSTMCell(nn.Module):
         return ours
 
     def to_torch(self) -> nn.LSTMCell:
-        """A `torch.nn.LSTMCell` with a copy of this cell's weights (same dtype and device)."""
+        """A `torch.nn.LSTMCell` with a copy of this cell's weights (same dtype and device); plain cells only."""
+        self._check_plain_for_torch()
         first = self.weight_ih
         theirs = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device=first.device, dtype=first.dtype)
         _copy_parameters(self.named_parameters(), theirs, to_torch=True)
         return theirs
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
+        variant = self.variant.describe()
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}" + (f", {variant}" if variant else "")
 
 
 class LSTM(nn.Module):
@@ -129,6 +203,7 @@ class LSTM(nn.Module):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        variant: CellVariant | None = None,
     ) -> None:
         super().__init__()
         self.input_size = input_size
@@ -141,7 +216,7 @@ class LSTM(nn.Module):
         self.num_directions = 2 if bidirectional else 1
         self.layers = nn.ModuleList(
             nn.ModuleList(
-                LSTMCell(input_size if layer == 0 else hidden_size * self.num_directions, hidden_size, bias)
+                LSTMCell(input_size if layer == 0 else hidden_size * self.num_directions, hidden_size, bias, variant)
                 for _ in range(self.num_directions)
             )
             for layer in range(num_layers)
@@ -234,11 +309,12 @@ class LSTM(nn.Module):
         return ours
 
     def to_torch(self) -> nn.LSTM:
-        """A `torch.nn.LSTM` with a copy of these weights: all layers and directions, ``batch_first`` kept.
+        """A `torch.nn.LSTM` with a copy of these weights: all layers and directions, ``batch_first`` kept (plain cells).
 
         It takes the same inputs as this LSTM, except that variable lengths go in as a
         `PackedSequence` (``pack_padded_sequence``) rather than a ``lengths`` argument.
         """
+        self.cells()[0][0]._check_plain_for_torch()
         first = self.cells()[0][0].weight_ih
         theirs = nn.LSTM(
             self.input_size,
@@ -288,10 +364,11 @@ def _run_direction(
     """
     if reverse:
         x = padding.reverse_within_lengths(x, lengths)
-    hs, cs = fastpath.run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero)
+    noise = cell.step_noise(x, cell.sequence_noise(x), steps=x.shape[0])
+    hs, cs = fastpath.run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero, noise)
     recorder = active_recorder()
     if recorder is not None:
-        recorder.record_layer(cell, x, h0, hs, cs, lengths, reverse, unsort)
+        recorder.record_layer(cell, x, h0, c0, hs, cs, lengths, reverse, unsort, noise)
     if lengths is None:
         h_last, c_last = hs[-1], cs[-1]
     else:
@@ -301,6 +378,20 @@ def _run_direction(
     if reverse:
         hs = padding.reverse_within_lengths(hs, lengths)
     return hs, h_last, c_last
+
+
+def _dropout_mask(p: float, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
+    """Bernoulli(1 − p) / (1 − p) of ``shape`` (None for p = 0): kept units scaled to keep the expectation."""
+    if p == 0:
+        return None
+    return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
+
+
+def _zoneout_keep(p: float, shape: tuple[int, ...], like: Tensor, training: bool) -> Tensor | float:
+    """Zoneout's d: Bernoulli(p) per unit in training, its expectation p in evaluation (0.0: off)."""
+    if p == 0 or not training:
+        return float(p)
+    return like.new_empty(shape).bernoulli_(p)
 
 
 def _copy_parameters(ours: Iterable[tuple[str, nn.Parameter]], theirs: nn.Module, to_torch: bool) -> None:

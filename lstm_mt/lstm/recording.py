@@ -14,6 +14,7 @@ from torch import Tensor
 
 from lstm_mt.lstm.equations import GateActivations, lstm_step, preactivations
 from lstm_mt.lstm.padding import reverse_within_lengths
+from lstm_mt.lstm.variants import CellNoise, variant_step
 
 if TYPE_CHECKING:  # for annotations only: modules.py imports this module
     from lstm_mt.lstm.modules import LSTMCell
@@ -75,21 +76,26 @@ class GateRecorder:
         cell: LSTMCell,
         x: Tensor,
         h0: Tensor,
+        c0: Tensor,
         hs: Tensor,
         cs: Tensor,
         lengths: Tensor | None,
         reverse: bool,
         unsort: Tensor | None,
+        noise: CellNoise | None = None,
     ) -> None:
         """Recompute a layer run's gates from its inputs and states (one product) and keep them.
 
         ``x``, ``hs``, ``cs`` are time-major and length-sorted, as the recurrence saw them
         (reversed within lengths for the backward direction); ``unsort`` puts the rows back
-        in the caller's order.
+        in the caller's order. ``noise``: a variant cell's masks and zoneout of the run.
         """
         h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
-        _, _, gates = lstm_step(preactivations(cell, x, h_prev).flatten(0, 1), cs.flatten(0, 1))
-        tensors = [t.view(hs.shape) for t in gates] + [cs, hs]
+        if cell.variant.is_plain():
+            _, _, gates = lstm_step(preactivations(cell, x, h_prev).flatten(0, 1), cs.flatten(0, 1))
+        else:  # all steps at once: each step's gates depend on its own h_prev and C_prev only
+            _, _, gates = variant_step(cell, x, h_prev, torch.cat([c0.unsqueeze(0), cs[:-1]]), noise)
+        tensors = [t.reshape(hs.shape) for t in gates] + [cs, hs]
         if lengths is not None:
             real = (torch.arange(hs.shape[0]).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2).to(hs.device)
             tensors = [t * real for t in tensors]

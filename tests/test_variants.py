@@ -1,0 +1,301 @@
+"""Cell variants (lstm_mt/lstm/variants.py): the fast path against the written-out equations, and each variant's promise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lstm_mt.errors import LstmMtError
+from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, fastpath, inference, native
+from lstm_mt.lstm.autograd import CellStep, LayerRecurrence
+from lstm_mt.lstm.equations import input_projection
+from lstm_mt.lstm.variants import CellNoise, CellVariant, variant_step
+from lstm_mt.model import ModelConfig, ModelConfigError, build_model
+
+VARIANTS = {
+    "layer_norm": CellVariant(layer_norm=True),
+    "recurrent_dropout": CellVariant(recurrent_dropout=0.3, input_dropout=0.2),
+    "zoneout": CellVariant(zoneout_c=0.3, zoneout_h=0.2),
+    "peepholes": CellVariant(peepholes=True),
+    "coupled_gates": CellVariant(coupled_gates=True),
+    "all": CellVariant(True, 0.3, 0.2, 0.3, 0.2, True, True),
+}
+LENGTHS = torch.tensor([5, 5, 3, 1])  # sorted, with padding
+BATCH_SIZES = [int((LENGTHS > t).sum()) for t in range(5)]
+
+
+@pytest.fixture(params=["native", "tensor"])
+def point_wise(request, monkeypatch):
+    """Run a test with the compiled kernel and with the tensor operations."""
+    if request.param == "tensor":
+        monkeypatch.setattr(native, "_library", lambda: None)
+    elif not native.available():
+        pytest.skip("no C compiler here: the compiled kernel is not built")
+
+
+def variant_cell(
+    variant: CellVariant, dtype: torch.dtype, training: bool, seed: int = 0, sizes: tuple[int, int] = (5, 6)
+) -> LSTMCell:
+    """A cell with every parameter moved off its initial value (layer-norm gains away from 1)."""
+    torch.manual_seed(seed)
+    cell = LSTMCell(*sizes, variant=variant).to(dtype).train(training)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return cell
+
+
+def reference_layer(cell, x, h0, c0, noise, lengths):
+    """`variant_step` step by step; a sequence past its length keeps its state and outputs zero."""
+    hs, cs, h, c = [], [], h0, c0
+    for t in range(x.shape[0]):
+        keep_c, keep_h = (k if isinstance(k, float) else k[t] for k in (noise.keep_c, noise.keep_h))
+        h_new, c_new, _ = variant_step(cell, x[t], h, c, CellNoise(noise.h_mask, noise.x_mask, keep_c, keep_h))
+        alive = (t < lengths).unsqueeze(1).to(x.dtype)
+        h, c = alive * h_new + (1 - alive) * h, alive * c_new + (1 - alive) * c
+        hs.append(h_new * alive)
+        cs.append(c_new * alive)
+    return torch.stack(hs), torch.stack(cs)
+
+
+def grads(outputs, weights, inputs):
+    loss = sum((out * w).sum() for out, w in zip(outputs, weights))
+    found = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(found, inputs)]
+
+
+def close(actual, expected, tolerance):
+    """Every pair equal within ``tolerance`` relative to the larger of 1 and the expected tensor's size."""
+    return all((a - e).abs().max() <= tolerance * max(1.0, e.abs().max().item()) for a, e in zip(actual, expected))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("training", [True, False])
+def test_layer_fast_path_equals_the_written_out_step(name, training, point_wise):
+    """Whole layer (float32, padding, initial state): outputs and all gradients equal `variant_step` step by step."""
+    cell = variant_cell(VARIANTS[name], torch.float32, training)
+    x = torch.randn(5, 4, 5, requires_grad=True)
+    h0, c0 = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
+    noise = cell.step_noise(x, cell.sequence_noise(x), steps=5)
+    actual = fastpath.run_layer(cell, x, h0, c0, BATCH_SIZES, False, noise)
+    expected = reference_layer(cell, x, h0, c0, noise, LENGTHS)
+    assert close(actual, expected, 1e-5)
+    weights = [torch.randn_like(t) for t in expected]
+    inputs = [x, h0, c0, *cell.parameters()]
+    assert close(grads(actual, weights, inputs), grads(expected, weights, inputs), 1e-5)
+    with torch.no_grad():  # the inference route (joint product) where it applies
+        assert close(fastpath.run_layer(cell, x, h0, c0, BATCH_SIZES, False, noise), expected, 1e-5)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_decoder_step_equals_the_written_out_step(name, point_wise):
+    """`LSTMCell.forward` (the decoder's single step) over two steps: outputs and all gradients."""
+    cell = variant_cell(VARIANTS[name], torch.float32, training=True)
+    x = torch.randn(4, 5, requires_grad=True)
+    h0, c0 = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
+    sequence = cell.sequence_noise(x)
+    first, second = cell.step_noise(x, sequence), cell.step_noise(x, sequence)
+    h1, c1 = fastpath.cell_step(cell, x, h0, c0, first)
+    actual = fastpath.cell_step(cell, x * 0.5, h1, c1, second)
+    h1_ref, c1_ref, _ = variant_step(cell, x, h0, c0, first)
+    expected = variant_step(cell, x * 0.5, h1_ref, c1_ref, second)[:2]
+    assert close(actual, expected, 1e-5)
+    weights = [torch.randn_like(t) for t in expected]
+    inputs = [x, h0, c0, *cell.parameters()]
+    assert close(grads(actual, weights, inputs), grads(expected, weights, inputs), 1e-5)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_gradcheck_through_the_fast_path(name):
+    """float64 layer run with padding (with and without an initial state) and a decoder step, numerically."""
+    cell = variant_cell(VARIANTS[name], torch.float64, training=True, sizes=(2, 3))
+    x = torch.randn(5, 4, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    noise = cell.step_noise(x, cell.sequence_noise(x), steps=5)
+    params = list(cell.parameters())
+
+    def run(x, h0, c0, *values, h0_is_zero=False):
+        with torch.nn.utils.stateless._reparametrize_module(cell, dict(zip(dict(cell.named_parameters()), values))):
+            return fastpath.run_layer(cell, x, h0, c0, BATCH_SIZES, h0_is_zero, noise)
+
+    assert torch.autograd.gradcheck(run, (x, h0, c0, *params), fast_mode=True)
+    zeros = torch.zeros(4, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda x, c0, *p: run(x, zeros, c0, *p, h0_is_zero=True), (x, c0, *params), fast_mode=True
+    )
+
+    step = cell.step_noise(x[0], noise)
+    assert torch.autograd.gradcheck(
+        lambda x, h, c: fastpath.cell_step(cell, x, h, c, step), (x[0], h0, c0), fast_mode=True
+    )
+
+
+def test_switched_off_runs_todays_cell_bitwise():
+    """All variants off: the same parameters from the same seed, and the plain routes' very numbers."""
+    torch.manual_seed(1)
+    plain = LSTM(5, 6, num_layers=2, bidirectional=True)
+    torch.manual_seed(1)
+    off = LSTM(5, 6, num_layers=2, bidirectional=True, variant=CellVariant())
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), off.state_dict().values()))
+    assert list(plain.state_dict()) == list(off.state_dict())
+    cell = off.cells()[0][0]
+    assert cell.peephole_weight is None and cell.ln_weight_hh is None
+    x = torch.randn(5, 4, 5, requires_grad=True)
+    h0, c0 = torch.randn(4, 6), torch.randn(4, 6)
+
+    hs, cs = fastpath.run_layer(cell, x, h0, c0, BATCH_SIZES)  # training route
+    today = LayerRecurrence.apply(input_projection(cell, x), cell.weight_hh, h0, c0, BATCH_SIZES, False)
+    assert torch.equal(hs, today[0]) and torch.equal(cs, today[1])
+    grads_now = torch.autograd.grad(hs.sum(), [x, *cell.parameters()])
+    grads_today = torch.autograd.grad(today[0].sum(), [x, *cell.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(grads_now, grads_today))
+    with torch.no_grad():  # inference route
+        assert torch.equal(
+            fastpath.run_layer(cell, x, h0, c0, BATCH_SIZES)[0], inference.run_layer(cell, x, h0, c0, BATCH_SIZES)[0]
+        )
+    step = cell(x[0], (h0, c0))
+    bias = cell.combined_bias()
+    assert torch.equal(step[0], CellStep.apply(x[0], h0, c0, cell.weight_ih, cell.weight_hh, bias)[0])
+
+
+def test_recurrent_dropout_one_mask_per_sequence_at_every_step():
+    """Gradients reaching h_{t-1} through the recurrent product vanish exactly on dropped units: the same
+    units at every step of a sequence, different units in different sequences."""
+    torch.manual_seed(2)
+    cell = LSTMCell(3, 64, variant=CellVariant(recurrent_dropout=0.5)).double().train()
+    x = torch.randn(6, 8, 3, dtype=torch.float64)
+    noise = cell.sequence_noise(x[0])
+    h, c = torch.zeros(8, 64, dtype=torch.float64), torch.zeros(8, 64, dtype=torch.float64)
+    patterns = []
+    for t in range(6):
+        h = h.detach().requires_grad_()
+        h_new, c = cell(x[t], (h, c.detach()), noise)
+        (grad,) = torch.autograd.grad((h_new * torch.randn_like(h_new)).sum(), h)
+        patterns.append(grad == 0)
+        h = h_new
+    assert all(torch.equal(p, patterns[0]) for p in patterns)  # the same mask at every step
+    dropped = patterns[0].double().mean().item()
+    assert 0.35 < dropped < 0.65  # p = 0.5 over 512 units
+    assert all(not torch.equal(patterns[0][0], patterns[0][b]) for b in range(1, 8))  # differs between sequences
+    assert not torch.equal(noise.h_mask, cell.sequence_noise(x[0]).h_mask)  # a new draw for the next batch
+    with pytest.raises(ValueError, match="sequence_noise"):
+        cell(x[0])  # in training a step needs the sequence's masks
+
+
+def test_zoneout_evaluation_is_deterministic_and_the_expectation():
+    """In evaluation C and h are z·previous + (1 − z)·new, from gates computed by hand."""
+    zc, zh = 0.3, 0.6
+    cell = variant_cell(CellVariant(zoneout_c=zc, zoneout_h=zh), torch.float64, training=False)
+    x, h, c = (torch.randn(4, n, dtype=torch.float64) for n in (5, 6, 6))
+    gates = x @ cell.weight_ih.T + h @ cell.weight_hh.T + cell.bias_ih + cell.bias_hh
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h_new = torch.sigmoid(o) * torch.tanh(c_new)
+    first, second = cell(x, (h, c)), cell(x, (h, c))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert torch.allclose(first[1], zc * c + (1 - zc) * c_new, atol=1e-12)
+    assert torch.allclose(first[0], zh * h + (1 - zh) * h_new, atol=1e-12)
+
+    lstm = LSTM(5, 6, variant=CellVariant(zoneout_c=zc, zoneout_h=zh)).eval()
+    xs = torch.randn(7, 3, 5)
+    with torch.no_grad():
+        assert torch.equal(lstm(xs)[0], lstm(xs)[0])
+    lstm.train()
+    assert not torch.equal(lstm(xs)[0], lstm(xs)[0])  # training draws d afresh
+
+
+def test_layer_norm_equals_torch_layer_norm_and_lstm_cell_equations():
+    """An independent LN-LSTM from torch.nn.LayerNorm (one per gate block) and torch.nn.LSTMCell's weights."""
+    cell = variant_cell(CellVariant(layer_norm=True), torch.float64, training=True, seed=3)
+    H = 6
+
+    def layer_norm(weight, bias=None):
+        """A torch.nn.LayerNorm whose gain (and bias) are the cell's tensors, so gradients reach them."""
+        layer = torch.nn.LayerNorm(H, bias=bias is not None).double()
+        del layer.weight
+        layer.weight = weight
+        if bias is not None:
+            del layer.bias
+            layer.bias = bias
+        return layer
+
+    norm_x = [layer_norm(gain) for gain in cell.ln_weight_ih.chunk(4)]
+    norm_h = [layer_norm(gain) for gain in cell.ln_weight_hh.chunk(4)]
+    norm_c = layer_norm(cell.ln_weight_c, cell.ln_bias_c)
+    w_ih, w_hh = cell.weight_ih.chunk(4), cell.weight_hh.chunk(4)
+    bias = (cell.bias_ih + cell.bias_hh).chunk(4)
+
+    def reference_step(x, h, c):
+        i, f, g, o = (norm_x[k](x @ w_ih[k].T) + norm_h[k](h @ w_hh[k].T) + bias[k] for k in range(4))
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(norm_c(c)), c
+
+    lstm = LSTM(5, H, variant=CellVariant(layer_norm=True)).double()
+    lstm.layers[0][0].load_state_dict(cell.state_dict())
+    x = torch.randn(5, 4, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([2, 5, 1, 4])
+    output, (h_n, c_n) = lstm(x, lengths)
+    expected_out, h_ref, c_ref = torch.zeros_like(output), [], []
+    for b, length in enumerate(lengths.tolist()):
+        h, c = torch.zeros(1, H, dtype=torch.float64), torch.zeros(1, H, dtype=torch.float64)
+        for t in range(length):
+            h, c = reference_step(x[t, b : b + 1], h, c)
+            expected_out[t, b] = h[0]
+        h_ref.append(h)
+        c_ref.append(c)
+    expected = [expected_out, torch.cat(h_ref).unsqueeze(0), torch.cat(c_ref).unsqueeze(0)]
+    actual = [output, h_n, c_n]
+    assert close(actual, expected, 1e-10)
+    weights = [torch.randn_like(t) for t in expected]
+    ours = [x, *lstm.parameters()]
+    theirs = [x, *cell.parameters()]
+    assert close(grads(actual, weights, ours), grads(expected, weights, theirs), 1e-10)
+
+
+def test_recorded_gates_of_a_variant_reproduce_the_outputs():
+    """GateRecorder on a variant layer and step: the recorded gates are `variant_step`'s and C, h the outputs."""
+    variant = CellVariant(True, 0.0, 0.0, 0.3, 0.2, True, False)
+    lstm = LSTM(5, 6, bidirectional=True, variant=variant).double().eval()
+    x = torch.randn(5, 3, 5, dtype=torch.float64)
+    lengths = torch.tensor([5, 2, 4])
+    with GateRecorder() as recorder:
+        output, _ = lstm(x, lengths)
+    forward, _ = recorder.records
+    cell = lstm.cells()[0][0]
+    h, c = torch.zeros(3, 6, dtype=torch.float64), torch.zeros(3, 6, dtype=torch.float64)
+    for t in range(2):  # all three sequences are running
+        h, c, gates = variant_step(cell, x[t], h, c, cell.step_noise(x[t], None))
+        assert torch.allclose(forward.i[t], gates.i) and torch.allclose(forward.o[t], gates.o)
+        assert torch.allclose(forward.c[t], c) and torch.allclose(forward.h[t], output[t, :, :6])
+
+
+def test_model_config_selects_variants_for_encoder_and_decoder():
+    cfg = ModelConfig(emb_size=8, encoder_hidden=8, decoder_hidden=16, attentional_size=8, attention_hidden=8)
+    cfg.cell = CellVariant(True, 0.2, 0.1, 0.1, 0.1, True, True)
+    model = build_model(cfg, 20, 20)
+    cells = [*(c for layer in model.encoder.rnn.cells() for c in layer), *model.decoder.cells.layers]
+    assert all(cell.variant == cfg.cell for cell in cells)
+    src, tgt = torch.randint(4, 20, (3, 6)), torch.randint(4, 20, (3, 5))
+    logits = model(src, torch.tensor([6, 3, 4]), tgt)  # training: masks drawn once per sequence
+    logits.sum().backward()
+    assert all(p.grad is not None for name, p in model.named_parameters() if "ln_" in name)
+    model.eval()
+    with torch.no_grad():
+        encoded = model.encode(src, torch.tensor([6, 3, 4]))
+        model.decode_step(tgt[:, 0], model.init_decoder_state(encoded), encoded)
+    cfg.cell = CellVariant(zoneout_h=1.0)
+    with pytest.raises(ModelConfigError, match=r"model\.cell\.zoneout_h=1\.0: must be in \[0, 1\)"):
+        build_model(cfg, 20, 20)
+
+
+def test_cell_keys_are_typed_and_old_configs_read_as_plain():
+    from lstm_mt.configuring import typed_config
+
+    assert typed_config(ModelConfig, {"emb_size": 8}, "config.model").cell == CellVariant()
+    cfg = typed_config(ModelConfig, {"cell": {"peepholes": True, "zoneout_c": 0.1}}, "config.model")
+    assert cfg.cell == CellVariant(peepholes=True, zoneout_c=0.1)
+    with pytest.raises(LstmMtError, match="cell.layer_nrom"):
+        typed_config(ModelConfig, {"cell": {"layer_nrom": True}}, "config.model")
+    with pytest.raises(ValueError, match="no equivalent"):
+        LSTM(3, 4, variant=CellVariant(peepholes=True)).to_torch()
