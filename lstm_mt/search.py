@@ -179,7 +179,7 @@ def _greedy_steps(
         best = best.masked_fill(ended, PAD_ID)
         tokens[rows, step] = best
         attention[rows, step] = weights
-        scores.index_add_(0, rows, best_score.masked_fill(ended, 0.0))
+        scores.index_add_(0, rows, best_score.masked_fill(ended, 0.0).to(scores.dtype))  # bf16 under autocast
         ended |= (best == EOS_ID) | (step + 1 >= limits)
         finished = int(ended.sum())
         if finished == rows.shape[0]:
