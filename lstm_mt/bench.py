@@ -10,6 +10,10 @@ fresh process whose allocator returns freed blocks to the system.
     lstm-mt bench --quick         # the headline shape only (H=512, T=30, B=64)
     lstm-mt bench --device cuda   # on a GPU: against cuDNN, fp32 and bf16 autocast
 
+A last table times each cell variant (`lstm_mt.lstm.variants`) against the plain cell on the
+headline shape, in the same run; layer norm also against the same equations written as a
+plain PyTorch loop of `variant_step` under autograd.
+
 On CUDA the tables also time our LSTM with its point-wise step in tensor operations
 instead of the fused Triton kernel ("ours, no Triton"), in the same run, so the kernel's
 own effect shows.
@@ -34,6 +38,7 @@ import torch
 
 from lstm_mt.errors import LstmMtError
 from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, triton_step
+from lstm_mt.lstm.variants import CellVariant, variant_step
 from lstm_mt.runtime import check_device
 
 
@@ -318,6 +323,91 @@ def main(argv: list[str] | None = None) -> None:
         for shape in [HEADLINE] if args.quick else DECODER_SHAPES:
             t = bench_decoder_steps(shape, device, args.repeats, precision)
             print(f"| {shape.label()} | {timing_cells(t)} |", flush=True)
+
+    print_variants(HEADLINE, device, args.repeats)
+
+
+VARIANTS = {
+    "recurrent_dropout=0.25": CellVariant(recurrent_dropout=0.25),
+    "zoneout_c=zoneout_h=0.1": CellVariant(zoneout_c=0.1, zoneout_h=0.1),
+    "peepholes": CellVariant(peepholes=True),
+    "coupled_gates": CellVariant(coupled_gates=True),
+    "layer_norm": CellVariant(layer_norm=True),
+}
+
+
+def bench_variants(shape: Shape, device: torch.device, repeats: int) -> dict[str, dict[str, float]]:
+    """Per variant: training step and inference (evaluation mode) of the plain LSTM and the variant's, interleaved.
+
+    One layer, one direction (of ``shape``'s sizes). For layer norm also ``reference_train``: a
+    training step of `variant_step` looped over the steps.
+    """
+    shape = dataclasses.replace(shape, layers=1, bidirectional=False)
+    x = torch.randn(shape.length, shape.batch, shape.input, device=device)
+
+    def build(variant: CellVariant) -> LSTM:
+        torch.manual_seed(0)
+        return LSTM(shape.input, shape.hidden, shape.layers, bidirectional=shape.bidirectional, variant=variant).to(
+            device
+        )
+
+    def infer(module: LSTM) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                module.eval()(x)
+
+        return run
+
+    plain = build(CellVariant())
+    results = {}
+    for name, variant in VARIANTS.items():
+        ours = build(variant)
+        train = {"plain_train": training_step(plain.train(), x), "variant_train": training_step(ours.train(), x)}
+        if variant.layer_norm:
+            train["reference_train"] = _step_by_step_training(ours.cells()[0][0], x)
+        t = interleaved(train, device, repeats)
+        t.update(interleaved({"plain_infer": infer(plain), "variant_infer": infer(ours)}, device, repeats))
+        plain.train(), ours.train()
+        results[name] = t
+    return results
+
+
+def _step_by_step_training(cell: LSTMCell, x: torch.Tensor) -> Callable[[], None]:
+    """A training step of ``cell``'s equations as plain PyTorch: `variant_step` per time step, autograd's backward."""
+
+    def run() -> None:
+        cell.zero_grad(set_to_none=True)
+        h = c = x.new_zeros(x.shape[1], cell.hidden_size)
+        outputs = []
+        for x_t in x:
+            h, c, _ = variant_step(cell, x_t, h, c)
+            outputs.append(h)
+        torch.stack(outputs).sum().backward()
+
+    return run
+
+
+def print_variants(shape: Shape, device: torch.device, repeats: int) -> None:
+    """The variants table: ratios to the plain cell (and layer norm's to the step-by-step PyTorch loop)."""
+    shape = dataclasses.replace(shape, layers=1, bidirectional=False)
+    print(f"\nCell variants, {shape.label()}, against the plain cell in the same run (training in train mode,")
+    print("inference in eval mode); layer norm also against its equations as a PyTorch loop (variant_step):\n")
+    print(
+        "| variant | train plain | train variant | ratio | infer plain | infer variant | ratio | train PyTorch loop | ours / loop |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, t in bench_variants(shape, device, repeats).items():
+        cells = [
+            f"{t['plain_train']:.1f}",
+            f"{t['variant_train']:.1f}",
+            f"{t['variant_train'] / t['plain_train']:.2f}×",
+            f"{t['plain_infer']:.1f}",
+            f"{t['variant_infer']:.1f}",
+            f"{t['variant_infer'] / t['plain_infer']:.2f}×",
+        ]
+        loop = t.get("reference_train")
+        cells += ["-", "-"] if loop is None else [f"{loop:.1f}", f"{t['variant_train'] / loop:.2f}×"]
+        print(f"| {name} | {' | '.join(cells)} |", flush=True)
 
 
 def print_header(device: torch.device, extra: str = "") -> None:

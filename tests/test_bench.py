@@ -31,6 +31,12 @@ def test_quick_bench_prints_ratios_and_cpu_peak_memory(monkeypatch, capsys):
     rows = [line for line in out.splitlines() if line.startswith("| H=16")]
     assert len(rows) == 3  # full sequences, gate recording, decoder steps
     assert all(re.search(r"\d+\.\d\d×", row) for row in rows)
+    variant_rows = [
+        line for line in out.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in bench.VARIANTS
+    ]
+    assert [row.split("|")[1].strip() for row in variant_rows] == list(bench.VARIANTS)  # one row per variant
+    assert all(len(re.findall(r"\d+\.\d\d×", row)) >= 2 for row in variant_rows)  # train and inference ratios
+    assert len(re.findall(r"\d+\.\d\d×", variant_rows[-1])) == 3  # layer norm: also against the PyTorch loop
     if sys.platform.startswith("linux"):
         peaks = rows[0].rstrip(" |").split("|")[-2:]
         assert all(re.fullmatch(r"\s*\d+\s*", cell) for cell in peaks), rows[0]  # measured, not n/a; sizes: next test
