@@ -43,7 +43,9 @@ class TrainConfig:
     the last ``keep_last`` are kept, plus best.pt and last.pt. ``resume``: a checkpoint path, or
     ``auto`` for the newest one in the run directory (a fresh start when there is none).
     ``precision``: auto (bf16/fp16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.
-    ``num_threads``: torch.set_num_threads (0: PyTorch's default).
+    ``num_threads``: torch.set_num_threads (0: PyTorch's default). ``fused_loss``: the generator
+    and the loss taken together a chunk of tokens at a time (`lstm_mt.loss.generator_loss`);
+    false computes the full ``[B, T, V]`` logits first (the reference, same results to rounding).
     Output: ``quiet`` prints plain log lines instead of progress bars, every ``log_every``
     updates (also the period of ``train`` records in metrics.jsonl); ``tensorboard`` also
     writes TensorBoard events (needs the tensorboard package).
@@ -74,6 +76,7 @@ class TrainConfig:
     resume: str | None = None
     precision: str = "auto"
     num_threads: int = bounded(0, ge=0)
+    fused_loss: bool = True
     quiet: bool = False
     log_every: int = bounded(100, ge=1)
     tensorboard: bool = False

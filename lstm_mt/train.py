@@ -60,9 +60,8 @@ from lstm_mt.configuring import typed_config
 from lstm_mt.data import Batch, BatchIterator, EncodedDataset, PreparedData, prepare_data
 from lstm_mt.errors import LstmMtError
 from lstm_mt.hydra_app import run_hydra
-from lstm_mt.loss import label_smoothed_nll
 from lstm_mt.metrics import corpus_bleu
-from lstm_mt.model import ModelConfig, Seq2Seq, build_model
+from lstm_mt.model import ModelConfig, Seq2Seq, TeacherForcedLoss, build_model
 from lstm_mt.optim import MetricTracker, Schedule, build_optimizer
 from lstm_mt.runlog import METRICS_FILE, MetricsLog
 from lstm_mt.runtime import Distributed, Precision, StopSignals, check_precision, select_device, select_precision
@@ -200,7 +199,7 @@ class Validation:
 
 @torch.no_grad()
 def validate(
-    model: Seq2Seq, data: PreparedData, max_tokens: int, device: torch.device, precision: Precision
+    model: Seq2Seq, data: PreparedData, max_tokens: int, device: torch.device, precision: Precision, fused: bool = True
 ) -> Validation:
     """Loss over the valid split and BLEU of its greedy translations against the raw references."""
     was_training = model.training
@@ -211,9 +210,8 @@ def validate(
         batch = batch.to(device)
         with precision.autocast(device):
             encoder_out = model.encode(batch.src, batch.src_lengths)  # once, for the loss and the search
-            logits, _ = model.decode(batch.tgt_in, encoder_out)
+            nll += model.decode_loss(batch.tgt_in, batch.tgt_out, encoder_out, fused=fused).nll.item()
             found = greedy_search(model, batch.src, batch.src_lengths, encoder_out=encoder_out)
-        nll += label_smoothed_nll(logits, batch.tgt_out, 0.0).nll.item()
         tokens += batch.num_tgt_tokens
         for index, hypothesis in zip(batch.indices, found):
             hypotheses[index] = data.tokenizer.decode_tgt(hypothesis.tokens)
@@ -332,7 +330,9 @@ class Trainer:
         if resume_from is not None:
             self.restore(Path(resume_from))
         self.schedule.apply(self.optimizer, self.progress.step)
-        self.model: nn.Module = self._parallel(self.module)
+        self.model: nn.Module = self._parallel(
+            TeacherForcedLoss(self.module, self.cfg.label_smoothing, self.cfg.fused_loss)
+        )
         self._log_start()
 
     def _parallel(self, module: nn.Module) -> nn.Module:
@@ -426,8 +426,7 @@ class Trainer:
             batch = batch.to(self.device, non_blocking=True)
             with self._gradient_sync(last=i == len(group) - 1):
                 with self.precision.autocast(self.device):
-                    logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
-                loss = label_smoothed_nll(logits, batch.tgt_out, self.cfg.label_smoothing)
+                    loss = self.model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
                 self.scaler.scale(loss.loss * scale).backward()
             loss_sum, nll_sum = loss_sum + loss.loss.detach(), nll_sum + loss.nll.detach()
         grad_norm = self._clip_gradients()
@@ -504,7 +503,9 @@ class Trainer:
         """Validate (rank 0, shared with all), update best/schedule/early stopping, checkpoint."""
         result = None
         if self.dist.is_main:
-            result = validate(self.module, self.data, self.cfg.max_tokens, self.device, self.precision)
+            result = validate(
+                self.module, self.data, self.cfg.max_tokens, self.device, self.precision, self.cfg.fused_loss
+            )
         result = self.dist.broadcast(result)
         value = result.value(self.cfg.early_stop_metric)
         improved = self.best.observe(value)

@@ -399,6 +399,23 @@ def test_bf16_autocast_on_cpu_trains(tmp_path, tiny):
 
 
 @needs_mirror
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-5), ("bf16", 1e-3)])
+def test_fused_loss_trains_like_the_full_logits(tmp_path, tiny, precision, tolerance):
+    """train.fused_loss (chunked generator + loss) against the full logits: the same losses to rounding
+    over 4 updates and a validation (measured: fp32 within 2e-7, bf16 within 3e-5 relative)."""
+    runs = {}
+    for fused in ("true", "false"):
+        overrides = [f"train.fused_loss={fused}", f"train.precision={precision}", "train.log_every=1"]
+        cfg = compose_train(*tiny, *overrides, "train.max_steps=4", "train.valid_every=4")
+        (tmp_path / fused).mkdir()
+        train(cfg, tmp_path / fused)
+        runs[fused] = records(tmp_path / fused, "train") + records(tmp_path / fused, "valid")
+    assert len(runs["true"]) == 5
+    for ours, reference in zip(runs["true"], runs["false"]):
+        assert ours["loss"] == pytest.approx(reference["loss"], rel=tolerance)
+
+
+@needs_mirror
 def test_progress_bar_ends_at_max_steps_not_at_the_end_of_the_epoch(tmp_path, tiny, capfd):
     result = train(compose_train(*tiny, "train.quiet=false", "train.max_steps=3"), tmp_path)
     assert result.step == 3
