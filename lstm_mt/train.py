@@ -51,6 +51,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.profiler import record_function
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -63,6 +64,7 @@ from lstm_mt.hydra_app import run_hydra
 from lstm_mt.metrics import corpus_bleu
 from lstm_mt.model import ModelConfig, Seq2Seq, TeacherForcedLoss, build_model
 from lstm_mt.optim import MetricTracker, Schedule, build_optimizer
+from lstm_mt.profiling import BACKWARD, FORWARD, OPTIMIZER
 from lstm_mt.runlog import METRICS_FILE, MetricsLog
 from lstm_mt.runtime import Distributed, Precision, StopSignals, check_precision, select_device, select_precision
 from lstm_mt.search import greedy_search
@@ -425,13 +427,15 @@ class Trainer:
         for i, batch in enumerate(group):
             batch = batch.to(self.device, non_blocking=True)
             with self._gradient_sync(last=i == len(group) - 1):
-                with self.precision.autocast(self.device):
+                with self.precision.autocast(self.device), record_function(FORWARD):
                     loss = self.model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
-                self.scaler.scale(loss.loss * scale).backward()
+                with record_function(BACKWARD):
+                    self.scaler.scale(loss.loss * scale).backward()
             loss_sum, nll_sum = loss_sum + loss.loss.detach(), nll_sum + loss.nll.detach()
-        grad_norm = self._clip_gradients()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        with record_function(OPTIMIZER):
+            grad_norm = self._clip_gradients()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.schedule.apply(self.optimizer, self.progress.step + 1)
         return UpdateStats(float(loss_sum), float(nll_sum), local_tokens, tokens, lr, grad_norm)
 

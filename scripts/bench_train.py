@@ -12,9 +12,19 @@ on CPU (Linux: reset through /proc/self/clear_refs), or CUDA's max allocated.
     .venv/bin/python scripts/bench_train.py --device cuda --precision bf16,fp16,fp32
     .venv/bin/python scripts/bench_train.py model=small train.max_tokens=2048   # any config overrides
     .venv/bin/python scripts/bench_train.py --decode                   # then greedy/beam-5 decoding speed
+    .venv/bin/python scripts/bench_train.py --profile 2 --precision bf16 +experiment=multi30k_de_en
+    .venv/bin/python scripts/bench_train.py --steps 60 --with-validation 200 --precision bf16 +experiment=multi30k_de_en
 
 ``--decode`` also runs ``scripts/bench_decode.py`` (sentences/second on Multi30k
 test_2016_flickr, greedy and beam 5) with the same thread count and device.
+
+``--profile N`` profiles N more updates after the timed ones with torch.profiler and prints
+where their time went, by category (`lstm_mt.profiling`: products, point-wise LSTM, casts,
+output layer, backward bookkeeping, optimizer, data, ...), then the largest operations.
+
+``--with-validation N`` then validates on the first N valid sentences (0: all) and saves a
+checkpoint, as a run does after an epoch, and reports the peak RSS of the whole run, not
+only of the updates (``peak RSS +valid``), and where the heap stands at the end (glibc).
 
 Data come from ``data.mirror`` or $LSTM_MT_DATA_MIRROR (else the download cache); the first
 run trains the 8k SentencePiece model (cached under ``data/``).
@@ -23,6 +33,8 @@ run trains the 8k SentencePiece model (cached under ``data/``).
 from __future__ import annotations
 
 import argparse
+import ctypes
+import dataclasses
 import resource
 import subprocess
 import sys
@@ -34,11 +46,12 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from lstm_mt import profiling
 from lstm_mt.config import TrainJobConfig, register_configs
 from lstm_mt.configuring import typed_config
 from lstm_mt.hydra_app import CONFIG_DIR
 from lstm_mt.runtime import Distributed, StopSignals, select_device
-from lstm_mt.train import Trainer, update_groups
+from lstm_mt.train import Trainer, first_examples, update_groups
 
 
 @dataclass
@@ -50,6 +63,8 @@ class Row:
     tokens: float
     seconds: float
     peak_mib: float
+    peak_with_validation_mib: float | None = None
+    profile: profiling.Breakdown | None = None
 
     def cells(self) -> list[str]:
         return [
@@ -60,6 +75,7 @@ class Row:
             f"{self.tokens / self.seconds:.0f}",
             f"{self.seconds / self.updates:.2f}",
             f"{self.peak_mib:.0f}",
+            "-" if self.peak_with_validation_mib is None else f"{self.peak_with_validation_mib:.0f}",
         ]
 
 
@@ -71,6 +87,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     parser.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, fp16 (default fp32)")
     parser.add_argument("--decode", action="store_true", help="also time decoding (scripts/bench_decode.py)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N more updates by category")
+    parser.add_argument(
+        "--with-validation",
+        type=int,
+        default=None,
+        metavar="N",
+        help="then validate on the first N valid sentences (0: all) and save, for the peak RSS of a whole run",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (model=base unless another model= is given)")
     return parser.parse_args(argv)
 
@@ -109,7 +133,7 @@ def sync(device: torch.device) -> None:
 
 
 def bench(args: argparse.Namespace, precision: str, overrides: list[str]) -> tuple[Row, Trainer]:
-    """Warm up, then time ``args.steps`` updates of a fresh job in ``precision``."""
+    """Warm up, then time ``args.steps`` updates of a fresh job in ``precision`` (then profile, validate)."""
     job = compose_job(
         [*overrides, f"train.precision={precision}", f"device={args.device}", f"train.num_threads={args.threads}"]
     )
@@ -127,18 +151,92 @@ def bench(args: argparse.Namespace, precision: str, overrides: list[str]) -> tup
             tokens += trainer.update(next(groups)).tokens
         sync(device)
         seconds = time.perf_counter() - start
-    return Row(precision, args.steps, tokens, seconds, peak_memory_mib(device)), trainer
+        row = Row(precision, args.steps, tokens, seconds, peak_memory_mib(device))
+        if args.profile:
+            row.profile = profile_updates(trainer, groups, args.profile, device)
+        if args.with_validation is not None:
+            validate_and_save(trainer, args.with_validation)
+            row.peak_with_validation_mib = peak_memory_mib(device)
+    return row, trainer
+
+
+def profile_updates(trainer: Trainer, groups, updates: int, device: torch.device) -> profiling.Breakdown:
+    """Run ``updates`` more updates under torch.profiler (CPU activity) and sort their time into categories."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(updates):
+            with record_function(profiling.DATA):
+                group = next(groups)
+            trainer.update(group)
+        sync(device)
+        wall = time.perf_counter() - start
+    return profiling.breakdown(prof.events(), wall, updates)
+
+
+def validate_and_save(trainer: Trainer, sentences: int) -> None:
+    """What a run does after an epoch: validate (on the first ``sentences`` valid sentences, 0: all) and save."""
+    if sentences:
+        trainer.data = dataclasses.replace(trainer.data, valid=first_examples(trainer.data.valid, sentences))
+    trainer.validate_and_save()
+
+
+def heap_summary() -> str:
+    """glibc's view of the heap (mallinfo2): bytes in use, bytes free but kept, bytes in mmapped chunks."""
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks")
+            + ("fordblks", "keepcost")
+        ]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return "heap: mallinfo2 unavailable (not glibc >= 2.33)"
+    mib = 2**20
+    return (
+        f"heap (glibc): {info.uordblks / mib:.0f} MiB in use, {info.fordblks / mib:.0f} MiB free but kept, "
+        f"{info.hblkhd / mib:.0f} MiB in {info.hblks} mmapped chunks"
+    )
+
+
+def current_rss_mib() -> float:
+    """The resident set now (Linux), 0 where it cannot be read."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def print_table(rows: list[Row], device: torch.device) -> None:
     memory = "peak CUDA alloc MiB" if device.type == "cuda" else "peak RSS MiB"
-    header = ["precision", "updates", "tgt tokens", "seconds", "tgt tok/s", "s/update", memory]
-    table = [header, *(row.cells() for row in rows)]
-    widths = [max(len(line[k]) for line in table) for k in range(len(header))]
-    for i, line in enumerate(table):
-        print("| " + " | ".join(cell.rjust(w) for cell, w in zip(line, widths)) + " |")
-        if i == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    header = ["precision", "updates", "tgt tokens", "seconds", "tgt tok/s", "s/update", memory, f"{memory} +valid"]
+    print(profiling.format_table(header, [row.cells() for row in rows]))
+
+
+def print_profile(row: Row) -> None:
+    profile = row.profile
+    assert profile is not None
+    print(
+        f"\nprofile, {row.precision}: {profile.updates} update(s), {1e3 * profile.wall / profile.updates:.0f} ms "
+        "each under the profiler (self CPU time of each operation, by what it is and where it ran)"
+    )
+    print(profiling.format_table(["category", "ms/update", "share", "what"], profile.rows()))
+    print(
+        profiling.format_table(
+            ["largest operations", "category", "ms/update"],
+            [[name, category, f"{1e3 * spent / profile.updates:.0f}"] for name, category, spent in profile.top_ops],
+        )
+    )
 
 
 def cpu_name() -> str:
@@ -170,6 +268,11 @@ def main(argv: list[str]) -> None:
         f"{args.warmup} warm-up + {args.steps} timed updates; {where}; torch {torch.__version__}"
     )
     print_table(rows, device)
+    for row in rows:
+        if row.profile is not None:
+            print_profile(row)
+    if device.type == "cpu":
+        print(f"\nafter the last run: RSS {current_rss_mib():.0f} MiB; {heap_summary()}")
     if args.decode:
         decode_bench = Path(__file__).with_name("bench_decode.py")
         subprocess.run(
