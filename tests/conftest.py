@@ -8,23 +8,34 @@ For `tiny_checkpoint` (to search, translate and evaluate with), a SentencePiece 
 `Seq2Seq` is overfit for a few seconds on the 48 shortest of them, so that it ends its
 outputs with EOS at different lengths and beam search disagrees with greedy search.
 The checkpoint has the documented keys (see lstm_mt/checkpoint.py). Seeded, one thread.
+
+At the end, plain helpers that several test files import (``from conftest import compose_train``):
+the composed train config, the `lstm-mt train` command line, the ``offline`` fixture and fake
+mirrors and custom corpora for the data tests.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 if not torch.cuda.is_available():  # Triton kernels (lstm_mt.lstm.triton_step) then run in Triton's interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")  # read when Triton is imported, which happens later
 
 from lstm_mt.checkpoint import save_checkpoint
-from lstm_mt.data import MIRROR_ENV, DataConfig, collate, load_split
+from lstm_mt.config import register_configs
+from lstm_mt.data import MIRROR_ENV, CustomConfig, DataConfig, FilePair, collate, load_split, sources
+from lstm_mt.hydra_app import CONFIG_DIR
 from lstm_mt.model import ModelConfig, Seq2Seq, build_model
 from lstm_mt.tokenizer import SubwordConfig, Tokenizer, train_or_load_tokenizer
 from lstm_mt.vocab import PAD_ID
@@ -127,3 +138,76 @@ def _overfit(tokenizer: Tokenizer, sources: list[str], targets: list[str]) -> Se
     finally:
         torch.set_num_threads(threads)
     return model
+
+
+# --- helpers shared by several test files (imported with `from conftest import ...`) -------------
+
+REPO = Path(__file__).resolve().parents[1]
+needs_mirror = pytest.mark.skipif(not (MIRROR / "multi30k" / "raw").is_dir(), reason=f"no data mirror at {MIRROR}")
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    """The job config exactly as `lstm-mt train <overrides>` composes it."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def train_cli(*args: str) -> list[str]:
+    """The command line of `lstm-mt train <args>` run with this Python."""
+    return [sys.executable, "-m", "lstm_mt", "train", *args]
+
+
+def run_train_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`lstm-mt train <args>` run from the repository root, output captured as text."""
+    return subprocess.run(train_cli(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test picks its mirror explicitly, and any real download attempt fails the test."""
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+
+    def no_network(url, out):
+        raise AssertionError(f"test tried to download {url}")
+
+    monkeypatch.setattr(sources, "fetch_url", no_network)
+
+
+def write_gz(path: Path, data: bytes) -> Path:
+    """``data`` gzipped into ``path`` (folders made as needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data))
+    return path
+
+
+def fake_multi30k(root: Path, files: dict[str, bytes]) -> Path:
+    """A mirror folder holding only ``files`` (name like 'train.de' -> content)."""
+    for name, data in files.items():
+        write_gz(root / "multi30k" / "raw" / f"{name}.gz", data)
+    return root
+
+
+def custom_config(tmp_path: Path, train: tuple[bytes, bytes], valid: tuple[bytes, bytes], **kwargs) -> DataConfig:
+    """A ``data=custom`` config over files written here: plain train, gzipped valid, test sets t1 and t2."""
+
+    def pair(name: str, texts: tuple[bytes, bytes], gz: bool) -> FilePair:
+        paths = [tmp_path / f"{name}.{side}{'.gz' if gz else ''}" for side in ("src", "tgt")]
+        for path, text in zip(paths, texts):
+            path.write_bytes(gzip.compress(text) if gz else text)
+        return FilePair(str(paths[0]), str(paths[1]))
+
+    custom = CustomConfig(
+        train=pair("train", train, gz=False),
+        valid=pair("valid", valid, gz=True),
+        test={"t1": pair("t1", (b"x\n", b"y\n"), gz=False), "t2": pair("t2", (b"p\nq\n", b"r\ns\n"), gz=True)},
+    )
+    return DataConfig(
+        name="custom",
+        src="src",
+        tgt="tgt",
+        valid_split="valid",
+        cache_dir=str(tmp_path / "cache"),
+        custom=custom,
+        **kwargs,
+    )

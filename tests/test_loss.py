@@ -1,12 +1,14 @@
-"""Label-smoothed cross-entropy: the fused generator loss against the plain one on full logits.
+"""Tests for lstm_mt.loss: label-smoothed cross-entropy against torch's (padding ignored), and the fused
+generator loss against the plain one on full logits.
 
-The reference is `label_smoothed_nll` over ``generator(hidden)`` with autograd's gradients
-(itself checked against ``F.cross_entropy`` in test_train.py). Tolerances: float64 1e-10,
+The reference for the fused loss is `label_smoothed_nll` over ``generator(hidden)`` with autograd's
+gradients (itself checked against ``F.cross_entropy`` by the first test). Tolerances: float64 1e-10,
 float32 1e-5 (relative), bf16 autocast as stated at the test.
 """
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lstm_mt import loss as loss_module
@@ -14,6 +16,23 @@ from lstm_mt.loss import generator_loss, label_smoothed_nll
 from lstm_mt.vocab import PAD_ID
 
 torch.set_num_threads(1)
+
+
+def test_label_smoothed_loss_matches_torch_and_ignores_padding():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11)
+    targets = torch.randint(4, 11, (3, 5))
+    targets[0, 3:] = 0
+    targets[2, 1:] = 0
+    for smoothing in (0.0, 0.1, 0.3):
+        loss, nll = label_smoothed_nll(logits, targets, smoothing)
+        expected = F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=0, label_smoothing=smoothing, reduction="sum"
+        )
+        torch.testing.assert_close(loss, expected)
+        torch.testing.assert_close(
+            nll, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0, reduction="sum")
+        )
 
 
 def problem(vocab: int = 50, dim: int = 16, bias: bool = True, dtype=torch.float32, seed: int = 0):

@@ -15,20 +15,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import REPO, compose_train
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from lstm_mt import recipe
 from lstm_mt.average import average_checkpoints
 from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
-from lstm_mt.config import DecodingGrid, TrainJobConfig, register_configs
+from lstm_mt.config import DecodingGrid, TrainJobConfig
 from lstm_mt.configuring import typed_config
 from lstm_mt.data import multi30k, textio
 from lstm_mt.model import ModelConfig
 from lstm_mt.train import train
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "model.emb_size=32",
     "model.encoder_hidden=32",
@@ -38,13 +37,6 @@ TINY = [
     "model.encoder_layers=1",
     "model.decoder_layers=1",
 ]
-
-
-def compose_train(*overrides: str):
-    """The job config exactly as `lstm-mt train <overrides>` composes it."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "lstm_mt" / "configs"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
 
 
 # --- the recipe configs ------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""Tests for `lstm-mt train`: Hydra configs and their checks, loss and schedule, and real short
-runs on a slice of Multi30k (a tiny model, a 500-piece vocabulary, 300 training pairs):
-validation loss goes down, a killed run resumes to bitwise-identical parameters, broken
-checkpoints give one-line errors, and two torchrun ranks stay in sync."""
+"""Tests for `lstm-mt train` (lstm_mt.train): real short runs on a slice of Multi30k (a tiny model, a
+500-piece vocabulary, 300 training pairs): overrides reach the trainer, validation loss goes down, a killed
+run resumes to bitwise-identical parameters, broken checkpoints give one-line errors, and two torchrun ranks
+stay in sync. Config, loss, schedule and runtime have their own test files."""
 
 from __future__ import annotations
 
@@ -16,26 +16,18 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.errors import ConfigCompositionException
+from conftest import MIRROR, REPO, compose_train, needs_mirror, run_train_cli, train_cli
 
 from lstm_mt.checkpoint import load_checkpoint
-from lstm_mt.config import TrainJobConfig, register_configs
+from lstm_mt.config import TrainJobConfig
 from lstm_mt.configuring import typed_config
-from lstm_mt.data import MIRROR_ENV
 from lstm_mt.errors import LstmMtError
-from lstm_mt.loss import label_smoothed_nll
 from lstm_mt.model import ModelConfig, build_model
-from lstm_mt.optim import Schedule
-from lstm_mt.runtime import Distributed, StopSignals, select_precision
+from lstm_mt.runtime import Distributed, StopSignals
 from lstm_mt.train import Trainer, parameter_digest, train
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "lstm_mt" / "configs"
-MIRROR = Path(os.environ.get(MIRROR_ENV) or REPO.parent / "shared" / "data")
-needs_mirror = pytest.mark.skipif(not (MIRROR / "multi30k" / "raw").is_dir(), reason=f"no data mirror at {MIRROR}")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+
 
 # A model small enough for a few seconds per epoch of 300 pairs on one thread.
 TINY_MODEL = [
@@ -45,6 +37,8 @@ TINY_MODEL = [
     "model.attentional_size=64",
     "model.attention_hidden=64",
 ]
+
+
 TINY_TRAIN = [
     "train.max_train_examples=300",
     "train.max_tokens=1024",
@@ -55,13 +49,6 @@ TINY_TRAIN = [
     "train.early_stop_metric=loss",
     "seed=3",
 ]
-
-
-def compose_train(*overrides: str):
-    """The job config exactly as `lstm-mt train <overrides>` composes it."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
 
 
 @pytest.fixture(scope="session")
@@ -82,14 +69,6 @@ def tiny(tiny_data) -> list[str]:
     return [*tiny_data, *TINY_MODEL, *TINY_TRAIN]
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lstm_mt", "train", *args]
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO)
-
-
 def records(run_dir: Path, kind: str) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
@@ -97,22 +76,6 @@ def records(run_dir: Path, kind: str) -> list[dict]:
 
 def final_model(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
-
-
-# --- configuration -----------------------------------------------------------------------------
-
-
-def test_default_config_composes_to_the_schema():
-    job = typed_config(TrainJobConfig, compose_train(), "config")
-    assert (job.data.name, job.model.emb_size, job.train.optimizer, job.train.max_tokens) == (
-        "multi30k",
-        128,
-        "adam",
-        4096,
-    )
-    assert job.train.label_smoothing == 0.1 and job.train.clip_norm == 1.0 and job.device == "auto"
-    quick = typed_config(TrainJobConfig, compose_train("train=quick"), "config")
-    assert (quick.train.max_epochs, quick.train.max_tokens) == (1, 2048) and quick.train.label_smoothing == 0.1
 
 
 @needs_mirror
@@ -142,123 +105,6 @@ def test_overrides_reach_the_model_optimizer_and_batches(tmp_path, tiny_data):
     assert trainer.data.valid.src_lines[0] == "A group of men are loading cotton onto a truck"
     assert len(trainer.data.train) == 300
 
-
-@pytest.mark.parametrize(
-    "override, named",
-    [
-        ("model.emb_sz=64", "emb_sz"),  # a typo'd key
-        ("train.lr=fast", "train.lr"),  # a string where a float belongs
-        ("train.max_epochs=2.5", "train.max_epochs"),  # a float where an int belongs
-        ("seeed=3", "seeed"),  # a typo at the top level
-    ],
-)
-def test_unknown_keys_and_wrong_types_are_refused(override, named):
-    with pytest.raises(ConfigCompositionException) as error:
-        compose_train(override)
-    assert named in str(error.value) + str(error.value.__cause__)
-
-
-@pytest.mark.parametrize("added", ["+seeed=3", "+model.emb_sz=3"])
-def test_keys_added_with_plus_are_refused_before_training(tmp_path, added):
-    with pytest.raises(LstmMtError, match=f"^config key {added[1:-2]}: Key '[a-z_]+' not in '[A-Za-z]+'$"):
-        train(compose_train(added), tmp_path)
-
-
-@pytest.mark.parametrize(
-    "group, text, named",
-    [
-        ("train", "defaults: [default, _self_]\nlerning_rate: 0.1\n", "lerning_rate"),
-        ("model", "emb_size: large\n", "emb_size"),
-    ],
-)
-def test_group_files_are_checked_against_the_schema(tmp_path, group, text, named):
-    (tmp_path / group).mkdir()
-    (tmp_path / group / "mine.yaml").write_text(text)
-    with pytest.raises(ConfigCompositionException) as error:
-        compose_train(f"{group}=mine", f"hydra.searchpath=[file://{tmp_path}]")
-    assert named in str(error.value) + str(error.value.__cause__)
-
-
-def test_cli_prints_the_composed_config_and_a_clear_error_for_a_bad_value():
-    shown = run_cli("model=base", "train.lr=5e-4", "--cfg", "job")
-    assert shown.returncode == 0, shown.stderr
-    assert "emb_size: 256" in shown.stdout and "lr: 0.0005" in shown.stdout
-    bad = run_cli("train.lr=fast")
-    assert bad.returncode != 0
-    assert "train.lr" in bad.stderr and "could not be converted to Float" in bad.stderr
-    assert "Traceback" not in bad.stderr
-
-
-def test_bad_train_values_name_the_key(tmp_path):
-    for override, message in [
-        ("train.schedule=cosine", "train.schedule='cosine'"),
-        ("train.accumulate=0", "train.accumulate=0"),
-        ("train.early_stop_metric=ter", "train.early_stop_metric='ter'"),
-    ]:
-        with pytest.raises(LstmMtError, match=message):
-            train(compose_train(override), tmp_path)
-    with pytest.raises(LstmMtError, match="train.precision=fp16 needs a CUDA device"):
-        select_precision("fp16", torch.device("cpu"))
-    assert select_precision("auto", torch.device("cpu")).dtype is None
-
-
-# --- loss and schedule -------------------------------------------------------------------------
-
-
-def test_label_smoothed_loss_matches_torch_and_ignores_padding():
-    torch.manual_seed(0)
-    logits = torch.randn(3, 5, 11)
-    targets = torch.randint(4, 11, (3, 5))
-    targets[0, 3:] = 0
-    targets[2, 1:] = 0
-    for smoothing in (0.0, 0.1, 0.3):
-        loss, nll = label_smoothed_nll(logits, targets, smoothing)
-        expected = F.cross_entropy(
-            logits.flatten(0, 1), targets.flatten(), ignore_index=0, label_smoothing=smoothing, reduction="sum"
-        )
-        torch.testing.assert_close(loss, expected)
-        torch.testing.assert_close(
-            nll, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0, reduction="sum")
-        )
-
-
-def schedule(**overrides) -> Schedule:
-    job = typed_config(TrainJobConfig, compose_train(*(f"train.{k}={v}" for k, v in overrides.items())), "config")
-    return Schedule(job.train)
-
-
-def test_warmup_then_inverse_sqrt_and_constant():
-    inverse = schedule(schedule="inverse_sqrt", warmup_steps=4, lr=1.0)
-    assert [inverse.lr(step) for step in range(6)] == pytest.approx(
-        [0.25, 0.5, 0.75, 1.0, (4 / 5) ** 0.5, (4 / 6) ** 0.5]
-    )
-    assert inverse.lr(399) == pytest.approx(0.1)
-    constant = schedule(schedule="constant", warmup_steps=2, lr=0.5)
-    assert [constant.lr(step) for step in range(4)] == [0.25, 0.5, 0.5, 0.5]
-
-
-def test_linear_schedule_warms_up_then_falls_to_zero_at_max_steps():
-    linear = schedule(schedule="linear", warmup_steps=2, max_steps=6, lr=1.0)
-    assert [linear.lr(step) for step in range(7)] == pytest.approx([0.5, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
-    with pytest.raises(LstmMtError, match="train.schedule=linear decays to 0 at train.max_steps"):
-        schedule(schedule="linear", warmup_steps=2)
-
-
-def test_plateau_halves_the_rate_after_patience_and_resumes_from_its_state():
-    plateau = schedule(
-        schedule="plateau", lr=1.0, plateau_patience=1, plateau_factor=0.5, min_lr=0.2, early_stop_metric="loss"
-    )
-    rates = []
-    for loss in (5.0, 4.0, 4.5, 4.2, 3.0, 3.5, 3.5, 3.5, 3.5, 3.5, 3.5):
-        plateau.observe(loss)
-        rates.append(plateau.lr(100))
-    assert rates == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.2, 0.2, 0.2]
-    copy = schedule(schedule="plateau", lr=1.0, early_stop_metric="loss")
-    copy.load_state_dict(plateau.state_dict())
-    assert copy.lr(100) == 0.2 and copy.plateau.best == 3.0
-
-
-# --- training runs on real data ----------------------------------------------------------------
 
 RUN = ["train.max_epochs=3", "train.save_every=2", "train.keep_last=2"]  # about 10 updates per epoch
 
@@ -332,7 +178,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
 def test_stopped_run_resumes_to_bitwise_identical_parameters(tmp_path, tiny, reference_run, stop_signal, after_step):
     run_dir = tmp_path / "run"
     args = [*tiny, *RUN, f"hydra.run.dir={run_dir}"]
-    process = subprocess.Popen(cli(*args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(train_cli(*args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for(run_dir / "checkpoints" / f"step_{after_step}.pt", process)
     process.send_signal(stop_signal)
     status = process.wait(timeout=60)
@@ -341,7 +187,7 @@ def test_stopped_run_resumes_to_bitwise_identical_parameters(tmp_path, tiny, ref
     stopped_at = load_checkpoint(newest)["step"]
     assert after_step <= stopped_at < records(reference_run, "end")[0]["step"]
 
-    resumed = run_cli(*args, "train.resume=auto")
+    resumed = run_train_cli(*args, "train.resume=auto")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {newest} at step {stopped_at}" in resumed.stdout
 
@@ -381,7 +227,7 @@ def test_broken_checkpoint_is_a_one_line_error(tmp_path, tiny, reference_run, da
         broken.write_bytes(data[: len(data) // 2])
     else:
         torch.save({"format": "lstm-mt/1", "model": RunsCode(marker)}, broken)
-    result = run_cli(*tiny, f"train.resume={broken}", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_train_cli(*tiny, f"train.resume={broken}", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2
     expected = {"truncated": "not a complete torch.save zip archive", "code": "holds Python objects that are not plain"}
     assert result.stderr.startswith(f"error: {broken}: {expected[damage]}")
