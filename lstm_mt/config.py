@@ -88,13 +88,15 @@ class DecodingGrid:
 
     `lstm_mt.recipe` compares best.pt with the checkpoint average at ``beam_size``/``alpha``, then
     scores every ``beam_sizes`` x ``alphas`` pair on the valid split with the better checkpoint and
-    translates the test splits with the best pair. Defaults: `SearchConfig`'s.
+    translates the test splits with the best pair. Defaults: `SearchConfig`'s. ``ensemble``: the
+    ensemble of best.pt and the average competes with them too (it decodes with both models).
     """
 
     beam_size: int = bounded(SearchConfig.beam_size, ge=1)
     alpha: float = bounded(SearchConfig.alpha, ge=0)
     beam_sizes: list[int] = bounded(factory=lambda: [SearchConfig.beam_size], ge=1)
     alphas: list[float] = bounded(factory=lambda: [SearchConfig.alpha], ge=0)
+    ensemble: bool = False
 
 
 @dataclass

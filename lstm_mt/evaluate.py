@@ -3,6 +3,7 @@
     lstm-mt evaluate checkpoint=model.pt                                   # its dataset's test splits
     lstm-mt evaluate checkpoint=model.pt src=[a.de,b.de] ref=[a.en,b.en]   # any line-parallel files
     lstm-mt evaluate hyp=[a.hyp] ref=[a.en]                                # score given translations
+    lstm-mt evaluate checkpoint=[a.pt,b.pt]                                # an ensemble of checkpoints
 
 Test splits are those of the checkpoint's data config (``data.test_splits``, empty: every
 one there is), read from ``mirror=`` or the checkpoint's ``data.mirror`` or
@@ -39,7 +40,7 @@ from lstm_mt.files import write_text_atomic
 from lstm_mt.hydra_app import report_warnings_on_stderr, run_hydra
 from lstm_mt.metrics import Score, corpus_scores, paper_bleu, require_paper_bleu
 from lstm_mt.search import SearchConfig
-from lstm_mt.translate import DecodingOptions, Translator
+from lstm_mt.translate import DecodingOptions, Translator, checkpoint_paths
 
 __all__ = ["EvaluateConfig", "SetResult", "TestSet", "dataset_test_sets", "evaluate", "file_test_sets", "main"]
 
@@ -83,7 +84,7 @@ class EvaluateConfig(DecodingOptions):
     ``paper_bleu``: None (where possible) | True | False, for dataset splits only.
     """
 
-    checkpoint: str | None = None
+    checkpoint: Any = None  # a path, or a list of paths: their ensemble
     src: list[str] = field(default_factory=list)
     ref: list[str] = field(default_factory=list)
     hyp: list[str] = field(default_factory=list)
@@ -243,8 +244,10 @@ def _evaluate_what_options_name(options: EvaluateConfig) -> tuple[dict[str, Any]
         return None, evaluate(None, file_test_sets(options.hyp, options.ref, "hyp"), options)
     if not options.checkpoint:
         raise LstmMtError("checkpoint is not set: lstm-mt evaluate checkpoint=PATH (or hyp=[...] ref=[...])")
-    checkpoint = load_checkpoint(options.checkpoint)
-    translator = Translator.from_payload(checkpoint, options.checkpoint, options.device, options.max_input_tokens)
+    paths = checkpoint_paths(options.checkpoint)
+    loaded = [(load_checkpoint(path), path) for path in paths]
+    translator = Translator.from_payloads(loaded, options.device, options.max_input_tokens, options.precision)
+    checkpoint = loaded[0][0]  # an ensemble's members share direction and data: the first one speaks for all
     if options.src:
         test_sets = file_test_sets(options.src, options.ref, "src")
     else:
@@ -253,7 +256,7 @@ def _evaluate_what_options_name(options: EvaluateConfig) -> tuple[dict[str, Any]
 
 
 def _data_config(checkpoint: dict[str, Any], options: EvaluateConfig) -> DataConfig:
-    origin = f"{options.checkpoint}: config.data"
+    origin = f"{checkpoint_paths(options.checkpoint)[0]}: config.data"
     cfg = typed_config(DataConfig, checkpoint["config"].get("data"), origin, f"{origin}.")
     if options.mirror:
         cfg.mirror = options.mirror
@@ -266,8 +269,8 @@ def _output_dir(options: EvaluateConfig) -> Path | None:
     if options.output_dir:
         return Path(options.output_dir)
     if options.checkpoint:
-        checkpoint = Path(options.checkpoint)
-        return checkpoint.parent / f"{checkpoint.stem}.eval"
+        paths = [Path(path) for path in checkpoint_paths(options.checkpoint)]
+        return paths[0].parent / f"{'+'.join(path.stem for path in paths)}.eval"
     return None  # scoring given files: print only, unless output_dir is set
 
 
@@ -300,6 +303,7 @@ def _report(results: list[SetResult], options: EvaluateConfig, checkpoint: dict[
         "checkpoint": options.checkpoint,
         "step": checkpoint.get("step") if checkpoint else None,
         "search": asdict(search) if search else None,
+        "precision": None if options.hyp else options.precision,
         "test_sets": [
             {
                 "name": result.name,

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -131,7 +132,9 @@ class Seq2Seq(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One incremental step: ``(log_probs [B, V], new_state, attention [B, S])``."""
         hidden, state, attention = self.decoder.step(prev_tokens, state, encoder_out)
-        return F.log_softmax(self.generator(hidden), dim=-1), state, attention
+        logits = self.generator(hidden)
+        # at least float32, so that search ranks bf16 autocast outputs by full-precision log-probabilities
+        return F.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32)), state, attention
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of distinct parameter values (shared or tied tensors count once)."""

@@ -11,7 +11,9 @@ last 5 step checkpoints into ``<run>/average.pt`` (`lstm-mt average`) and runs t
 ``tune`` translates the valid split only. It scores best.pt and average.pt at the run's
 ``decoding.beam_size``/``alpha``, then every ``decoding.beam_sizes`` x ``decoding.alphas`` pair
 with the better checkpoint, by sacreBLEU BLEU, and writes the choice and every trial to
-``<run>/decoding.json``. ``test`` translates the run's test splits (``data.test_splits``) with
+``<run>/decoding.json``; with ``decoding.ensemble=true`` the ensemble of the two
+(``best+average``, `lstm_mt.ensemble`) competes as a third checkpoint. ``--precision``
+(fp32, bf16, int8) sets how both steps decode; ``test`` defaults to the one ``tune`` used. ``test`` translates the run's test splits (``data.test_splits``) with
 that choice through `lstm_mt.evaluate` (BLEU and chrF with signatures, and the papers' BLEU on
 Multi30k; hypotheses and report.json in ``<run>/test/``) and writes ``<run>/results.json``:
 direction, parameters, training steps and time, hardware, the decoding choice, every test
@@ -54,6 +56,7 @@ __all__ = ["Trial", "compare_runs", "decoding_grid", "evaluate_run", "main", "tu
 log = logging.getLogger(__name__)
 
 CANDIDATES = {"best": "checkpoints/best.pt", "average": "average.pt"}  # written by train and recipe.sh
+ENSEMBLE = "best+average"  # the candidates' ensemble, tried with decoding.ensemble=true
 DECODING_FILE = "decoding.json"
 RESULTS_FILE = "results.json"
 TRAIN_TIMES_FILE = "train_times.jsonl"  # {"seconds": N, "status": S} per `lstm-mt train` of recipe.sh
@@ -105,22 +108,29 @@ def valid_set(cfg: DataConfig) -> TestSet:
     return dataset_test_sets(dataclasses.replace(cfg, test_splits=[cfg.valid_split]))[0]
 
 
-def tune_run(run_dir: Path, device: str = "auto") -> dict[str, Any]:
+def tune_run(run_dir: Path, device: str = "auto", precision: str = "fp32") -> dict[str, Any]:
     """`tune` for a run folder: write and return ``decoding.json`` (see the module docstring)."""
     job = run_config(run_dir)
-    paths = {name: run_dir / relpath for name, relpath in CANDIDATES.items() if (run_dir / relpath).is_file()}
+    paths: dict[str, str | list[str]] = {
+        name: str(run_dir / relpath) for name, relpath in CANDIDATES.items() if (run_dir / relpath).is_file()
+    }
     if not paths:
         raise LstmMtError(f"{run_dir}: neither {' nor '.join(CANDIDATES.values())} exists; train first")
-    options = DecodingOptions(device=resolve_device(device), progress=False)
-    translators = {name: Translator.from_checkpoint(path, options.device) for name, path in paths.items()}
+    if job.decoding.ensemble and len(paths) == len(CANDIDATES):
+        paths[ENSEMBLE] = [str(path) for path in paths.values()]
+    options = DecodingOptions(device=resolve_device(device), precision=precision, progress=False)
+    translators = {
+        name: Translator.from_checkpoint(path, options.device, precision=precision) for name, path in paths.items()
+    }
     chosen, trials = tune(translators, valid_set(job.data), job.decoding, options)
     decoding = {
         "split": job.data.valid_split,
         "selected_by": SELECTED_BY,
-        "checkpoint": str(paths[chosen.checkpoint]),
+        "checkpoint": paths[chosen.checkpoint],
         "checkpoint_name": chosen.checkpoint,
         "beam_size": chosen.beam_size,
         "alpha": chosen.alpha,
+        "precision": precision,
         "scores": chosen.scores,
         "trials": [dataclasses.asdict(trial) for trial in trials],
     }
@@ -129,8 +139,11 @@ def tune_run(run_dir: Path, device: str = "auto") -> dict[str, Any]:
     return decoding
 
 
-def evaluate_run(run_dir: Path, device: str = "auto") -> dict[str, Any]:
-    """`test` for a run folder: evaluate the tuned choice on the test splits, write ``results.json``."""
+def evaluate_run(run_dir: Path, device: str = "auto", precision: str | None = None) -> dict[str, Any]:
+    """`test` for a run folder: evaluate the tuned choice on the test splits, write ``results.json``.
+
+    ``precision``: None decodes in the precision ``tune`` chose with.
+    """
     job = run_config(run_dir)
     decoding_path = run_dir / DECODING_FILE
     if not decoding_path.is_file():
@@ -140,6 +153,7 @@ def evaluate_run(run_dir: Path, device: str = "auto") -> dict[str, Any]:
         checkpoint=decoding["checkpoint"],
         beam_size=decoding["beam_size"],
         alpha=decoding["alpha"],
+        precision=precision or decoding.get("precision", "fp32"),
         device=resolve_device(device),
         output_dir=str(run_dir / TEST_DIR),
     )
@@ -205,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/multi30k_en_de")
     parser.add_argument("other_run_dir", type=Path, nargs="?", help="compare: the rerun's folder")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument(
+        "--precision", default=None, help="tune/test: fp32 | bf16 | int8 (default: fp32; test: the one tune used)"
+    )
     parser.add_argument("--tolerance", type=float, default=REPRODUCED_WITHIN, help="compare: BLEU (default 0.5)")
     args = parser.parse_args(argv)
     if (args.step == "compare") != (args.other_run_dir is not None):
@@ -213,7 +230,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.step == "compare":
             sys.exit(0 if compare_runs(args.run_dir, args.other_run_dir, args.tolerance) else 1)
-        (tune_run if args.step == "tune" else evaluate_run)(args.run_dir, args.device)
+        if args.step == "tune":
+            tune_run(args.run_dir, args.device, args.precision or "fp32")
+        else:
+            evaluate_run(args.run_dir, args.device, args.precision)
     except LstmMtError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

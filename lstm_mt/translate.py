@@ -42,10 +42,12 @@ from lstm_mt.checkpoint import load_checkpoint
 from lstm_mt.configuring import typed_config
 from lstm_mt.data import InferenceBatchSampler, collate_source
 from lstm_mt.data.textio import decode_lines, read_bytes
+from lstm_mt.ensemble import Ensemble
 from lstm_mt.errors import LstmMtError
 from lstm_mt.files import write_text_atomic
 from lstm_mt.hydra_app import report_warnings_on_stderr, run_hydra
 from lstm_mt.model import ModelConfig, Seq2Seq, build_model
+from lstm_mt.precision import check_inference_precision, for_inference, inference_autocast
 from lstm_mt.ranges import bounded
 from lstm_mt.runtime import check_device
 from lstm_mt.search import Hypothesis, SearchConfig, Translation, search
@@ -54,6 +56,7 @@ from lstm_mt.tokenizer import Tokenizer
 __all__ = [
     "DecodingOptions",
     "TranslateConfig",
+    "checkpoint_paths",
     "Translation",
     "Translator",
     "format_translations",
@@ -74,27 +77,33 @@ class Translator:
 
     def __init__(
         self,
-        model: Seq2Seq,
+        model: Seq2Seq | Ensemble,
         tokenizer: Tokenizer,
         device: str | torch.device = "cpu",
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+        precision: str = "fp32",
     ) -> None:
         if max_input_tokens < 1:
             raise LstmMtError(f"max_input_tokens={max_input_tokens}: must be at least 1")
         self.device = check_device(device)
-        self.model = model.to(self.device).eval()
+        check_inference_precision(precision, self.device)
+        self.precision = precision
+        self.model = for_inference(model.to(self.device).eval(), precision)
         self.tokenizer = tokenizer
         self.max_input_tokens = max_input_tokens
 
     @classmethod
     def from_checkpoint(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike | Sequence[str | os.PathLike],
         device: str | torch.device = "cpu",
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+        precision: str = "fp32",
     ) -> Translator:
-        """The translator saved in checkpoint ``path`` (model config, weights and tokenizer)."""
-        return cls.from_payload(load_checkpoint(path), str(path), device, max_input_tokens)
+        """The translator saved in checkpoint ``path`` (model config, weights and tokenizer); for a
+        list of checkpoints, their `Ensemble` (one direction and vocabulary, else `LstmMtError`)."""
+        paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+        return cls.from_payloads([(load_checkpoint(p), str(p)) for p in paths], device, max_input_tokens, precision)
 
     @classmethod
     def from_payload(
@@ -103,28 +112,40 @@ class Translator:
         origin: str,
         device: str | torch.device = "cpu",
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+        precision: str = "fp32",
     ) -> Translator:
         """Like `from_checkpoint`, from a checkpoint already loaded with `load_checkpoint` (``origin``: its path)."""
-        model_cfg = typed_config(
-            ModelConfig, payload["config"].get("model"), f"{origin}: config.model", f"{origin}: config.model."
-        )
-        sizes = payload["vocab_sizes"]
-        try:
-            tokenizer = Tokenizer.from_bytes_dict(payload["tokenizer"])
-        except LstmMtError as error:
-            raise LstmMtError(f"{origin}: {error}") from None
-        if (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size) != (sizes["src"], sizes["tgt"]):
-            raise LstmMtError(
-                f"{origin}: vocab_sizes {sizes} do not match its tokenizer "
-                f"(src {tokenizer.src_vocab_size}, tgt {tokenizer.tgt_vocab_size})"
-            )
-        model = build_model(model_cfg, sizes["src"], sizes["tgt"])
-        try:
-            model.load_state_dict(payload["model"])
-        except RuntimeError as error:
-            reason = str(error).strip().splitlines()[0]
-            raise LstmMtError(f"{origin}: weights do not fit config.model: {reason}") from None
-        return cls(model, tokenizer, device, max_input_tokens)
+        return cls.from_payloads([(payload, origin)], device, max_input_tokens, precision)
+
+    @classmethod
+    def from_payloads(
+        cls,
+        loaded: Sequence[tuple[dict[str, Any], str]],
+        device: str | torch.device = "cpu",
+        max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+        precision: str = "fp32",
+    ) -> Translator:
+        """One model, or the `Ensemble` of several, from loaded checkpoints ``(payload, path)``."""
+        if not loaded:
+            raise LstmMtError("checkpoint: no checkpoint given")
+        models, tokenizers = zip(*(_model_and_tokenizer(payload, origin) for payload, origin in loaded))
+        first_payload, first = loaded[0]
+        for (payload, origin), tokenizer in zip(loaded[1:], tokenizers[1:]):
+            if _direction(payload) != _direction(first_payload):
+                raise LstmMtError(
+                    f"{origin} translates {'->'.join(_direction(payload))} but {first} translates "
+                    f"{'->'.join(_direction(first_payload))}: an ensemble needs one direction"
+                )
+            if tokenizer.to_bytes_dict() != tokenizers[0].to_bytes_dict():
+                raise LstmMtError(f"{origin}: its vocabulary differs from {first}'s: an ensemble needs the same one")
+        model = models[0] if len(models) == 1 else Ensemble(models)
+        return cls(model, tokenizers[0], device, max_input_tokens, precision)
+
+    def single_model(self) -> Seq2Seq:
+        """The model, for what needs one (gate recording); `LstmMtError` for an ensemble."""
+        if isinstance(self.model, Ensemble):
+            raise LstmMtError(f"this needs one checkpoint, not an ensemble of {len(self.model.models)}")
+        return self.model
 
     def translate(
         self,
@@ -175,7 +196,9 @@ class Translator:
             for positions in sampler:
                 indices = [order[p] for p in positions]
                 batch = collate_source([todo[i] for i in indices], indices).to(self.device)
-                for index, nbest in zip(indices, search(self.model, batch.src, batch.src_lengths, cfg)):
+                with inference_autocast(self.precision, self.device):
+                    found = search(self.model, batch.src, batch.src_lengths, cfg)
+                for index, nbest in zip(indices, found):
                     results[index] = [self._translation(h, todo[index], cfg.alpha, keep_attention) for h in nbest]
                 bar.update(len(indices))
         return results
@@ -206,7 +229,39 @@ class Translator:
     ) -> Translation:
         text = self.tokenizer.decode_tgt(hypothesis.tokens)
         attention = hypothesis.attention if keep_attention else None
+        if attention is not None and attention.dtype in (torch.bfloat16, torch.float16):
+            attention = attention.float()
         return Translation(text, hypothesis.normalized_score(alpha), hypothesis.tokens, source_ids, attention)
+
+
+def _model_and_tokenizer(payload: dict[str, Any], origin: str) -> tuple[Seq2Seq, Tokenizer]:
+    """The model and tokenizer a loaded checkpoint holds; errors name ``origin``."""
+    model_cfg = typed_config(
+        ModelConfig, payload["config"].get("model"), f"{origin}: config.model", f"{origin}: config.model."
+    )
+    sizes = payload["vocab_sizes"]
+    try:
+        tokenizer = Tokenizer.from_bytes_dict(payload["tokenizer"])
+    except LstmMtError as error:
+        raise LstmMtError(f"{origin}: {error}") from None
+    if (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size) != (sizes["src"], sizes["tgt"]):
+        raise LstmMtError(
+            f"{origin}: vocab_sizes {sizes} do not match its tokenizer "
+            f"(src {tokenizer.src_vocab_size}, tgt {tokenizer.tgt_vocab_size})"
+        )
+    model = build_model(model_cfg, sizes["src"], sizes["tgt"])
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise LstmMtError(f"{origin}: weights do not fit config.model: {reason}") from None
+    return model, tokenizer
+
+
+def _direction(payload: dict[str, Any]) -> tuple[str, str]:
+    """The checkpoint's ``(data.src, data.tgt)``, "?" where its config does not say."""
+    data = payload["config"].get("data") or {}
+    return str(data.get("src", "?")), str(data.get("tgt", "?"))
 
 
 # --- configuration shared by the translate and evaluate commands --------------------------
@@ -218,10 +273,12 @@ class DecodingOptions(SearchConfig):
     (its fields and defaults) plus where and in what batches.
 
     ``max_tokens`` bounds a batch's source tokens times beam_size; inputs longer than
-    ``max_input_tokens`` subwords are truncated (with a warning); ``device``: cpu, cuda, cuda:1, ...
+    ``max_input_tokens`` subwords are truncated (with a warning); ``device``: cpu, cuda, cuda:1, ...;
+    ``precision``: fp32, bf16 or int8 (`lstm_mt.precision`).
     """
 
     device: str = "cpu"
+    precision: str = "fp32"
     max_tokens: int = bounded(DEFAULT_MAX_TOKENS, ge=1)
     max_input_tokens: int = bounded(DEFAULT_MAX_INPUT_TOKENS, ge=1)
     progress: bool = True
@@ -233,14 +290,15 @@ class DecodingOptions(SearchConfig):
 
 @dataclass
 class TranslateConfig(DecodingOptions):
-    """`lstm-mt translate`: ``input`` / ``output`` null (or "-") mean stdin / stdout.
+    """`lstm-mt translate`: ``checkpoint`` is a path or a list of paths (an ensemble); ``input`` /
+    ``output`` null (or "-") mean stdin / stdout.
 
     ``attention_plots``: a folder for one attention heatmap PNG per input line, for the
     first ``attention_plots_max`` lines (needs matplotlib). ``stream``: answer stdin's lines as
     they arrive (null: when input and output are stdin and stdout and there are no plots).
     """
 
-    checkpoint: str = MISSING
+    checkpoint: Any = MISSING  # a path, or a list of paths: their ensemble
     input: str | None = None
     output: str | None = None
     attention_plots: str | None = None
@@ -260,12 +318,13 @@ def run_translate(cfg: DictConfig) -> None:
     """Translate ``cfg.input`` into ``cfg.output`` line by line (see the module docstring)."""
     options = typed_config(TranslateConfig, cfg, "translate config")
     report_warnings_on_stderr()
+    translator = Translator.from_checkpoint(
+        checkpoint_paths(options.checkpoint), options.device, options.max_input_tokens, options.precision
+    )
     if streams(options):
-        translator = Translator.from_checkpoint(options.checkpoint, options.device, options.max_input_tokens)
         stream_translate(translator, options)
         return
     sentences, source = read_input(options.input)
-    translator = Translator.from_checkpoint(options.checkpoint, options.device, options.max_input_tokens)
     start = time.perf_counter()
     results = translator.translate_nbest(
         sentences,
@@ -291,6 +350,14 @@ def run_translate(cfg: DictConfig) -> None:
         f"translated {len(sentences)} lines in {seconds:.1f} s: {len(sentences) / max(seconds, 1e-9):.1f} sentences/s",
         file=sys.stderr,
     )
+
+
+def checkpoint_paths(value: Any, key: str = "checkpoint") -> list[str]:
+    """The ``checkpoint`` option as a list of paths: one path, or a list of them (an ensemble)."""
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, Sequence) or not paths or not all(isinstance(path, str) and path for path in paths):
+        raise LstmMtError(f"{key}={value}: give a checkpoint path or a list of them, e.g. {key}=[a.pt,b.pt]")
+    return list(paths)
 
 
 def streams(options: TranslateConfig) -> bool:

@@ -19,6 +19,7 @@ from conftest import REPO, compose_train
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from lstm_mt import evaluate as evaluate_module
 from lstm_mt import recipe
 from lstm_mt.average import average_checkpoints
 from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
@@ -27,6 +28,7 @@ from lstm_mt.configuring import typed_config
 from lstm_mt.data import multi30k, textio
 from lstm_mt.model import ModelConfig
 from lstm_mt.train import train
+from lstm_mt.translate import Translator
 
 TINY = [
     "model.emb_size=32",
@@ -199,6 +201,36 @@ def test_tune_picks_on_val_and_test_scores_the_test_splits_with_that_choice(run_
     assert summary["direction"] == "de-en" and summary["parameters"] > 0
     assert "| de→en | test_2016_flickr |" in printed
     assert json.loads((run_dir / "results.json").read_text()) == summary
+
+
+def test_the_ensemble_of_best_and_average_competes_and_is_tested_as_a_list(run_dir, monkeypatch):
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    config.decoding.update(ensemble=True, beam_sizes=[1], alphas=[0.0])
+    OmegaConf.save(config, run_dir / ".hydra" / "config.yaml")
+    monkeypatch.setattr(recipe, "dataset_test_sets", _first_sentences(recipe.dataset_test_sets))  # val
+    monkeypatch.setattr(evaluate_module, "dataset_test_sets", _first_sentences(evaluate_module.dataset_test_sets))
+    decoding = recipe.tune_run(run_dir, "cpu", precision="int8")
+    assert [t["checkpoint"] for t in decoding["trials"]] == ["best", "average", "best+average"]
+    assert decoding["precision"] == "int8"
+    members = [str(run_dir / path) for path in recipe.CANDIDATES.values()]
+    decoding.update(checkpoint=members, checkpoint_name="best+average")  # as if the ensemble had won
+    (run_dir / "decoding.json").write_text(json.dumps(decoding))
+    summary = recipe.evaluate_run(run_dir, "cpu")
+    report = json.loads((run_dir / "test" / "report.json").read_text())
+    assert report["checkpoint"] == members and report["precision"] == "int8"
+    assert summary["parameters"] == 2 * Translator.from_checkpoint(members[0]).model.num_parameters()
+
+
+def _first_sentences(load):
+    """``load`` with each test set cut to its first 20 sentences (keeps a test quick)."""
+
+    def cut(*args, **kwargs):
+        return [
+            dataclasses.replace(t, sources=t.sources[:20], references=t.references[:20], tokenized_references=None)
+            for t in load(*args, **kwargs)
+        ]
+
+    return cut
 
 
 def _fake_run(folder, bleus, tuned=None):

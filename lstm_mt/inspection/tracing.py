@@ -158,7 +158,7 @@ def trace_translation(translator: Translator, text: str, translation: Translatio
     ``translation`` is any output for ``text`` (e.g. beam search's best, with its attention kept);
     the decoder is fed its tokens (teacher forcing), so the gates are those that produced it.
     """
-    model = translator.model
+    model = translator.single_model()
     batch = collate_source([translation.source_ids], [0]).to(translator.device)
     tgt_in = torch.tensor([[BOS_ID, *decoded_ids(translation)[:-1]]], device=translator.device)
     with GateRecorder() as recorder:
@@ -170,7 +170,7 @@ def _sentence_trace(
     translator: Translator, text: str, translation: Translation, records: list[GateRecord]
 ) -> SentenceTrace:
     """The `SentenceTrace` of a batch of one, from its translation (attention kept) and its records."""
-    model, tokenizer = translator.model, translator.tokenizer
+    model, tokenizer = translator.single_model(), translator.tokenizer
     # The decoder starts from the bridge's state, which no LSTM call records: recompute it.
     batch = collate_source([translation.source_ids], [0]).to(translator.device)
     start = model.init_decoder_state(model.encode(batch.src, batch.src_lengths))
