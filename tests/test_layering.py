@@ -22,7 +22,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("model",)),
     ("tokenizer", ("tokenizer",)),
     ("data", ("data",)),
-    ("training parts, search", ("config", "optim", "loss", "runtime", "metrics", "search", "plotting")),
+    (
+        "training parts, search",
+        ("config", "optim", "loss", "runtime", "metrics", "search", "ensemble", "precision", "plotting"),
+    ),
     ("checkpoint, run log", ("checkpoint", "runlog")),
     ("commands", ("translate", "evaluate", "train", "average")),
     ("applications", ("recipe", "inspection", "serve", "bench")),

@@ -139,7 +139,7 @@ def test_the_grid_tries_greedy_search_once():
 def run_dir(tiny_checkpoint, tmp_path) -> Path:
     """A run folder as `lstm-mt train` and recipe.sh leave it: config, best.pt, average.pt, timings."""
     run = tmp_path / "run"
-    model = ModelConfig(**load_checkpoint(tiny_checkpoint.path)["config"]["model"])
+    model = typed_config(ModelConfig, load_checkpoint(tiny_checkpoint.path)["config"]["model"], "tiny model")
     job = TrainJobConfig(
         data=tiny_checkpoint.data,
         model=model,
