@@ -25,6 +25,7 @@ from omegaconf import MISSING, DictConfig
 from lstm_mt.checkpoint import load_checkpoint, save_checkpoint
 from lstm_mt.configuring import typed_config
 from lstm_mt.errors import LstmMtError
+from lstm_mt.files import check_output_file
 from lstm_mt.hydra_app import run_hydra
 from lstm_mt.ranges import bounded
 
@@ -56,6 +57,7 @@ def run_average(cfg: DictConfig) -> Path:
     """Average the checkpoints the options name into ``output``."""
     options = typed_config(AverageConfig, cfg, "average config")
     output = Path(options.output)
+    check_output_file(output, "output")
     if options.inputs and options.dir:
         raise LstmMtError("give either inputs=[...] or dir=... last=N, not both")
     if options.dir:
@@ -64,6 +66,7 @@ def run_average(cfg: DictConfig) -> Path:
         paths = [Path(p) for p in options.inputs]
     else:
         raise LstmMtError("nothing to average: give inputs=[a.pt,b.pt] or dir=FOLDER last=N")
+    check_output_file(output, "output", inputs=tuple(paths))
     saved = save_checkpoint(average_checkpoints(paths), output)
     print(f"averaged {len(paths)} checkpoints ({', '.join(map(str, paths))}) into {saved}", file=sys.stderr)
     return saved

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from lstm_mt.errors import LstmMtError
-from lstm_mt.files import atomic_write
+from lstm_mt.files import atomic_write, temporary_name
 
 __all__ = [
     "BEST",
@@ -276,8 +276,7 @@ def find_resume_checkpoint(spec: str | None, run_dir: Path) -> Path | None:
 
 def link_or_copy(source: Path, target: Path) -> None:
     """Make ``target`` the same file as ``source`` (a hard link, else an atomic copy), replacing it atomically."""
-    temporary = target.with_name(f".{target.name}.link.tmp")
-    temporary.unlink(missing_ok=True)
+    temporary = temporary_name(target)
     try:
         os.link(source, temporary)
     except OSError:

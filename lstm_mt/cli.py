@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from lstm_mt import __version__
-from lstm_mt.errors import LstmMtError
+from lstm_mt.errors import LstmMtError, end_on_closed_pipe
 
 
 class Subcommand(NamedTuple):
@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:  # e.g. `lstm-mt translate ... | head`: the reader left, nothing to report
-        sys.stderr.close()
-        sys.exit(1)
+        end_on_closed_pipe()
     sys.exit(status or 0)
 
 

@@ -36,7 +36,7 @@ from lstm_mt.configuring import typed_config
 from lstm_mt.data import DataConfig, load_split, load_tokenized_reference, resolve_test_splits
 from lstm_mt.data.textio import read_lines
 from lstm_mt.errors import LstmMtError
-from lstm_mt.files import write_text_atomic
+from lstm_mt.files import check_output_dir, write_text_atomic
 from lstm_mt.hydra_app import report_warnings_on_stderr, run_hydra
 from lstm_mt.metrics import Score, corpus_scores, paper_bleu, require_paper_bleu
 from lstm_mt.search import SearchConfig
@@ -106,8 +106,10 @@ def run_evaluate(cfg: DictConfig) -> list[SetResult]:
     """Score every test set the options name, print the scores and write hypotheses and report."""
     options = typed_config(EvaluateConfig, cfg, "evaluate config")
     report_warnings_on_stderr()
-    checkpoint, results = _evaluate_what_options_name(options)
     output_dir = _output_dir(options)
+    if output_dir is not None:
+        check_output_dir(output_dir, "output_dir")
+    checkpoint, results = _evaluate_what_options_name(options)
     for result in results:
         if output_dir is not None and "hypotheses" not in result.files:
             result.files["hypotheses"] = str(
@@ -124,6 +126,8 @@ def evaluate(translator: Translator | None, test_sets: list[TestSet], options: D
     """Translate (unless given) and score each test set."""
     results = []
     for test_set in test_sets:
+        if not test_set.references:
+            raise LstmMtError(f"{test_set.files.get('reference', test_set.name)}: no lines to score (empty test set)")
         seconds = 0.0
         hypotheses = test_set.hypotheses
         if hypotheses is None:

@@ -20,7 +20,8 @@ import hydra
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from lstm_mt.errors import LstmMtError
+from lstm_mt.errors import LstmMtError, end_on_closed_pipe
+from lstm_mt.files import check_output_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -30,6 +31,7 @@ def run_hydra(task: Callable[[DictConfig], Any], config_name: str, argv: list[st
     if not CONFIG_DIR.is_dir():
         raise LstmMtError(f"config folder {CONFIG_DIR} not found: the lstm-mt installation is incomplete, reinstall it")
 
+    _check_run_dirs(argv)
     failure: list[LstmMtError] = []
 
     def guarded(cfg: DictConfig) -> Any:
@@ -38,6 +40,8 @@ def run_hydra(task: Callable[[DictConfig], Any], config_name: str, argv: list[st
         except LstmMtError as error:
             failure.append(error)
             return None
+        except BrokenPipeError:  # Hydra would print it as a traceback
+            end_on_closed_pipe()
 
     saved_argv = sys.argv
     sys.argv = [prog, *argv]
@@ -48,6 +52,14 @@ def run_hydra(task: Callable[[DictConfig], Any], config_name: str, argv: list[st
     if failure:
         raise failure[0]
     return 0
+
+
+def _check_run_dirs(argv: list[str]) -> None:
+    """Refuse a ``hydra.run.dir``/``hydra.sweep.dir`` that names a file before Hydra tries to create it."""
+    for argument in argv:
+        key, equals, value = argument.partition("=")
+        if equals and key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value:
+            check_output_dir(value.strip("'\""), key.lstrip("+"))
 
 
 def report_warnings_on_stderr() -> None:

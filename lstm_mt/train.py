@@ -55,11 +55,18 @@ from torch.profiler import record_function
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from lstm_mt.checkpoint import best_checkpoint, find_resume_checkpoint, load_checkpoint, save_step_checkpoint
+from lstm_mt.checkpoint import (
+    CHECKPOINT_DIR,
+    best_checkpoint,
+    find_resume_checkpoint,
+    load_checkpoint,
+    save_step_checkpoint,
+)
 from lstm_mt.config import TrainConfig, TrainJobConfig, register_configs
 from lstm_mt.configuring import typed_config
 from lstm_mt.data import Batch, BatchIterator, EncodedDataset, PreparedData, prepare_data
 from lstm_mt.errors import LstmMtError
+from lstm_mt.files import FolderLock, remove_stale_temporaries
 from lstm_mt.hydra_app import run_hydra
 from lstm_mt.metrics import corpus_bleu
 from lstm_mt.model import ModelConfig, Seq2Seq, TeacherForcedLoss, build_model
@@ -111,13 +118,22 @@ def train(cfg: DictConfig | TrainJobConfig, run_dir: str | Path) -> TrainResult:
         if not dist.is_main:
             logging.getLogger("lstm_mt").setLevel(logging.WARNING)
         run_dir = Path(dist.broadcast(str(run_dir)))
-        with StopSignals() as signals:
+        with _run_folder_lock(run_dir, dist), StopSignals() as signals:
             trainer = Trainer(job, run_dir, dist, device, signals)
             result = trainer.run()
         dist.barrier()  # no rank leaves the process group while another may still be talking to it
         return result
     finally:
         dist.stop()
+
+
+def _run_folder_lock(run_dir: Path, dist: Distributed) -> AbstractContextManager:
+    """Rank 0 holds the run folder while training, so that a second training there stops at once;
+    temporary files of saves that a killed run left behind are removed."""
+    if not dist.is_main:
+        return nullcontext()
+    remove_stale_temporaries(run_dir / CHECKPOINT_DIR)
+    return FolderLock(run_dir, "a training")
 
 
 def check_train_config(cfg: TrainConfig) -> None:

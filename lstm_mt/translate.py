@@ -44,7 +44,8 @@ from lstm_mt.data import InferenceBatchSampler, collate_source
 from lstm_mt.data.textio import decode_lines, read_bytes
 from lstm_mt.ensemble import Ensemble
 from lstm_mt.errors import LstmMtError
-from lstm_mt.files import write_text_atomic
+from lstm_mt.files import check_output_dir, check_output_file
+from lstm_mt.files import write_output as write_file_output
 from lstm_mt.hydra_app import report_warnings_on_stderr, run_hydra
 from lstm_mt.model import ModelConfig, Seq2Seq, build_model
 from lstm_mt.precision import check_inference_precision, for_inference, inference_autocast
@@ -187,7 +188,7 @@ class Translator:
         cfg = cfg or SearchConfig()
         cfg.check()
         source_ids = self.encode(sentences, source, first_line)
-        results = [[Translation("", 0.0, [], [])] for _ in sentences]
+        results = [[Translation("", 0.0, [], [])] * cfg.nbest for _ in sentences]  # blank lines too: n lines each
         todo = {i: ids for i, ids in enumerate(source_ids) if ids is not None}
         order = list(todo)
         # Each sentence decodes beam_size rows, so the budget is divided among them.
@@ -318,6 +319,10 @@ def run_translate(cfg: DictConfig) -> None:
     """Translate ``cfg.input`` into ``cfg.output`` line by line (see the module docstring)."""
     options = typed_config(TranslateConfig, cfg, "translate config")
     report_warnings_on_stderr()
+    if options.output not in (None, "-"):
+        check_output_file(options.output, "output", inputs=(options.input, *checkpoint_paths(options.checkpoint)))
+    if options.attention_plots:
+        check_output_dir(options.attention_plots, "attention_plots")
     translator = Translator.from_checkpoint(
         checkpoint_paths(options.checkpoint), options.device, options.max_input_tokens, options.precision
     )
@@ -419,13 +424,14 @@ def read_input(path: str | None) -> tuple[list[str], str]:
 
 
 def write_output(lines: Sequence[str], path: str | None) -> None:
-    """Write ``lines`` to stdout (path None or "-") or atomically to the file ``path``."""
+    """Write ``lines`` to stdout (path None or "-") or to ``path`` (`lstm_mt.files.write_output`:
+    atomically for a regular file, in place for a FIFO, device or symlink)."""
     text = "".join(line + "\n" for line in lines)
     if path in (None, "-"):
         sys.stdout.buffer.write(text.encode("utf-8"))
         sys.stdout.buffer.flush()
     else:
-        write_text_atomic(Path(path), text)
+        write_file_output(path, text.encode("utf-8"))
 
 
 def _one_line(text: str) -> str:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from lstm_mt.configuring import typed_config
 from lstm_mt.data.textio import read_lines
 from lstm_mt.errors import LstmMtError
+from lstm_mt.files import check_output_dir
 from lstm_mt.hydra_app import report_warnings_on_stderr, run_hydra
 from lstm_mt.inspection.figures import require_matplotlib
 from lstm_mt.inspection.report import write_index, write_sentence_report
@@ -72,6 +73,7 @@ def run_inspection(options: InspectConfig | DictConfig) -> Path:
     cfg = typed_config(InspectConfig, options, "inspect config")
     if cfg.checkpoint is None:
         raise LstmMtError("checkpoint=PATH is required")
+    check_output_dir(cfg.output_dir, "output_dir")
     sentences = read_sentences(cfg)
     require_matplotlib()
     report_warnings_on_stderr()
