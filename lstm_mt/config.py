@@ -46,6 +46,9 @@ class TrainConfig:
     ``num_threads``: torch.set_num_threads (0: PyTorch's default). ``fused_loss``: the generator
     and the loss taken together a chunk of tokens at a time (`lstm_mt.loss.generator_loss`);
     false computes the full ``[B, T, V]`` logits first (the reference, same results to rounding).
+    ``nonfinite``: what an update whose loss (or, without loss scaling, gradient norm) is NaN or
+    infinite does: ``stop`` the run with an error before applying it, or ``skip`` it (counted in
+    the log records as ``skipped_updates``); such a model is never saved.
     Output: ``quiet`` prints plain log lines instead of progress bars, every ``log_every``
     updates (also the period of ``train`` records in metrics.jsonl); ``tensorboard`` also
     writes TensorBoard events (needs the tensorboard package).
@@ -80,6 +83,7 @@ class TrainConfig:
     quiet: bool = False
     log_every: int = bounded(100, ge=1)
     tensorboard: bool = False
+    nonfinite: str = "stop"
 
 
 @dataclass

@@ -39,6 +39,7 @@ def run_hydra(task: Callable[[DictConfig], Any], config_name: str, argv: list[st
             return task(cfg)
         except LstmMtError as error:
             failure.append(error)
+            _remove_if_only_hydra_wrote_there()
             return None
         except BrokenPipeError:  # Hydra would print it as a traceback
             end_on_closed_pipe()
@@ -52,6 +53,31 @@ def run_hydra(task: Callable[[DictConfig], Any], config_name: str, argv: list[st
     if failure:
         raise failure[0]
     return 0
+
+
+def _remove_if_only_hydra_wrote_there() -> None:
+    """After a refused command, remove its run folder if it holds nothing but what Hydra put there
+    (``.hydra/`` and the job's log), so that a refused command leaves nothing behind."""
+    from hydra.core.hydra_config import HydraConfig
+
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    job_log = f"{HydraConfig.get().job.name}.log"
+    hydra_files = {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    try:
+        entries = {entry.name for entry in folder.iterdir()}
+        if folder.resolve() == Path.cwd().resolve() or not entries <= {".hydra", job_log}:
+            return
+        if ".hydra" in entries and not {e.name for e in (folder / ".hydra").iterdir()} <= hydra_files:
+            return
+        for name in hydra_files:
+            (folder / ".hydra" / name).unlink(missing_ok=True)
+        for path in (folder / ".hydra", folder / job_log, folder):
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+    except OSError:
+        pass  # leave it: it is not ours to clean after all
 
 
 def _check_run_dirs(argv: list[str]) -> None:

@@ -27,13 +27,18 @@ METRIC_MODES = {"bleu": "max", "loss": "min"}  # how each validation metric impr
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam or AdamW over ``parameters`` with ``train.lr``, ``train.betas``, ``train.weight_decay``."""
+    check_optimizer(cfg)
+    return OPTIMIZERS[cfg.optimizer](
+        parameters, lr=cfg.lr, betas=(float(cfg.betas[0]), float(cfg.betas[1])), weight_decay=cfg.weight_decay
+    )
+
+
+def check_optimizer(cfg: TrainConfig) -> None:
+    """Raise `LstmMtError` unless ``train.optimizer`` is known and ``train.betas`` has two values."""
     if cfg.optimizer not in OPTIMIZERS:
         raise LstmMtError(f"train.optimizer={cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     if len(cfg.betas) != 2:
         raise LstmMtError(f"train.betas={list(cfg.betas)} must have two values")
-    return OPTIMIZERS[cfg.optimizer](
-        parameters, lr=cfg.lr, betas=(float(cfg.betas[0]), float(cfg.betas[1])), weight_decay=cfg.weight_decay
-    )
 
 
 class MetricTracker:
@@ -47,8 +52,10 @@ class MetricTracker:
         self.since_best = 0
 
     def observe(self, value: float) -> bool:
-        """Record one validation's value; True when it is a new best."""
-        better = self.best is None or (value > self.best if METRIC_MODES[self.metric] == "max" else value < self.best)
+        """Record one validation's value; True when it is a new best (NaN never is)."""
+        better = not math.isnan(value) and (
+            self.best is None or (value > self.best if METRIC_MODES[self.metric] == "max" else value < self.best)
+        )
         if better:
             self.best, self.since_best = value, 0
         else:

@@ -70,7 +70,7 @@ from lstm_mt.files import FolderLock, remove_stale_temporaries
 from lstm_mt.hydra_app import run_hydra
 from lstm_mt.metrics import corpus_bleu
 from lstm_mt.model import ModelConfig, Seq2Seq, TeacherForcedLoss, build_model
-from lstm_mt.optim import MetricTracker, Schedule, build_optimizer
+from lstm_mt.optim import MetricTracker, Schedule, build_optimizer, check_optimizer
 from lstm_mt.profiling import BACKWARD, FORWARD, OPTIMIZER
 from lstm_mt.runlog import METRICS_FILE, MetricsLog
 from lstm_mt.runtime import Distributed, Precision, StopSignals, check_precision, select_device, select_precision
@@ -79,6 +79,7 @@ from lstm_mt.search import greedy_search
 log = logging.getLogger(__name__)
 
 TRAINING_KEYS = ("optimizer", "schedule", "scaler", "best", "sampler", "rng", "step", "epoch")
+NONFINITE = ("stop", "skip")  # train.nonfinite
 
 
 def main(argv: list[str]) -> int | None:
@@ -139,8 +140,11 @@ def _run_folder_lock(run_dir: Path, dist: Distributed) -> AbstractContextManager
 def check_train_config(cfg: TrainConfig) -> None:
     """Raise `LstmMtError` naming the first ``train.*`` value that cannot work."""
     check_precision(cfg.precision)
+    if cfg.nonfinite not in NONFINITE:
+        raise LstmMtError(f"train.nonfinite={cfg.nonfinite!r} is not one of {', '.join(NONFINITE)}")
     MetricTracker(cfg.early_stop_metric)
     Schedule(cfg)
+    check_optimizer(cfg)
 
 
 # --- data, random state ---------------------------------------------------------------------
@@ -323,6 +327,7 @@ class Trainer:
         self.run_dir, self.dist, self.device, self.signals = run_dir, dist, device, signals
         self.precision = select_precision(self.cfg.precision, device)
         self.interrupted = 0
+        self.skipped_updates = 0
         self.out_of_time = False
         self.started = time.monotonic()
         self.progress = Progress()
@@ -450,10 +455,35 @@ class Trainer:
             loss_sum, nll_sum = loss_sum + loss.loss.detach(), nll_sum + loss.nll.detach()
         with record_function(OPTIMIZER):
             grad_norm = self._clip_gradients()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            if self._non_finite(float(loss_sum), grad_norm):
+                self.scaler.update()  # the step is not taken; the scaler still closes this update
+                self.optimizer.zero_grad(set_to_none=True)
+            else:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
         self.schedule.apply(self.optimizer, self.progress.step + 1)
         return UpdateStats(float(loss_sum), float(nll_sum), local_tokens, tokens, lr, grad_norm)
+
+    def _non_finite(self, loss: float, grad_norm: float) -> bool:
+        """Whether any rank's update went NaN/infinite: then stop (train.nonfinite=stop) or skip it (True).
+
+        With fp16 loss scaling an infinite gradient is the scaler's business (it skips the step itself).
+        """
+        bad = not math.isfinite(loss) or (not self.precision.scales_loss and not math.isfinite(grad_norm))
+        if not self.dist.max(int(bad), self.device):
+            return False
+        step = self.progress.step + 1
+        if self.cfg.nonfinite == "stop":
+            raise LstmMtError(
+                f"update {step}: the loss or gradient became NaN or infinite (loss {loss}, gradient norm {grad_norm}); "
+                f"stopped without applying it. Lower train.lr or raise train.warmup_steps, or set "
+                f"train.nonfinite=skip to skip such updates"
+            )
+        self.skipped_updates += 1
+        log.warning(
+            "update %d: NaN or infinite loss or gradient, update skipped (%d so far)", step, self.skipped_updates
+        )
+        return True
 
     def _gradient_sync(self, last: bool) -> AbstractContextManager:
         """DDP averages gradients only after the last batch of an update."""
@@ -499,6 +529,8 @@ class Trainer:
         if not self.window.updates:
             return
         record = {"kind": "train", "step": self.progress.step, "epoch": self.epoch_float(), **self.window.summary()}
+        if self.skipped_updates:
+            record["skipped_updates"] = self.skipped_updates
         self.metrics.write(record)
         if self.cfg.quiet:
             log.info(

@@ -310,3 +310,52 @@ def test_torchrun_two_ranks_end_with_identical_parameters(tmp_path, tiny):
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
     assert not torch.equal(checkpoint["rng"][0]["torch"], checkpoint["rng"][1]["torch"]), "dropout differs per rank"
+
+
+# --- non-finite updates -------------------------------------------------------------------------
+
+
+def _poison_update(monkeypatch, update: int) -> None:
+    """Make the training loss of update number ``update`` NaN (one batch per update here)."""
+    from lstm_mt.model import TeacherForcedLoss
+
+    original = TeacherForcedLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == update:
+            return type(result)(result.loss * float("nan"), result.nll * float("nan"))
+        return result
+
+    monkeypatch.setattr(TeacherForcedLoss, "forward", poisoned)
+
+
+@needs_mirror
+def test_a_nan_loss_stops_the_run_and_nothing_non_finite_is_saved(tmp_path, tiny, monkeypatch):
+    _poison_update(monkeypatch, 3)
+    with pytest.raises(LstmMtError, match=r"^update 3: the loss or gradient became NaN.*train.nonfinite=skip"):
+        train(compose_train(*tiny, "train.max_steps=6", "train.valid_every=2"), tmp_path)
+    saved = sorted((tmp_path / "checkpoints").glob("*.pt"))
+    assert [p.name for p in saved] == ["best.pt", "last.pt", "step_2.pt"]  # the validation before it
+    for path in saved:
+        load_checkpoint(path)  # finite: loads
+
+
+@needs_mirror
+def test_with_nonfinite_skip_the_bad_update_is_skipped_and_counted(tmp_path, tiny, monkeypatch):
+    _poison_update(monkeypatch, 3)
+    result = train(compose_train(*tiny, "train.max_steps=6", "train.nonfinite=skip", "train.log_every=3"), tmp_path)
+    assert result.step == 6
+    assert records(tmp_path, "train")[-1]["skipped_updates"] == 1
+    assert all(torch.isfinite(t).all() for t in final_model(tmp_path).values() if t.is_floating_point())
+
+
+def test_a_nan_validation_is_never_a_new_best():
+    from lstm_mt.optim import MetricTracker
+
+    for metric in ("loss", "bleu"):
+        tracker = MetricTracker(metric)
+        assert not tracker.observe(float("nan")) and tracker.best is None
+        assert tracker.observe(1.0) and not tracker.observe(float("nan")) and tracker.best == 1.0

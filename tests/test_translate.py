@@ -225,8 +225,8 @@ def test_nbest_output_and_config_errors(tiny_checkpoint, tmp_path, capsys):
     source.write_text("Ein Hund rennt.\n\nEin Mann fährt Fahrrad.\n", encoding="utf-8")
     main([f"checkpoint={tiny_checkpoint.path}", f"input={source}", "beam_size=3", "nbest=3", "progress=false"])
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(" ||| ")[0] for line in lines] == ["0", "0", "0", "1", "2", "2", "2"]
-    scores = [float(line.split(" ||| ")[2]) for line in lines[4:]]
+    assert [line.split(" ||| ")[0] for line in lines] == ["0", "0", "0", "1", "1", "1", "2", "2", "2"]
+    scores = [float(line.split(" ||| ")[2]) for line in lines[6:]]
     assert scores == sorted(scores, reverse=True)
     with pytest.raises(LstmMtError, match="nbest=4: must be between 1 and beam_size"):
         main([f"checkpoint={tiny_checkpoint.path}", f"input={source}", "beam_size=3", "nbest=4"])
