@@ -11,7 +11,8 @@ Two ways to the same numbers:
 - `generator_loss` takes the generator's input h̃ and its weights and fuses the output layer
   into the loss (`GeneratorLoss`): it visits the non-pad tokens a chunk at a time, so neither
   the ``[B, T, V]`` logits nor their float32 log-probabilities and gradient ever exist whole
-  (at V = 8000 and 4096 tokens those are 131 MB each in float32). Training and validation use it.
+  (at V = 8000 and 4096 tokens those are 131 MB each in float32). Training and validation use it,
+  through `teacher_forced_loss` and `TeacherForcedLoss`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lstm_mt.encoder import EncoderOutput
+from lstm_mt.model import Seq2Seq
 from lstm_mt.vocab import PAD_ID
 
 CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MiB in float32): below glibc's 32 MiB mmap limit, so reused
@@ -68,6 +71,40 @@ def generator_loss(
             rows, generator.weight, generator.bias, targets.flatten()[keep], smoothing, dtype
         )
     return TokenLoss(loss, nll)
+
+
+def teacher_forced_loss(
+    model: Seq2Seq,
+    tgt_in: Tensor,
+    tgt_out: Tensor,
+    encoder_out: EncoderOutput,
+    smoothing: float = 0.0,
+    fused: bool = True,
+) -> TokenLoss:
+    """Summed label-smoothed loss and NLL of ``model``'s teacher-forced targets ``tgt_out`` ``[B, T]`` (pad ignored).
+
+    ``fused``: the generator and the loss taken a chunk of tokens at a time, never holding the
+    ``[B, T, V]`` logits (`generator_loss`); else from the full logits (`label_smoothed_nll`).
+    """
+    hidden, _ = model.decoder(tgt_in, encoder_out)
+    if fused:
+        return generator_loss(hidden, model.generator, tgt_out, smoothing)
+    return label_smoothed_nll(model.generator(hidden), tgt_out, smoothing)
+
+
+class TeacherForcedLoss(nn.Module):
+    """What training minimizes, as a module whose forward DDP can wrap: `teacher_forced_loss` of a batch."""
+
+    def __init__(self, model: Seq2Seq, smoothing: float, fused: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.smoothing = smoothing
+        self.fused = fused
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> TokenLoss:
+        """Summed loss and NLL of ``tgt_out`` given ``src`` and the BOS-prefixed ``tgt_in``."""
+        encoder_out = self.model.encode(src, src_lengths)
+        return teacher_forced_loss(self.model, tgt_in, tgt_out, encoder_out, self.smoothing, self.fused)
 
 
 class GeneratorLoss(torch.autograd.Function):

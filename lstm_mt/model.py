@@ -20,7 +20,6 @@ from lstm_mt.attention import ATTENTION_KINDS, build_attention
 from lstm_mt.decoder import Decoder, DecoderState
 from lstm_mt.encoder import BRIDGE_KINDS, Bridge, Encoder, EncoderOutput, TokenEmbedding
 from lstm_mt.errors import LstmMtError
-from lstm_mt.loss import TokenLoss, generator_loss, label_smoothed_nll
 from lstm_mt.lstm.variants import CellVariant
 from lstm_mt.ranges import bounded, check_ranges
 from lstm_mt.vocab import PAD_ID
@@ -29,7 +28,6 @@ __all__ = [
     "ModelConfig",
     "ModelConfigError",
     "Seq2Seq",
-    "TeacherForcedLoss",
     "build_model",
     "check_config",
 ]
@@ -106,19 +104,6 @@ class Seq2Seq(nn.Module):
         hidden, attention = self.decoder(tgt_in, encoder_out)
         return self.generator(hidden), attention
 
-    def decode_loss(
-        self, tgt_in: Tensor, tgt_out: Tensor, encoder_out: EncoderOutput, smoothing: float = 0.0, fused: bool = True
-    ) -> TokenLoss:
-        """Summed label-smoothed loss and NLL of the teacher-forced targets ``tgt_out`` ``[B, T]`` (pad ignored).
-
-        ``fused``: the generator and the loss taken a chunk of tokens at a time, never holding the
-        ``[B, T, V]`` logits (`lstm_mt.loss.generator_loss`); else from the full logits.
-        """
-        hidden, _ = self.decoder(tgt_in, encoder_out)
-        if fused:
-            return generator_loss(hidden, self.generator, tgt_out, smoothing)
-        return label_smoothed_nll(self.generator(hidden), tgt_out, smoothing)
-
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
         """Encode a padded source batch ``[B, S]`` with lengths ``[B]``."""
         return self.encoder(src, src_lengths)
@@ -139,20 +124,6 @@ class Seq2Seq(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of distinct parameter values (shared or tied tensors count once)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-
-class TeacherForcedLoss(nn.Module):
-    """What training minimizes, as a module whose forward DDP can wrap: `Seq2Seq.decode_loss` of a batch."""
-
-    def __init__(self, model: Seq2Seq, smoothing: float, fused: bool = True) -> None:
-        super().__init__()
-        self.model = model
-        self.smoothing = smoothing
-        self.fused = fused
-
-    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> TokenLoss:
-        """Summed loss and NLL of ``tgt_out`` given ``src`` and the BOS-prefixed ``tgt_in``."""
-        return self.model.decode_loss(tgt_in, tgt_out, self.model.encode(src, src_lengths), self.smoothing, self.fused)
 
 
 def build_model(cfg: ModelConfig | Any, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = PAD_ID) -> Seq2Seq:

@@ -68,8 +68,9 @@ from lstm_mt.data import Batch, BatchIterator, EncodedDataset, PreparedData, pre
 from lstm_mt.errors import LstmMtError
 from lstm_mt.files import FolderLock, remove_stale_temporaries
 from lstm_mt.hydra_app import run_hydra
+from lstm_mt.loss import TeacherForcedLoss, teacher_forced_loss
 from lstm_mt.metrics import corpus_bleu
-from lstm_mt.model import ModelConfig, Seq2Seq, TeacherForcedLoss, build_model
+from lstm_mt.model import ModelConfig, Seq2Seq, build_model
 from lstm_mt.optim import MetricTracker, Schedule, build_optimizer, check_optimizer
 from lstm_mt.profiling import BACKWARD, FORWARD, OPTIMIZER
 from lstm_mt.runlog import METRICS_FILE, MetricsLog
@@ -232,7 +233,7 @@ def validate(
         batch = batch.to(device)
         with precision.autocast(device):
             encoder_out = model.encode(batch.src, batch.src_lengths)  # once, for the loss and the search
-            nll += model.decode_loss(batch.tgt_in, batch.tgt_out, encoder_out, fused=fused).nll.item()
+            nll += teacher_forced_loss(model, batch.tgt_in, batch.tgt_out, encoder_out, fused=fused).nll.item()
             found = greedy_search(model, batch.src, batch.src_lengths, encoder_out=encoder_out)
         tokens += batch.num_tgt_tokens
         for index, hypothesis in zip(batch.indices, found):

@@ -8,7 +8,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from lstm_mt import profiling as p
-from lstm_mt.model import ModelConfig, TeacherForcedLoss, build_model
+from lstm_mt.loss import TeacherForcedLoss
+from lstm_mt.model import ModelConfig, build_model
 
 torch.set_num_threads(1)
 
