@@ -26,11 +26,11 @@ def test_default_config_composes_to_the_schema():
     assert (quick.train.max_epochs, quick.train.max_tokens) == (1, 2048) and quick.train.label_smoothing == 0.1
 
 
-def test_quickstart_is_the_base_model_on_a_linear_schedule_validated_once_within_five_minutes():
+def test_quickstart_is_the_small_model_on_a_linear_schedule_validated_once_within_five_minutes():
     job = typed_config(TrainJobConfig, compose_train("+experiment=quickstart"), "config")
-    assert (job.model.emb_size, job.model.decoder_layers, job.data.src, job.data.tgt) == (256, 2, "de", "en")
-    assert (job.train.schedule, job.train.max_steps, job.train.max_minutes) == ("linear", 600, 5.0)
-    assert job.train.valid_every == job.train.max_steps and job.train.precision == "bf16"
+    assert (job.model.emb_size, job.model.decoder_layers, job.data.src, job.data.tgt) == (128, 1, "de", "en")
+    assert (job.train.schedule, job.train.max_steps, job.train.max_minutes) == ("linear", 700, 5.0)
+    assert job.train.valid_every == job.train.max_steps and job.train.precision == "fp32"
     shorter = typed_config(TrainJobConfig, compose_train("+experiment=quickstart", "train.max_steps=40"), "config")
     assert shorter.train.valid_every == 40, "validation follows max_steps"
 
