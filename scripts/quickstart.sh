@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Set up .venv and run the main job: train the base de->en model on Multi30k for at most
+# Set up .venv and run the main job: train the small de->en model on Multi30k for at most
 # 5 minutes (+experiment=quickstart), translate a few sentences with it, score it on
 # test_2016_flickr (sacreBLEU BLEU and chrF) and print a summary with the next commands.
 # Corpora come from $LSTM_MT_DATA_MIRROR, else ../shared/data if present, else are downloaded.
 # Run it again to reuse the trained model (RUN=folder for another one); extra arguments go
-# to `lstm-mt train` (e.g. train.precision=fp32 on a CPU without bf16, device=cuda).
+# to `lstm-mt train` (e.g. train.precision=bf16 where bf16 is faster, device=cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
