@@ -33,10 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 # Cycles known and not yet broken; each entry must still exist (the test says when to drop it).
-KNOWN_CYCLES = [
-    # recording.py imports LSTMCell under TYPE_CHECKING for annotations; modules.py imports recording.
-    ["lstm_mt.lstm.modules", "lstm_mt.lstm.recording"],
-]
+KNOWN_CYCLES: list[list[str]] = []
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import torch
 
 from lstm_mt.data import collate_source
 from lstm_mt.lstm import GateRecord, GateRecorder, LSTMCell
+from lstm_mt.lstm.variants import VariantWeights
 from lstm_mt.model import Seq2Seq
 from lstm_mt.search import SearchConfig, Translation
 from lstm_mt.tokenizer import Tokenizer
@@ -106,9 +107,9 @@ class SentenceTrace:
         return arrays
 
 
-def lstm_layer_ids(model: Seq2Seq) -> dict[LSTMCell, LayerId]:
+def lstm_layer_ids(model: Seq2Seq) -> dict[VariantWeights, LayerId]:
     """Which layer and direction each `LSTMCell` of ``model`` is (GateRecords name their cell)."""
-    ids = {}
+    ids: dict[VariantWeights, LayerId] = {}
     for layer, cells in enumerate(model.encoder.rnn.cells()):
         for direction, cell in zip(DIRECTIONS, cells):
             ids[cell] = LayerId("encoder", layer, direction)

@@ -7,17 +7,13 @@ so a layer run's gates are recomputed here from its inputs and states, with `lst
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from lstm_mt.lstm.equations import GateActivations, lstm_step, preactivations
 from lstm_mt.lstm.padding import reverse_within_lengths
-from lstm_mt.lstm.variants import CellNoise, variant_step
-
-if TYPE_CHECKING:  # for annotations only: modules.py imports this module
-    from lstm_mt.lstm.modules import LSTMCell
+from lstm_mt.lstm.variants import CellNoise, VariantWeights, variant_step
 
 
 @dataclass
@@ -30,7 +26,7 @@ class GateRecord:
     (decoder): ``[B, H]`` and ``lengths`` None. ``g`` is the candidate C̃.
     """
 
-    cell: LSTMCell
+    cell: VariantWeights
     reverse: bool
     i: Tensor
     f: Tensor
@@ -66,14 +62,14 @@ class GateRecorder:
         global _ACTIVE
         _ACTIVE = None
 
-    def record_step(self, cell: LSTMCell, gates: GateActivations, c: Tensor, h: Tensor) -> None:
+    def record_step(self, cell: VariantWeights, gates: GateActivations, c: Tensor, h: Tensor) -> None:
         """Keep one step's gates and states (detached)."""
         self.records.append(GateRecord(cell, False, *(t.detach() for t in (*gates, c, h))))
 
     @torch.no_grad()
     def record_layer(
         self,
-        cell: LSTMCell,
+        cell: VariantWeights,
         x: Tensor,
         h0: Tensor,
         c0: Tensor,
