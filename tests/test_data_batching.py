@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lstm_mt.data import InferenceBatchSampler, TokenBatchSampler, collate, collate_source
+from lstm_mt.data import (
+    DataConfig,
+    EncodedDataset,
+    FilterReport,
+    InferenceBatchSampler,
+    PreparedData,
+    TokenBatchSampler,
+    collate,
+    collate_source,
+)
 from lstm_mt.errors import LstmMtError
 
 pytestmark = pytest.mark.usefixtures("offline")  # no test here may use the network or $LSTM_MT_DATA_MIRROR
@@ -120,3 +129,24 @@ def test_inference_batches_are_longest_first_and_order_is_restored():
     assert [src[i] for i in flat] == sorted(src, reverse=True)
     assert all(len(b) <= 16 and len(b) * (max(src[i] for i in b) + 1) <= 400 for b in sampler)
     assert sampler.restore_order([f"out{i}" for i in flat]) == [f"out{i}" for i in range(300)]
+
+
+def test_a_long_validation_line_names_its_line_and_not_data_max_len():
+    """Validation is never filtered, so the advice for a too-long valid pair is train.max_tokens, with its line."""
+    lines = ["kurz", "ein Satz", "lang " * 40]
+    valid = EncodedDataset(
+        "valid",
+        [[5] * len(line.split()) for line in lines],
+        [[6] * len(line.split()) for line in lines],
+        lines,
+        lines,
+        line_numbers=[1, 2, 3],
+    )
+    data = PreparedData(DataConfig(), None, valid, valid, [], FilterReport(3, 0, 0, 0, 3), {}, 0.0)  # type: ignore[arg-type]
+    with pytest.raises(LstmMtError) as error:
+        data.valid_batches(20)
+    message = str(error.value)
+    assert "line 3" in message and "train.max_tokens" in message
+    assert "lower data.max_len" not in message
+    with pytest.raises(LstmMtError, match="lower data.max_len"):
+        data.train_batches(20)

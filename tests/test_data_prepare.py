@@ -11,6 +11,7 @@ import pytest
 from conftest import MIRROR, custom_config
 
 from lstm_mt.data import MIRROR_ENV, DataConfig, prepare_data, textio
+from lstm_mt.errors import LstmMtError
 from lstm_mt.tokenizer import SubwordConfig
 
 pytestmark = pytest.mark.usefixtures("offline")  # no test here may use the network or $LSTM_MT_DATA_MIRROR
@@ -116,6 +117,17 @@ def test_prepare_counts_and_skips_empty_training_lines_and_filters_train_only(tm
     assert {5, 12, 21, 31}.isdisjoint(prepared.train.line_numbers) and len(prepared.train.line_numbers) == 296
     assert prepared.valid.src_lines == valid_src, "valid keeps empty and long lines"
     assert len(prepared.valid.src_ids[2]) > 40
+
+
+@pytest.mark.parametrize("train", [(b"", b""), (b"\n  \n\n", b"a\n\nb\n"), (b"x\n\n", b"  \ny\n")])
+def test_training_files_without_a_full_pair_name_the_files_and_the_reason(tmp_path, train):
+    """Empty or all-blank training data stops before SentencePiece, whose own message gives no reason."""
+    cfg = custom_config(tmp_path, train, (b"a\n", b"b\n"), spm=SubwordConfig(vocab_size=30))
+    with pytest.raises(LstmMtError) as error:
+        prepare_data(cfg)
+    message = str(error.value)
+    assert f"{tmp_path}/train.src" in message and "no training pair with text on both sides" in message
+    assert "SentencePiece training failed" not in message
 
 
 @pytest.mark.parametrize("problem", ["invalid UTF-8", "line count", "missing file"])

@@ -129,6 +129,8 @@ class TokenBatchSampler:
         chunk_size: int = 0,
         num_shards: int = 1,
         shard: int = 0,
+        too_long_hint: str = "raise max_tokens or lower data.max_len",
+        line_numbers: Sequence[int] | None = None,
     ) -> None:
         self.sizes = padded_sizes(src_lengths, tgt_lengths)
         self.src_lengths = np.asarray(src_lengths, dtype=np.int64)
@@ -136,6 +138,8 @@ class TokenBatchSampler:
         self.shuffle = shuffle
         self.seed = int(seed)
         self.num_shards, self.shard = num_shards, shard
+        self.too_long_hint = too_long_hint
+        self.line_numbers = line_numbers
         self.epoch = 0
         self.position = 0
         self._check()
@@ -146,9 +150,11 @@ class TokenBatchSampler:
         if not 0 <= self.shard < self.num_shards:
             raise ValueError(f"shard {self.shard} is not in [0, {self.num_shards})")
         if len(self.sizes) and (widest := int(self.sizes.max())) > self.max_tokens:
+            index = int(self.sizes.argmax())
+            where = f"line {self.line_numbers[index]}" if self.line_numbers is not None else f"example {index + 1}"
             raise LstmMtError(
                 f"max_tokens={self.max_tokens} is smaller than the longest example "
-                f"({widest} padded tokens); raise max_tokens or lower data.max_len"
+                f"({widest} padded tokens, {where}); {self.too_long_hint}"
             )
 
     def _default_chunk_size(self) -> int:

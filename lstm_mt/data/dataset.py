@@ -44,7 +44,13 @@ class EncodedDataset:
     def batches(self, max_tokens: int, shuffle: bool = False, seed: int = 0, **sampler_args: Any) -> BatchIterator:
         """Token-bucketed batches: shuffled per epoch for training, length-sorted otherwise."""
         sampler = TokenBatchSampler(
-            self.src_lengths, self.tgt_lengths, max_tokens, shuffle=shuffle, seed=seed, **sampler_args
+            self.src_lengths,
+            self.tgt_lengths,
+            max_tokens,
+            shuffle=shuffle,
+            seed=seed,
+            line_numbers=self.line_numbers,
+            **sampler_args,
         )
         return BatchIterator(self, sampler)
 

@@ -16,6 +16,7 @@ from lstm_mt.data.config import DataConfig
 from lstm_mt.data.corpus import ParallelCorpus
 from lstm_mt.data.dataset import BatchIterator, EncodedDataset
 from lstm_mt.data.splits import load_split, resolve_test_splits
+from lstm_mt.errors import LstmMtError
 from lstm_mt.tokenizer import Tokenizer, train_or_load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,12 @@ class PreparedData:
 
     def valid_batches(self, max_tokens: int) -> BatchIterator:
         """Validation batches in a fixed length-sorted order (``indices`` map back to lines)."""
-        return self.valid.batches(max_tokens, shuffle=False)
+        return self.valid.batches(
+            max_tokens,
+            shuffle=False,
+            too_long_hint="validation pairs are never filtered (data.max_len does not apply to them), "
+            "so raise train.max_tokens or shorten that line of the valid split",
+        )
 
     def record(self) -> dict[str, Any]:
         """Plain-data description of the preparation, for logs and checkpoints."""
@@ -102,6 +108,11 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     train_raw = load_split(cfg, cfg.train_split)
     valid_raw = load_split(cfg, cfg.valid_split)
     train_raw, empty = drop_empty_pairs(train_raw)
+    if not len(train_raw):
+        raise LstmMtError(
+            f"{train_raw.src_path}, {train_raw.tgt_path}: no training pair with text on both sides "
+            f"({len(empty)} pairs, all empty or blank on a side): nothing to train SentencePiece or a model on"
+        )
     tokenizer = train_or_load_tokenizer(cfg.spm, train_raw.src_lines, train_raw.tgt_lines, cfg.cache_dir)
     train, report = filter_by_length(encode_corpus(train_raw, tokenizer), cfg.max_len, cfg.max_len_ratio)
     report.total += len(empty)
