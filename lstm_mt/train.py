@@ -42,7 +42,7 @@ import math
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,25 +220,43 @@ class Validation:
         return self.bleu if metric == "bleu" else self.loss
 
 
+class ValidationStopped(Exception):
+    """A stop signal came while validating: the validation is left to the resumed run."""
+
+
 @torch.no_grad()
 def validate(
-    model: Seq2Seq, data: PreparedData, max_tokens: int, device: torch.device, precision: Precision, fused: bool = True
+    model: Seq2Seq,
+    data: PreparedData,
+    max_tokens: int,
+    device: torch.device,
+    precision: Precision,
+    fused: bool = True,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Validation:
-    """Loss over the valid split and BLEU of its greedy translations against the raw references."""
+    """Loss over the valid split and BLEU of its greedy translations against the raw references.
+
+    ``should_stop`` is asked before each batch; when it answers True, `ValidationStopped` is
+    raised, so Ctrl-C during a long validation stops within a batch.
+    """
     was_training = model.training
     model.eval()
     nll, tokens = 0.0, 0
     hypotheses = [""] * len(data.valid)
-    for batch in data.valid_batches(max_tokens):
-        batch = batch.to(device)
-        with precision.autocast(device):
-            encoder_out = model.encode(batch.src, batch.src_lengths)  # once, for the loss and the search
-            nll += teacher_forced_loss(model, batch.tgt_in, batch.tgt_out, encoder_out, fused=fused).nll.item()
-            found = greedy_search(model, batch.src, batch.src_lengths, encoder_out=encoder_out)
-        tokens += batch.num_tgt_tokens
-        for index, hypothesis in zip(batch.indices, found):
-            hypotheses[index] = data.tokenizer.decode_tgt(hypothesis.tokens)
-    model.train(was_training)
+    try:
+        for batch in data.valid_batches(max_tokens):
+            if should_stop is not None and should_stop():
+                raise ValidationStopped
+            batch = batch.to(device)
+            with precision.autocast(device):
+                encoder_out = model.encode(batch.src, batch.src_lengths)  # once, for the loss and the search
+                nll += teacher_forced_loss(model, batch.tgt_in, batch.tgt_out, encoder_out, fused=fused).nll.item()
+                found = greedy_search(model, batch.src, batch.src_lengths, encoder_out=encoder_out)
+            tokens += batch.num_tgt_tokens
+            for index, hypothesis in zip(batch.indices, found):
+                hypotheses[index] = data.tokenizer.decode_tgt(hypothesis.tokens)
+    finally:
+        model.train(was_training)
     bleu = corpus_bleu(hypotheses, data.valid.tgt_lines)
     loss = nll / max(tokens, 1)
     return Validation(loss=loss, ppl=math.exp(min(loss, 100.0)), bleu=bleu.score, bleu_signature=bleu.signature)
@@ -301,6 +319,7 @@ class Progress:
     step: int = 0
     epoch: int = 0
     validated_at: int = -1
+    validation_pending: bool = False  # a signal stopped the validation due at ``step``: run it on resume
     saved_at: int = -1
     last_validation: dict[str, Any] | None = None
     seconds_before: float = 0.0  # wall clock of the sessions this one resumed
@@ -383,6 +402,8 @@ class Trainer:
         """Train until max_epochs, max_steps, early stopping or a signal; then validate and save."""
         try:
             self.check_time_budget()  # a resumed run may have spent it already
+            if self.progress.validation_pending:
+                self.validate_and_save()
             while self.stop_reason() is None:
                 self.train_epoch()
             return self.finish()
@@ -556,10 +577,26 @@ class Trainer:
         """Validate (rank 0, shared with all), update best/schedule/early stopping, checkpoint."""
         result = None
         if self.dist.is_main:
-            result = validate(
-                self.module, self.data, self.cfg.max_tokens, self.device, self.precision, self.cfg.fused_loss
-            )
+            try:
+                result = validate(
+                    self.module,
+                    self.data,
+                    self.cfg.max_tokens,
+                    self.device,
+                    self.precision,
+                    self.cfg.fused_loss,
+                    should_stop=lambda: bool(self.signals.received),
+                )
+            except ValidationStopped:
+                result = None
         result = self.dist.broadcast(result)
+        if result is None:  # stopped by a signal on rank 0: every rank stops, the checkpoint says to validate first
+            self.interrupted = self.dist.max(self.signals.received, self.device)
+            self.progress.validation_pending = True
+            log.warning("validation at step %d stopped; a resumed run validates first", self.progress.step)
+            self.save()
+            return
+        self.progress.validation_pending = False
         value = result.value(self.cfg.early_stop_metric)
         improved = self.best.observe(value)
         self.schedule.observe(value)
@@ -614,6 +651,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "best": self.best.state_dict(),
             "validated_at": self.progress.validated_at,
+            "validation_pending": self.progress.validation_pending,
             "sampler": self.batches.state_dict(),
             "rng": rng,
             "world_size": self.dist.world_size,
@@ -647,6 +685,7 @@ class Trainer:
             step=int(checkpoint["step"]),
             epoch=int(checkpoint["epoch"]),
             validated_at=int(checkpoint.get("validated_at", -1)),
+            validation_pending=bool(checkpoint.get("validation_pending", False)),
             saved_at=int(checkpoint["step"]),
             last_validation=checkpoint.get("metrics"),
             seconds_before=float(checkpoint.get("seconds", 0.0)),

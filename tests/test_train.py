@@ -21,6 +21,7 @@ from conftest import MIRROR, REPO, compose_train, needs_mirror, run_train_cli, t
 from lstm_mt.checkpoint import load_checkpoint
 from lstm_mt.config import TrainJobConfig
 from lstm_mt.configuring import typed_config
+from lstm_mt.data import prepare_data
 from lstm_mt.errors import LstmMtError
 from lstm_mt.model import ModelConfig, build_model
 from lstm_mt.runtime import Distributed, StopSignals
@@ -154,6 +155,45 @@ def test_short_training_lowers_validation_loss_and_writes_its_run_folder(referen
     )
     rebuilt.load_state_dict(last["model"])
     assert parameter_digest(rebuilt) == records(reference_run, "end")[0]["parameter_sha256"][0]
+
+
+@needs_mirror
+@pytest.mark.slow
+def test_ctrl_c_during_validation_stops_within_a_batch_and_the_resumed_run_validates_first(
+    tmp_path, tiny, reference_run, monkeypatch
+):
+    """SIGINT while the second validation (end of epoch 2) runs: the validation stops after the batch
+    in hand, a checkpoint marks it pending, and the resumed run validates first, ending bitwise equal
+    to the run that was never stopped."""
+    import lstm_mt.train as train_module
+
+    searched = []
+    real_search = train_module.greedy_search
+
+    def search_then_press_ctrl_c(*args, **kwargs):
+        searched.append(1)
+        result = real_search(*args, **kwargs)
+        if len(searched) == batches_per_validation + 1:  # the first batch of the second validation
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    job = compose_train(*tiny, *RUN)
+    typed = typed_config(TrainJobConfig, job, "config")
+    batches_per_validation = len(prepare_data(typed.data).valid_batches(typed.train.max_tokens))
+    assert batches_per_validation >= 3, "the test needs a validation of several batches"
+    monkeypatch.setattr(train_module, "greedy_search", search_then_press_ctrl_c)
+    with pytest.raises(SystemExit) as stopped:
+        train(job, tmp_path)
+    assert stopped.value.code == 128 + signal.SIGINT
+    assert len(searched) == batches_per_validation + 1, "validation stopped after the batch in hand"
+    newest = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert newest["validation_pending"] and newest["validated_at"] < newest["step"]
+
+    monkeypatch.setattr(train_module, "greedy_search", real_search)
+    train(compose_train(*tiny, *RUN, "train.resume=auto"), tmp_path)
+    ours, reference = final_model(tmp_path), final_model(reference_run)
+    assert all(torch.equal(ours[name], reference[name]) for name in reference)
+    assert records(tmp_path, "valid") == records(reference_run, "valid")
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -317,7 +357,7 @@ def test_torchrun_two_ranks_end_with_identical_parameters(tmp_path, tiny):
 
 def _poison_update(monkeypatch, update: int) -> None:
     """Make the training loss of update number ``update`` NaN (one batch per update here)."""
-    from lstm_mt.model import TeacherForcedLoss
+    from lstm_mt.loss import TeacherForcedLoss
 
     original = TeacherForcedLoss.forward
     calls = {"n": 0}
