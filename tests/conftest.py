@@ -211,3 +211,14 @@ def custom_config(tmp_path: Path, train: tuple[bytes, bytes], valid: tuple[bytes
         custom=custom,
         **kwargs,
     )
+
+
+def use_point_wise(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the LSTM's point-wise step run as ``kind``: "tensor" (C kernel off) or "native" (skip where
+    no C compiler can build it); for fixtures that run a test both ways."""
+    from lstm_mt.lstm import native
+
+    if kind == "tensor":
+        monkeypatch.setattr(native, "_library", lambda: None)
+    elif not native.available():
+        pytest.skip("no C compiler here: the compiled kernel is not built")

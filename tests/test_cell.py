@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import use_point_wise
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lstm_mt.lstm import GATE_NAMES, LSTM, GateRecorder, LSTMCell, lstm_step, native, onednn, pointwise
@@ -313,10 +314,7 @@ def test_inference_cell_step_matches_torch_cell():
 @pytest.fixture(params=["native", "tensor"])
 def point_wise(request, monkeypatch):
     """Run a test with the compiled kernel and with the tensor operations; yields the kernel calls made."""
-    if request.param == "tensor":
-        monkeypatch.setattr(native, "_library", lambda: None)
-    elif not native.available():
-        pytest.skip("no C compiler here: the compiled kernel is not built")
+    use_point_wise(request.param, monkeypatch)
     calls: list[str] = []
     call = native._call
     monkeypatch.setattr(native, "_call", lambda library, name, *args: (calls.append(name), call(library, name, *args)))

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import TINY_MODEL
 
 from lstm_mt.decoder import StackedLSTMCells
 from lstm_mt.model import ModelConfig, ModelConfigError, build_model
@@ -231,16 +232,7 @@ def test_overfits_a_toy_corpus_and_greedy_decoding_reproduces_it():
     tgt_in = pad([[BOS_ID] + t for _, t in pairs])
     tgt_out = pad([t + [EOS_ID] for _, t in pairs])
     torch.manual_seed(0)
-    config = ModelConfig(
-        emb_size=32,
-        encoder_hidden=32,
-        decoder_hidden=64,
-        attentional_size=32,
-        attention_hidden=32,
-        dropout=0.0,
-        embedding_dropout=0.0,
-    )
-    model = build_model(config, FIRST_WORD + NUM_WORDS, FIRST_WORD + NUM_WORDS)
+    model = build_model(TINY_MODEL, FIRST_WORD + NUM_WORDS, FIRST_WORD + NUM_WORDS)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(400):
         logits = model(src, src_lengths, tgt_in)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import use_point_wise
 
 from lstm_mt.errors import LstmMtError
-from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, fastpath, inference, native
+from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, fastpath, inference
 from lstm_mt.lstm.autograd import CellStep, LayerRecurrence
 from lstm_mt.lstm.equations import input_projection
 from lstm_mt.lstm.variants import CellNoise, CellVariant, variant_step
@@ -27,10 +28,7 @@ BATCH_SIZES = [int((LENGTHS > t).sum()) for t in range(5)]
 @pytest.fixture(params=["native", "tensor"])
 def point_wise(request, monkeypatch):
     """Run a test with the compiled kernel and with the tensor operations."""
-    if request.param == "tensor":
-        monkeypatch.setattr(native, "_library", lambda: None)
-    elif not native.available():
-        pytest.skip("no C compiler here: the compiled kernel is not built")
+    use_point_wise(request.param, monkeypatch)
 
 
 def variant_cell(
