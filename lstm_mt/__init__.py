@@ -18,7 +18,10 @@ Where things live (one module per concern, in the order a sentence travels):
     translate.py    Translator and `lstm-mt translate`
     evaluate.py     `lstm-mt evaluate` (metrics.py: sacreBLEU, paper BLEU)
     recipe.py       result recipes: decoding tuned on val, test once
+    average.py      checkpoint averaging; plotting.py: attention heatmaps
     inspection/     `lstm-mt inspect`: gates and attention, sentence by sentence
+    serve/          `lstm-mt serve`: HTTP API, dynamic batching, the live page
+    bench.py        `lstm-mt bench`; profiling.py: a training update's profile by category
     cli.py          the `lstm-mt` command (hydra_app.py runs each subcommand)
 
 and underneath them all:
@@ -27,6 +30,8 @@ and underneath them all:
     vocab.py        the special ids: pad=0, unk=1, bos=2, eos=3
     files.py        atomic_write, the one atomic file writer (a plain open()'s file mode)
     configuring.py  typed_config: config values checked against a dataclass schema
+    ranges.py       the value ranges declared on schema fields, checked by typed_config
+    cell.py         old import path: re-exports lstm/'s LSTMCell, LSTM, GateRecorder
 
 The main classes are importable from the package itself (``from lstm_mt import LSTM``);
 they are loaded on first use so that ``lstm-mt --help`` does not wait for PyTorch.
