@@ -311,6 +311,25 @@ def test_inference_cell_step_matches_torch_cell():
             assert max_diff([h, c], [h_ref, c_ref]) < 1e-5
 
 
+def padded_bilstm_against_torch(dtype: torch.dtype, seed: int):
+    """Our 2-layer bidirectional LSTM and torch.nn.LSTM with copied weights on one padded batch:
+    ``(ours, x, lengths, (torch's outputs, grads), (our outputs, grads))``."""
+    torch.manual_seed(seed)
+    reference = torch.nn.LSTM(6, 8, 2, bidirectional=True).to(dtype)
+    ours = LSTM.from_torch(reference)
+    x = torch.randn(7, 5, 6, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1, 6])
+    weights = [torch.randn(7, 5, 16, dtype=dtype), torch.randn(4, 5, 8, dtype=dtype), torch.randn(4, 5, 8, dtype=dtype)]
+
+    def run_reference(module):
+        output, state = module(pack_padded_sequence(x, lengths, enforce_sorted=False))
+        return pad_packed_sequence(output, total_length=7)[0], state
+
+    expected = outputs_and_grads(reference, run_reference, [x], weights)
+    actual = outputs_and_grads(ours, lambda m: m(x, lengths), [x], weights)
+    return ours, x, lengths, expected, actual
+
+
 @pytest.fixture(params=["native", "tensor"])
 def point_wise(request, monkeypatch):
     """Run a test with the compiled kernel and with the tensor operations; yields the kernel calls made."""
@@ -327,19 +346,9 @@ def point_wise(request, monkeypatch):
 
 def test_point_wise_step_both_ways_matches_torch(point_wise):
     """Training and inference, layer and cell: the C kernel and the tensor operations both equal torch."""
-    torch.manual_seed(13)
-    reference = torch.nn.LSTM(6, 8, 2, bidirectional=True)
-    ours = LSTM.from_torch(reference)
-    x = torch.randn(7, 5, 6, requires_grad=True)
-    lengths = torch.tensor([7, 3, 5, 1, 6])
-    weights = [torch.randn(7, 5, 16), torch.randn(4, 5, 8), torch.randn(4, 5, 8)]
-
-    def run_reference(module):
-        output, state = module(pack_padded_sequence(x, lengths, enforce_sorted=False))
-        return pad_packed_sequence(output, total_length=7)[0], state
-
-    expected, expected_grads = outputs_and_grads(reference, run_reference, [x], weights)
-    actual, actual_grads = outputs_and_grads(ours, lambda m: m(x, lengths), [x], weights)
+    ours, x, lengths, (expected, expected_grads), (actual, actual_grads) = padded_bilstm_against_torch(
+        torch.float32, seed=13
+    )
     assert max_diff(actual, expected) < 1e-5
     assert max_diff(actual_grads, expected_grads) < 1e-5
     with torch.no_grad():
@@ -402,19 +411,7 @@ def test_a_registered_point_wise_kernel_runs_every_step(monkeypatch):
     monkeypatch.setattr(pointwise, "_KERNELS", list(pointwise._KERNELS))
     kernel = Float64Kernel()
     pointwise.register_kernel(kernel)
-    torch.manual_seed(14)
-    reference = torch.nn.LSTM(6, 8, 2, bidirectional=True).double()
-    ours = LSTM.from_torch(reference)
-    x = torch.randn(7, 5, 6, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor([7, 3, 5, 1, 6])
-    weights = [torch.randn(7, 5, 16, dtype=torch.float64), *torch.randn(2, 4, 5, 8, dtype=torch.float64)]
-
-    def run_reference(module):
-        output, state = module(pack_padded_sequence(x, lengths, enforce_sorted=False))
-        return pad_packed_sequence(output, total_length=7)[0], state
-
-    expected, expected_grads = outputs_and_grads(reference, run_reference, [x], weights)
-    actual, actual_grads = outputs_and_grads(ours, lambda m: m(x, lengths), [x], weights)
+    _, _, _, (expected, expected_grads), (actual, actual_grads) = padded_bilstm_against_torch(torch.float64, seed=14)
     assert max_diff(actual, expected) < 1e-10
     assert max_diff(actual_grads, expected_grads) < 1e-10
     assert (
