@@ -39,6 +39,11 @@ class SubwordConfig:
     ``joint`` trains one model on source and target text together (shared vocabulary);
     otherwise one model per side. Special ids are fixed (pad=0, unk=1, bos=2, eos=3).
     ``max_sentences`` caps the sentences SentencePiece samples (input_sentence_size).
+    ``sample_alpha`` > 0 turns on subword regularization (Kudo 2018; BPE-dropout for bpe
+    models): each training batch gets a freshly sampled segmentation, drawn with SentencePiece's
+    ``alpha`` (unigram: smoothing, lower samples more widely; bpe: dropout probability) from
+    the ``sample_nbest`` best segmentations (-1: all of them). Valid and test text and the
+    model itself are unchanged; 0 keeps the one best segmentation everywhere.
     An existing model is used instead of training one when ``model`` (joint) or both
     ``src_model`` and ``tgt_model`` name ``.model`` files; the training settings are then unused.
     """
@@ -52,6 +57,21 @@ class SubwordConfig:
     model: str | None = None
     src_model: str | None = None
     tgt_model: str | None = None
+    sample_alpha: float = bounded(0.0, ge=0, le=1)
+    sample_nbest: int = bounded(-1, ge=-1)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """One draw of sampled segmentations: SentencePiece's ``alpha`` and ``nbest_size``, and a seed.
+
+    The same seed gives the same segmentations of the same sentences, so a resumed training
+    run sees exactly the batches it would have seen.
+    """
+
+    alpha: float
+    nbest: int
+    seed: int
 
 
 def available_cores() -> int:
@@ -112,13 +132,13 @@ class Tokenizer:
         """Number of target ids, special ids included."""
         return self._tgt.get_piece_size()
 
-    def encode_src(self, texts: Sequence[str]) -> list[list[int]]:
-        """Subword ids of each source sentence (no bos/eos)."""
-        return _encode(self._src, texts)
+    def encode_src(self, texts: Sequence[str], sampling: Sampling | None = None) -> list[list[int]]:
+        """Subword ids of each source sentence (no bos/eos): the best segmentation, or a sampled one."""
+        return _encode(self._src, texts, sampling)
 
-    def encode_tgt(self, texts: Sequence[str]) -> list[list[int]]:
-        """Subword ids of each target sentence (no bos/eos)."""
-        return _encode(self._tgt, texts)
+    def encode_tgt(self, texts: Sequence[str], sampling: Sampling | None = None) -> list[list[int]]:
+        """Subword ids of each target sentence (no bos/eos): the best segmentation, or a sampled one."""
+        return _encode(self._tgt, texts, sampling)
 
     def decode_src(self, ids: Sequence[int]) -> str:
         """Detokenized source text of ``ids`` (up to the first eos, pad/bos ignored)."""
@@ -161,6 +181,7 @@ def train_or_load_tokenizer(
     Models live in ``<cache_dir>/spm/<key>/``, where key hashes the training text and every
     setting that changes the model, so changed data or settings never reuse a stale model.
     """
+    check_sampling(cfg)
     given = _given_models(cfg)
     if given:
         log.info("SentencePiece: using %s", ", ".join(f"{key}={path}" for key, path in given))
@@ -252,6 +273,16 @@ def _check_settings(cfg: SubwordConfig) -> None:
         raise LstmMtError(f"data.spm.character_coverage={cfg.character_coverage}: must be in (0, 1]")
 
 
+def check_sampling(cfg: SubwordConfig) -> None:
+    """`LstmMtError` naming the key when ``sample_alpha``/``sample_nbest`` cannot sample anything."""
+    if not 0 <= cfg.sample_alpha <= 1:
+        raise LstmMtError(f"data.spm.sample_alpha={cfg.sample_alpha}: must be in [0, 1] (0: no sampling)")
+    if cfg.sample_alpha > 0 and cfg.sample_nbest in (0, 1):
+        raise LstmMtError(
+            f"data.spm.sample_nbest={cfg.sample_nbest}: sampling needs -1 (all segmentations) or at least 2"
+        )
+
+
 def _given_models(cfg: SubwordConfig) -> list[tuple[str, str]]:
     """The (config key, path) of each existing model the user named: none, the joint one, or one per side."""
     per_side = {"data.spm.src_model": cfg.src_model, "data.spm.tgt_model": cfg.tgt_model}
@@ -299,10 +330,22 @@ def _read_model(path: Path) -> bytes:
         raise LstmMtError(f"{path}: cannot read SentencePiece model ({e.strerror})") from None
 
 
-def _encode(sp: spm.SentencePieceProcessor, texts: Sequence[str]) -> list[list[int]]:
+def _encode(sp: spm.SentencePieceProcessor, texts: Sequence[str], sampling: Sampling | None) -> list[list[int]]:
     if isinstance(texts, str):
         raise TypeError("encode_src/encode_tgt take a list of sentences, not one string")
-    return sp.encode(list(texts), out_type=int, num_threads=available_cores())
+    if sampling is None:
+        return sp.encode(list(texts), out_type=int, num_threads=available_cores())
+    # A batch encode runs in fresh threads whose generators start from the global seed: with one
+    # thread, the draws depend on the seed and the sentences alone.
+    spm.set_random_generator_seed(sampling.seed)
+    return sp.encode(
+        list(texts),
+        out_type=int,
+        enable_sampling=True,
+        alpha=sampling.alpha,
+        nbest_size=sampling.nbest,
+        num_threads=1,
+    )
 
 
 def _strip_specials(ids: Sequence[int]) -> list[int]:

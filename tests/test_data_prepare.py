@@ -3,11 +3,13 @@ empty-line and length filters on a toy custom corpus, and bad data through `lstm
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import MIRROR, custom_config
 
 from lstm_mt.data import MIRROR_ENV, DataConfig, prepare_data, textio
@@ -86,6 +88,33 @@ def test_prepared_batches_hold_the_right_examples(multi30k_prepared):
     assert prepared.tokenizer.decode_tgt(first.tgt_out[0]) == prepared.tokenizer.normalize_tgt(
         prepared.valid.tgt_lines[first.indices[0]]
     )
+
+
+def test_sampled_segmentation_resegments_each_training_batch_and_resumes_exactly(multi30k_prepared):
+    prepared = multi30k_prepared[0]
+    spm = dataclasses.replace(prepared.config.spm, sample_alpha=0.2)
+    sampled = dataclasses.replace(prepared, config=dataclasses.replace(prepared.config, spm=spm))
+    tok, train = prepared.tokenizer, prepared.train
+    plain = [b.indices for b, _ in zip(prepared.train_batches(max_tokens=3000, seed=4), range(3))]
+    run = sampled.train_batches(max_tokens=3000, seed=4)
+    batches = iter(run)
+    first = [next(batches) for _ in range(3)]
+    state = run.state_dict()
+    later = [next(batches) for _ in range(2)]
+    assert [b.indices for b in first] == plain, "the same examples, only their pieces change"
+    rows = changed = 0
+    for batch in first:
+        for row, i in enumerate(batch.indices):
+            src = batch.src[row, : batch.src_lengths[row]].tolist()
+            assert src[-1] == tok.eos_id and tok.decode_src(src) == tok.normalize_src(train.src_lines[i])
+            assert tok.decode_tgt(batch.tgt_out[row]) == tok.normalize_tgt(train.tgt_lines[i])
+            rows, changed = rows + 1, changed + (src[:-1] != train.src_ids[i])
+    assert changed > rows / 2
+    resumed = sampled.train_batches(max_tokens=3000, seed=4)
+    resumed.load_state_dict(state)
+    again = [b for b, _ in zip(resumed, range(2))]
+    for a, b in zip(later, again):
+        assert torch.equal(a.src, b.src) and torch.equal(a.tgt_in, b.tgt_in) and torch.equal(a.tgt_out, b.tgt_out)
 
 
 def test_prepare_counts_and_skips_empty_training_lines_and_filters_train_only(tmp_path, caplog):

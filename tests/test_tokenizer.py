@@ -14,7 +14,7 @@ import torch
 from lstm_mt import tokenizer as tokenizer_module
 from lstm_mt.data import MIRROR_ENV, DataConfig, load_split
 from lstm_mt.errors import LstmMtError
-from lstm_mt.tokenizer import SubwordConfig, Tokenizer, train_or_load_tokenizer
+from lstm_mt.tokenizer import Sampling, SubwordConfig, Tokenizer, check_sampling, train_or_load_tokenizer
 
 MIRROR = Path(os.environ.get(MIRROR_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
 
@@ -51,6 +51,31 @@ def test_round_trip_on_every_val_line(joint, corpus):
     for line, ids in zip(val.tgt_lines, tok.encode_tgt(val.tgt_lines)):
         assert tok.decode_tgt(ids) == tok.normalize_tgt(line), line
     assert tok.normalize_src("Zwei  Männer\u00a0gehen ") == "Zwei Männer gehen"
+
+
+@pytest.mark.parametrize("alpha, nbest", [(0.2, -1), (0.1, 64)])
+def test_sampled_segmentation_changes_the_pieces_never_the_text(joint, corpus, alpha, nbest):
+    tok, (_, _, val) = joint[0], corpus
+    for lines, encode, decode, normalize in [
+        (val.src_lines, tok.encode_src, tok.decode_src, tok.normalize_src),
+        (val.tgt_lines, tok.encode_tgt, tok.decode_tgt, tok.normalize_tgt),
+    ]:
+        best = encode(lines)
+        draws = [encode(lines, Sampling(alpha, nbest, seed)) for seed in (1, 2)]
+        for sampled in draws:
+            assert [decode(ids) for ids in sampled] == [normalize(line) for line in lines]
+            assert sum(ids != b for ids, b in zip(sampled, best)) > len(lines) / 2
+        assert sum(a != b for a, b in zip(*draws)) > len(lines) / 2, "other seeds, other segmentations"
+        assert encode(lines, Sampling(alpha, nbest, 1)) == draws[0], "a seed gives its segmentations again"
+
+
+def test_sampling_settings_that_cannot_sample_name_their_key():
+    check_sampling(SubwordConfig(sample_alpha=0.0, sample_nbest=1))  # sampling off: nbest unused
+    check_sampling(SubwordConfig(sample_alpha=0.1, sample_nbest=64))
+    with pytest.raises(LstmMtError, match=r"^data\.spm\.sample_nbest=1: sampling needs"):
+        check_sampling(SubwordConfig(sample_alpha=0.1, sample_nbest=1))
+    with pytest.raises(LstmMtError, match=r"^data\.spm\.sample_alpha=1\.5"):
+        check_sampling(SubwordConfig(sample_alpha=1.5))
 
 
 def test_decode_stops_at_eos_and_ignores_pad_and_bos(joint):

@@ -7,7 +7,7 @@ Modules, in the order data flows through them:
   corpus.py    ParallelCorpus
   multi30k.py, tatoeba.py, splits.py   the corpora and the by-name entry points
   prepare.py   prepare_data: tokenizer, encoding, length filtering, report
-  dataset.py   EncodedDataset and BatchIterator
+  dataset.py   EncodedDataset, BatchIterator, SegmentationSampler (subword regularization)
   batching.py  Batch, collate, TokenBatchSampler, InferenceBatchSampler
 """
 
@@ -20,7 +20,7 @@ from lstm_mt.data.batching import (
 )
 from lstm_mt.data.config import CustomConfig, DataConfig, FilePair, TatoebaConfig
 from lstm_mt.data.corpus import ParallelCorpus
-from lstm_mt.data.dataset import BatchIterator, EncodedDataset
+from lstm_mt.data.dataset import BatchIterator, EncodedDataset, SegmentationSampler
 from lstm_mt.data.multi30k import load_tokenized_reference
 from lstm_mt.data.prepare import FilterReport, PreparedData, prepare_data
 from lstm_mt.data.sources import MIRROR_ENV
@@ -38,6 +38,7 @@ __all__ = [
     "MIRROR_ENV",
     "ParallelCorpus",
     "PreparedData",
+    "SegmentationSampler",
     "TatoebaConfig",
     "TokenBatchSampler",
     "available_splits",

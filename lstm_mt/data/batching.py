@@ -200,6 +200,10 @@ class TokenBatchSampler:
     def __len__(self) -> int:
         return len(self.batches_for_epoch(self.epoch))
 
+    def batch_key(self) -> tuple[int, int, int, int]:
+        """(seed, shard, epoch, position) of the batch last handed out: its place in training."""
+        return self.seed, self.shard, self.epoch, self.position
+
     def state_dict(self) -> dict[str, int]:
         """Where iteration stands (epoch, next batch) and the settings that define the batches."""
         return {

@@ -14,7 +14,7 @@ from typing import Any
 
 from lstm_mt.data.config import DataConfig
 from lstm_mt.data.corpus import ParallelCorpus
-from lstm_mt.data.dataset import BatchIterator, EncodedDataset
+from lstm_mt.data.dataset import BatchIterator, EncodedDataset, SegmentationSampler
 from lstm_mt.data.splits import load_split, resolve_test_splits
 from lstm_mt.errors import LstmMtError
 from lstm_mt.tokenizer import Tokenizer, train_or_load_tokenizer
@@ -65,8 +65,15 @@ class PreparedData:
     seconds: float
 
     def train_batches(self, max_tokens: int, seed: int = 0, num_shards: int = 1, shard: int = 0) -> BatchIterator:
-        """Shuffled, length-bucketed, resumable training batches (see TokenBatchSampler)."""
-        return self.train.batches(max_tokens, shuffle=True, seed=seed, num_shards=num_shards, shard=shard)
+        """Shuffled, length-bucketed, resumable training batches (see TokenBatchSampler); with
+        ``data.spm.sample_alpha`` > 0 each batch gets sampled segmentations (`SegmentationSampler`)."""
+        spm = self.config.spm
+        segmentation = (
+            SegmentationSampler(self.tokenizer, spm.sample_alpha, spm.sample_nbest) if spm.sample_alpha else None
+        )
+        return self.train.batches(
+            max_tokens, shuffle=True, seed=seed, segmentation=segmentation, num_shards=num_shards, shard=shard
+        )
 
     def valid_batches(self, max_tokens: int) -> BatchIterator:
         """Validation batches in a fixed length-sorted order (``indices`` map back to lines)."""
