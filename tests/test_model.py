@@ -290,7 +290,7 @@ def test_inconsistent_configs_raise_errors_that_name_the_keys():
     assert untied_other_sizes.generator.out_features == 30
 
 
-@pytest.mark.parametrize("name, low, high", [("small", 2e6, 4e6), ("base", 10e6, 15e6)])
+@pytest.mark.parametrize("name, low, high", [("small", 2e6, 4e6), ("base", 10e6, 15e6), ("big", 40e6, 45e6)])
 def test_shipped_configs_build_with_the_expected_size(name, low, high):
     values = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     assert set(values) == {field.name for field in fields(ModelConfig)}
