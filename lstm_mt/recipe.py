@@ -20,7 +20,12 @@ direction, parameters, training steps and time, hardware, the decoding choice, e
 score, and the command line, with one Markdown row per test set for the README's table.
 The run's config is the one the latest `lstm-mt train` wrote to ``<run>/.hydra/config.yaml``.
 
-A third step checks reproducibility: ``lstm-mt recipe compare RUN RERUN`` prints the
+``lstm-mt recipe ensemble OUT_DIR RUN_DIR RUN_DIR ...`` puts the tuned runs of one recipe (seeds,
+say) together: each run's chosen checkpoint(s) in one `lstm_mt.ensemble.Ensemble`, its search
+tuned on val over the first run's grid, then the test splits, with ``decoding.json``, ``test/``
+and ``results.json`` (rows named by the command) in ``OUT_DIR``.
+
+A further step checks reproducibility: ``lstm-mt recipe compare RUN RERUN`` prints the
 val BLEU of both runs at each validation (and of their tuned decoding) and exits 1 when any
 pair differs by more than 0.5 BLEU.
 """
@@ -51,7 +56,17 @@ from lstm_mt.runlog import METRICS_FILE, read_records
 from lstm_mt.runtime import select_device
 from lstm_mt.translate import DecodingOptions, Translator
 
-__all__ = ["Trial", "compare_runs", "decoding_grid", "evaluate_run", "main", "tune", "tune_run", "valid_set"]
+__all__ = [
+    "Trial",
+    "compare_runs",
+    "decoding_grid",
+    "ensemble_runs",
+    "evaluate_run",
+    "main",
+    "tune",
+    "tune_run",
+    "valid_set",
+]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +137,17 @@ def tune_run(run_dir: Path, device: str = "auto", precision: str = "fp32") -> di
     translators = {
         name: Translator.from_checkpoint(path, options.device, precision=precision) for name, path in paths.items()
     }
+    return _tune_and_record(run_dir, job, paths, translators, options)
+
+
+def _tune_and_record(
+    run_dir: Path,
+    job: TrainJobConfig,
+    paths: dict[str, str | list[str]],
+    translators: dict[str, Translator],
+    options: DecodingOptions,
+) -> dict[str, Any]:
+    """`tune` the translators on ``job``'s valid split and write the choice to ``run_dir/decoding.json``."""
     chosen, trials = tune(translators, valid_set(job.data), job.decoding, options)
     decoding = {
         "split": job.data.valid_split,
@@ -130,10 +156,11 @@ def tune_run(run_dir: Path, device: str = "auto", precision: str = "fp32") -> di
         "checkpoint_name": chosen.checkpoint,
         "beam_size": chosen.beam_size,
         "alpha": chosen.alpha,
-        "precision": precision,
+        "precision": options.precision,
         "scores": chosen.scores,
         "trials": [dataclasses.asdict(trial) for trial in trials],
     }
+    run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / DECODING_FILE, json.dumps(decoding, indent=2))
     print(f"chosen on {decoding['split']}: {_describe_trial(chosen)} -> {run_dir / DECODING_FILE}")
     return decoding
@@ -145,10 +172,51 @@ def evaluate_run(run_dir: Path, device: str = "auto", precision: str | None = No
     ``precision``: None decodes in the precision ``tune`` chose with.
     """
     job = run_config(run_dir)
-    decoding_path = run_dir / DECODING_FILE
-    if not decoding_path.is_file():
-        raise LstmMtError(f"{decoding_path}: not found; run `python -m lstm_mt.recipe tune {run_dir}` first")
-    decoding = json.loads(decoding_path.read_text())
+    decoding = _read_decoding(run_dir)
+    training = {**_training_end(run_dir), "seconds": _training_seconds(run_dir)}
+    return _test_and_record(run_dir, job, decoding, device, precision, _recipe_command(run_dir), training)
+
+
+def ensemble_runs(out_dir: Path, run_dirs: list[Path], device: str = "auto", precision: str = "fp32") -> dict[str, Any]:
+    """The ensemble of several tuned runs of one recipe (e.g. seeds): each run's chosen checkpoint(s)
+    together, its search tuned on val like `tune_run`, then the test splits like `evaluate_run`;
+    ``decoding.json``, ``test/`` and ``results.json`` go to ``out_dir``."""
+    if len(run_dirs) < 2:
+        raise LstmMtError("recipe ensemble: name at least two run folders")
+    paths: list[str] = []
+    for run_dir in run_dirs:
+        chosen = _read_decoding(run_dir)["checkpoint"]
+        paths += [chosen] if isinstance(chosen, str) else chosen
+    job = run_config(run_dirs[0])
+    options = DecodingOptions(device=resolve_device(device), precision=precision, progress=False)
+    name = f"ensemble of {len(run_dirs)} runs"
+    translators = {name: Translator.from_checkpoint(paths, options.device, precision=precision)}
+    decoding = _tune_and_record(out_dir, job, {name: paths}, translators, options)
+    seconds = [_training_seconds(run_dir) for run_dir in run_dirs]
+    total = None if any(value is None for value in seconds) else sum(value or 0.0 for value in seconds)
+    training = {"runs": [str(run_dir) for run_dir in run_dirs], "seconds": total}
+    command = " ".join(["lstm-mt recipe ensemble", str(out_dir), *map(str, run_dirs)])
+    return _test_and_record(out_dir, job, decoding, device, None, command, training)
+
+
+def _read_decoding(run_dir: Path) -> dict[str, Any]:
+    """``run_dir/decoding.json`` as `tune_run` wrote it; `LstmMtError` naming the file when missing."""
+    path = run_dir / DECODING_FILE
+    if not path.is_file():
+        raise LstmMtError(f"{path}: not found; run `python -m lstm_mt.recipe tune {run_dir}` first")
+    return json.loads(path.read_text())
+
+
+def _test_and_record(
+    run_dir: Path,
+    job: TrainJobConfig,
+    decoding: dict[str, Any],
+    device: str,
+    precision: str | None,
+    command: str | None,
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """Score the test splits with ``decoding``'s choice; write ``run_dir/test/`` and ``results.json``."""
     options = EvaluateConfig(
         checkpoint=decoding["checkpoint"],
         beam_size=decoding["beam_size"],
@@ -158,7 +226,7 @@ def evaluate_run(run_dir: Path, device: str = "auto", precision: str | None = No
         output_dir=str(run_dir / TEST_DIR),
     )
     results = run_evaluate(OmegaConf.structured(options))
-    summary = _summary(run_dir, job, decoding, results, options.device)
+    summary = _summary(run_dir, job, decoding, results, options.device, command, training)
     write_text_atomic(run_dir / RESULTS_FILE, json.dumps(summary, indent=2))
     print("\n".join(_table_rows(summary)))
     print(f"results: {run_dir / RESULTS_FILE}")
@@ -206,31 +274,38 @@ def compare_runs(first: Path, second: Path, tolerance: float = REPRODUCED_WITHIN
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``lstm-mt recipe tune|test RUN_DIR [--device D]`` or ``compare RUN_DIR OTHER_RUN_DIR``.
+    """``lstm-mt recipe tune|test RUN_DIR [--device D]``, ``compare RUN_DIR OTHER_RUN_DIR`` or
+    ``ensemble OUT_DIR RUN_DIR RUN_DIR...``.
 
     Errors are one line with exit status 2; ``compare`` exits 1 when the runs differ by more than the tolerance.
     """
     parser = argparse.ArgumentParser(prog="lstm-mt recipe", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "step",
-        choices=("tune", "test", "compare"),
-        help="tune: pick on val; test: score the test splits; compare: val BLEU of two runs",
+        choices=("tune", "test", "compare", "ensemble"),
+        help="tune: pick on val; test: score the test splits; compare: val BLEU of two runs; "
+        "ensemble OUT_DIR RUN_DIR RUN_DIR...: tune and test the tuned runs' ensemble into OUT_DIR",
     )
-    parser.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/multi30k_en_de")
-    parser.add_argument("other_run_dir", type=Path, nargs="?", help="compare: the rerun's folder")
+    parser.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/multi30k_en_de (ensemble: OUT_DIR)")
+    parser.add_argument(
+        "other_run_dirs", type=Path, nargs="*", help="compare: the rerun's folder; ensemble: the tuned runs"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument(
         "--precision", default=None, help="tune/test: fp32 | bf16 | int8 (default: fp32; test: the one tune used)"
     )
     parser.add_argument("--tolerance", type=float, default=REPRODUCED_WITHIN, help="compare: BLEU (default 0.5)")
     args = parser.parse_args(argv)
-    if (args.step == "compare") != (args.other_run_dir is not None):
-        parser.error("compare takes two run folders; tune and test take one")
+    others = len(args.other_run_dirs)
+    if {"compare": others != 1, "ensemble": others < 2}.get(args.step, others != 0):
+        parser.error("compare takes two run folders, ensemble an output folder and two or more runs, tune and test one")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.step == "compare":
-            sys.exit(0 if compare_runs(args.run_dir, args.other_run_dir, args.tolerance) else 1)
-        if args.step == "tune":
+            sys.exit(0 if compare_runs(args.run_dir, args.other_run_dirs[0], args.tolerance) else 1)
+        if args.step == "ensemble":
+            ensemble_runs(args.run_dir, args.other_run_dirs, args.device, args.precision or "fp32")
+        elif args.step == "tune":
             tune_run(args.run_dir, args.device, args.precision or "fp32")
         else:
             evaluate_run(args.run_dir, args.device, args.precision)
@@ -276,16 +351,22 @@ def _describe_trial(trial: Trial) -> str:
 
 
 def _summary(
-    run_dir: Path, job: TrainJobConfig, decoding: dict[str, Any], results: list[SetResult], device: str
+    run_dir: Path,
+    job: TrainJobConfig,
+    decoding: dict[str, Any],
+    results: list[SetResult],
+    device: str,
+    command: str | None,
+    training: dict[str, Any],
 ) -> dict[str, Any]:
     """What results.json holds (see the module docstring)."""
     translator = Translator.from_checkpoint(decoding["checkpoint"])
     return {
         "run_dir": str(run_dir),
-        "command": _recipe_command(run_dir),
+        "command": command,
         "direction": f"{job.data.src}-{job.data.tgt}",
         "parameters": translator.model.num_parameters(),
-        "training": {**_training_end(run_dir), "seconds": _training_seconds(run_dir)},
+        "training": training,
         "hardware": _hardware(device),
         "decoding": {key: value for key, value in decoding.items() if key != "trials"},
         "test": {

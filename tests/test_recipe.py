@@ -221,6 +221,46 @@ def test_the_ensemble_of_best_and_average_competes_and_is_tested_as_a_list(run_d
     assert summary["parameters"] == 2 * Translator.from_checkpoint(members[0]).model.num_parameters()
 
 
+def test_the_ensemble_of_tuned_runs_is_tuned_on_val_and_tested(run_dir, tmp_path, monkeypatch, capsys):
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    config.decoding.update(beam_sizes=[1], alphas=[0.0])
+    OmegaConf.save(config, run_dir / ".hydra" / "config.yaml")
+    seed2 = shutil.copytree(run_dir, tmp_path / "seed2")
+    best, pair = (
+        str(run_dir / "checkpoints" / "best.pt"),
+        [str(seed2 / "checkpoints" / "best.pt"), str(seed2 / "average.pt")],
+    )
+    (run_dir / "decoding.json").write_text(json.dumps({"checkpoint": best}))
+    (seed2 / "decoding.json").write_text(json.dumps({"checkpoint": pair}))  # its best+average ensemble won
+    monkeypatch.setattr(recipe, "dataset_test_sets", _first_sentences(recipe.dataset_test_sets))  # val
+    monkeypatch.setattr(evaluate_module, "dataset_test_sets", _first_sentences(evaluate_module.dataset_test_sets))
+    out = tmp_path / "ensemble"
+    summary = recipe.ensemble_runs(out, [run_dir, seed2], "cpu")
+    decoding = json.loads((out / "decoding.json").read_text())
+    assert decoding["checkpoint"] == [best, *pair] and decoding["split"] == "val"
+    assert [(t["checkpoint"], t["beam_size"]) for t in decoding["trials"]] == [("ensemble of 2 runs", 1)]
+    report = json.loads((out / "test" / "report.json").read_text())
+    assert report["checkpoint"] == [best, *pair]
+    assert summary["parameters"] == 3 * Translator.from_checkpoint(best).model.num_parameters()
+    assert summary["training"] == {"runs": [str(run_dir), str(seed2)], "seconds": 7200.0}
+    assert summary["command"] == f"lstm-mt recipe ensemble {out} {run_dir} {seed2}"
+    assert json.loads((out / "results.json").read_text()) == summary
+    assert "| de→en | test_2016_flickr |" in capsys.readouterr().out
+
+
+def test_an_ensemble_of_untuned_runs_is_a_one_line_error_naming_the_file(run_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        recipe.main(["ensemble", str(tmp_path / "out"), str(run_dir), str(run_dir)])
+    assert stop.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: {run_dir / 'decoding.json'}: not found; run `python -m lstm_mt.recipe tune {run_dir}` first\n"
+    )
+    with pytest.raises(SystemExit) as stop:
+        recipe.main(["ensemble", str(tmp_path / "out"), str(run_dir)])
+    assert stop.value.code == 2 and "ensemble an output folder and two or more runs" in capsys.readouterr().err
+
+
 def _first_sentences(load):
     """``load`` with each test set cut to its first 20 sentences (keeps a test quick)."""
 
