@@ -163,6 +163,15 @@ def run_train_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProce
     return subprocess.run(train_cli(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+@pytest.fixture(autouse=True)
+def fresh_cuda_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts without CUDA graphs: one captured in another test would replay the kernels it
+    launched then, whatever this test patches (lstm_mt.lstm.cuda_graphs)."""
+    from lstm_mt.lstm import cuda_graphs
+
+    monkeypatch.setattr(cuda_graphs, "_cache", None)
+
+
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test picks its mirror explicitly, and any real download attempt fails the test."""

@@ -9,6 +9,7 @@ Modules, in the order a reader meets them:
     fastpath.py    the fast path's two entry points: cell_step and run_layer
     inference.py   no-grad CPU float32 route: W·[h, x] as one oneDNN product per step
     autograd.py    training route: autograd Functions with hand-written backward passes
+    cuda_graphs.py the layer recurrence on CUDA replayed from CUDA graphs, padded to buckets
     pointwise.py   gates, C and h from the pre-activations (and back), kernel choice
     onednn.py      oneDNN products and packed-weight cache (PyTorch private ops)
     native.py      the point-wise step compiled from C (csrc/lstm_cell.c), CPU float32

@@ -6,6 +6,9 @@
   runs only the dh/dC recurrence step by step and computes the weight gradient once, as one
   matrix product over all steps, instead of once per step.
 
+The two loops are also functions (`recurrence_forward`, `recurrence_backward`), which
+`lstm_mt.lstm.cuda_graphs` records as CUDA graphs.
+
 Products go through `lstm_mt.lstm.onednn.Product`, the point-wise part of each step through
 `lstm_mt.lstm.pointwise`.
 """
@@ -13,6 +16,7 @@ Products go through `lstm_mt.lstm.onednn.Product`, the point-wise part of each s
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from lstm_mt.lstm import pointwise
 from lstm_mt.lstm.onednn import Product
@@ -63,24 +67,8 @@ class LayerRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_proj, weight_hh, h0, c0, batch_sizes, h0_is_zero):
-        steps, batch, _ = x_proj.shape
-        H = weight_hh.shape[1]
-        recurrent = Product(weight_hh, pack=True)
-        # With padding, rows past a sequence's end stay zero: zeroed once here, not per step (on a GPU
-        # every step's zeroing would be two more kernel launches).
-        buffer = x_proj.new_zeros if _padded(batch_sizes, batch) else x_proj.new_empty
-        hs, cs, tanh_cs = buffer(steps, batch, H), buffer(steps, batch, H), x_proj.new_empty(steps, batch, H)
         training = any(ctx.needs_input_grad[:4])
-        gates = x_proj.new_empty(steps, batch, 4 * H) if training else None
-        h_prev, c_prev = h0, c0
-        for t, n in enumerate(batch_sizes):
-            if t == 0 and h0_is_zero:
-                pre = x_proj[0].clone()  # W_h·0 = 0
-            else:
-                pre = recurrent.add_to(x_proj[t, :n], h_prev[:n])  # W·[h, x] + b, all four gates
-            act = pre if gates is None else gates[t, :n]
-            pointwise.forward_step(pre, c_prev[:n], act, cs[t, :n], tanh_cs[t, :n], hs[t, :n])
-            h_prev, c_prev = hs[t], cs[t]
+        hs, cs, gates, tanh_cs = recurrence_forward(x_proj, weight_hh, h0, c0, batch_sizes, h0_is_zero, training)
         if training:
             ctx.save_for_backward(weight_hh, h0, c0, hs, cs, gates, tanh_cs)
             ctx.batch_sizes, ctx.h0_is_zero = batch_sizes, h0_is_zero
@@ -90,35 +78,86 @@ class LayerRecurrence(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_hs, grad_cs):
         weight_hh, h0, c0, hs, cs, gates, tanh_cs = ctx.saved_tensors
-        batch_sizes = ctx.batch_sizes
-        steps, batch, H = hs.shape
-        through_hh = Product(weight_hh.t().contiguous(), pack=True)  # dpre ↦ dpre @ W_hh
-
-        buffer = gates.new_zeros if _padded(batch_sizes, batch) else gates.new_empty  # padded rows stay zero
-        grad_pre = buffer(steps, batch, 4 * H)
-        dh_total = grad_hs.clone()  # dL/dh_t: from the outputs, plus from step t+1 below
-        dc_total = grad_cs.clone()  # dL/dC_t likewise
-        dc0 = torch.zeros_like(c0)
-        step_backward = pointwise.layer_step_backward(gates, tanh_cs, c0, cs, dh_total, dc_total)
-        for t in range(steps - 1, -1, -1):
-            n = batch_sizes[t]
-            c_prev, dc_prev = (cs[t - 1, :n], dc_total[t - 1, :n]) if t > 0 else (c0[:n], dc0[:n])
-            step_backward(
-                t, gates[t, :n], tanh_cs[t, :n], c_prev, dh_total[t, :n], dc_total[t, :n], grad_pre[t, :n], dc_prev
-            )
-            if t > 0:
-                through_hh.accumulate(dh_total[t - 1, :n], grad_pre[t, :n])
-        dh0 = through_hh(grad_pre[0]) if ctx.needs_input_grad[2] else None
-
-        grad_w_hh = None
-        if ctx.needs_input_grad[1]:
-            # dW_hh = Σ_t dpre_tᵀ · h_{t-1}: one product over all steps after the first.
-            grad_w_hh = torch.zeros_like(weight_hh)
-            if steps > 1:
-                grad_w_hh.addmm_(grad_pre[1:].flatten(0, 1).t(), hs[:-1].flatten(0, 1))
-            if not ctx.h0_is_zero:
-                grad_w_hh.addmm_(grad_pre[0].t(), h0)
+        need = ctx.needs_input_grad
+        grad_pre, grad_w_hh, dh0, dc0 = recurrence_backward(
+            (weight_hh, h0, c0, hs, cs, gates, tanh_cs),
+            grad_hs.clone(),
+            grad_cs.clone(),
+            ctx.batch_sizes,
+            ctx.h0_is_zero,
+            need_dh0=need[2],
+            need_weight=need[1],
+        )
         return grad_pre, grad_w_hh, dh0, dc0, None, None
+
+
+def recurrence_forward(
+    x_proj: Tensor, weight_hh: Tensor, h0: Tensor, c0: Tensor, batch_sizes: list[int], h0_is_zero: bool, keep: bool
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """`LayerRecurrence`'s forward loop: every step's ``h``, ``C`` and, with ``keep``, the gates (else None)
+    and tanh(C) for the backward pass, as new ``[T, B, ·]`` tensors (`lstm_mt.lstm.cuda_graphs` records it too)."""
+    steps, batch, _ = x_proj.shape
+    H = weight_hh.shape[1]
+    recurrent = Product(weight_hh, pack=True)
+    # With padding, rows past a sequence's end stay zero: zeroed once here, not per step (on a GPU
+    # every step's zeroing would be two more kernel launches).
+    buffer = x_proj.new_zeros if _padded(batch_sizes, batch) else x_proj.new_empty
+    hs, cs, tanh_cs = buffer(steps, batch, H), buffer(steps, batch, H), x_proj.new_empty(steps, batch, H)
+    gates = x_proj.new_empty(steps, batch, 4 * H) if keep else None
+    h_prev, c_prev = h0, c0
+    for t, n in enumerate(batch_sizes):
+        if t == 0 and h0_is_zero:
+            pre = x_proj[0].clone()  # W_h·0 = 0
+        else:
+            pre = recurrent.add_to(x_proj[t, :n], h_prev[:n])  # W·[h, x] + b, all four gates
+        act = pre if gates is None else gates[t, :n]
+        pointwise.forward_step(pre, c_prev[:n], act, cs[t, :n], tanh_cs[t, :n], hs[t, :n])
+        h_prev, c_prev = hs[t], cs[t]
+    return hs, cs, gates, tanh_cs
+
+
+def recurrence_backward(
+    saved: tuple[Tensor, ...],
+    dh_total: Tensor,
+    dc_total: Tensor,
+    batch_sizes: list[int],
+    h0_is_zero: bool,
+    need_dh0: bool,
+    need_weight: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+    """`LayerRecurrence`'s backward loop: ``(dL/dx_proj, dL/dW_hh, dL/dh0, dL/dc0)`` (None where not needed).
+
+    ``saved``: ``(weight_hh, h0, c0, hs, cs, gates, tanh_cs)`` of the forward pass. ``dh_total`` and
+    ``dc_total`` ``[T, B, H]`` hold the gradients arriving at the outputs and are overwritten: the
+    gradients from step t+1 are added to them on the way back.
+    """
+    weight_hh, h0, c0, hs, cs, gates, tanh_cs = saved
+    steps, batch, H = hs.shape
+    through_hh = Product(weight_hh.t().contiguous(), pack=True)  # dpre ↦ dpre @ W_hh
+
+    buffer = gates.new_zeros if _padded(batch_sizes, batch) else gates.new_empty  # padded rows stay zero
+    grad_pre = buffer(steps, batch, 4 * H)
+    dc0 = torch.zeros_like(c0)
+    step_backward = pointwise.layer_step_backward(gates, tanh_cs, c0, cs, dh_total, dc_total)
+    for t in range(steps - 1, -1, -1):
+        n = batch_sizes[t]
+        c_prev, dc_prev = (cs[t - 1, :n], dc_total[t - 1, :n]) if t > 0 else (c0[:n], dc0[:n])
+        step_backward(
+            t, gates[t, :n], tanh_cs[t, :n], c_prev, dh_total[t, :n], dc_total[t, :n], grad_pre[t, :n], dc_prev
+        )
+        if t > 0:
+            through_hh.accumulate(dh_total[t - 1, :n], grad_pre[t, :n])
+    dh0 = through_hh(grad_pre[0]) if need_dh0 else None
+
+    grad_w_hh = None
+    if need_weight:
+        # dW_hh = Σ_t dpre_tᵀ · h_{t-1}: one product over all steps after the first.
+        grad_w_hh = torch.zeros_like(weight_hh)
+        if steps > 1:
+            grad_w_hh.addmm_(grad_pre[1:].flatten(0, 1).t(), hs[:-1].flatten(0, 1))
+        if not h0_is_zero:
+            grad_w_hh.addmm_(grad_pre[0].t(), h0)
+    return grad_pre, grad_w_hh, dh0, dc0
 
 
 def _padded(batch_sizes: list[int], batch: int) -> bool:

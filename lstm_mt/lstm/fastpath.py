@@ -16,7 +16,8 @@ route is untouched by them. For a plain cell, each picks the first route that ap
 1. inference (no gradients) in float32 on CPU with oneDNN: `lstm_mt.lstm.inference`, one
    product ``W·[h, x]`` per step over the joined ``[h_{t-1}, x_t]``;
 2. everything else: the autograd Functions of `lstm_mt.lstm.autograd`, with hand-written
-   backward passes; under autocast the whole recurrence runs in the autocast dtype.
+   backward passes; under autocast the whole recurrence runs in the autocast dtype. On CUDA,
+   `run_layer` replays the same loops from CUDA graphs (`lstm_mt.lstm.cuda_graphs`) where they apply.
 
 Both routes hand the point-wise part of each step (gates, C, h and their gradients) to
 `lstm_mt.lstm.pointwise`, where a compiled kernel (`lstm_mt.lstm.native`, C for CPU
@@ -27,10 +28,12 @@ added to `cell_step`/`run_layer` below.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
-from lstm_mt.lstm import inference
+from lstm_mt.lstm import cuda_graphs, inference
 from lstm_mt.lstm.autograd import CellStep, LayerRecurrence
 from lstm_mt.lstm.equations import input_projection
 from lstm_mt.lstm.variant_autograd import VariantRecurrence
@@ -77,9 +80,10 @@ def run_layer(
     if inference.applies(cell, x, h0, c0):
         return inference.run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero)
     x_proj = input_projection(cell, x)  # W_x·x_t + b for every step in one product
-    inputs = _autocast_inputs(x_proj, cell.weight_hh, h0, c0)
+    x_proj, weight_hh, h0, c0 = cast(list[Tensor], _autocast_inputs(x_proj, cell.weight_hh, h0, c0))
     with _autocast_off(x):
-        return LayerRecurrence.apply(*inputs, batch_sizes, h0_is_zero)
+        graphed = cuda_graphs.run_layer(x_proj, weight_hh, h0, c0, batch_sizes)
+        return graphed or LayerRecurrence.apply(x_proj, weight_hh, h0, c0, batch_sizes, h0_is_zero)
 
 
 def _run_variant_layer(

@@ -57,6 +57,11 @@ def register_kernel(kernel: PointwiseKernel) -> None:
         _KERNELS.insert(0, kernel)
 
 
+def kernel_for(*tensors: Tensor) -> PointwiseKernel | None:
+    """The first registered kernel that takes these tensors (step shapes ``[rows, ·H]``), or None: tensor operations."""
+    return next((kernel for kernel in _KERNELS if kernel.usable(*tensors)), None)
+
+
 def forward_step(pre: Tensor, c_prev: Tensor, act: Tensor, c: Tensor, tanh_c: Tensor, h: Tensor) -> None:
     """One step of the equations from ``pre = W·[h, x] + b``, into the given buffers.
 
@@ -102,9 +107,9 @@ def layer_step_backward(gates: Tensor, tanh_cs: Tensor, c0: Tensor, cs: Tensor, 
     ``dh`` and ``dc`` are the buffers of incoming gradients the steps will see (a step may
     overwrite its ``dc``).
     """
-    for kernel in _KERNELS:
-        if kernel.usable(gates[0], tanh_cs[0], c0, dh[0], dc[0]):
-            return _kernel_step_backward(kernel)
+    kernel = kernel_for(gates[0], tanh_cs[0], c0, dh[0], dc[0])
+    if kernel is not None:
+        return _kernel_step_backward(kernel)
     factors, dc_from_dh = _backward_factors(gates, tanh_cs, torch.cat([c0.unsqueeze(0), cs[:-1]]))
     H = tanh_cs.shape[-1]
 

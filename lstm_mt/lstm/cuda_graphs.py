@@ -1,0 +1,355 @@
+"""CUDA graphs over a layer's recurrence: the launches of all its steps replayed as one.
+
+Why: on a GPU a step of the recurrence is a matrix product and a point-wise kernel of a few
+microseconds each, and launching them from Python costs more than running them (issue 21's
+profile: a training step of 7.7 ms wall time for 1.2 ms of GPU work). A CUDA graph records a
+layer direction's launches once, forward and (separately) the hand-written backward loop of
+`lstm_mt.lstm.autograd`, and replays them with one call.
+
+A graph is fixed to its shapes and memory addresses, so:
+
+- the batch and the number of steps are padded up to buckets (`bucket_size`: exact up to 8,
+  then four sizes per doubling, at most 25% padding), and a graph is keyed by the bucket,
+  H, dtype, device and point-wise kernel; at most `max_graphs()` are kept, the least recently
+  used dropped first. A bucket is captured the second time it is met, so a shape met once
+  (a last, short batch) runs the eager loop and costs no capture;
+- every step runs all rows of the bucket. A padded position (past its sequence's end, or a
+  row or step the bucket added) gets the pre-activations (−∞, −∞, 0, 0): its input and
+  forget gates are shut, so C = 0·C_prev + 0·C̃ = 0 and h = o·tanh(0) = 0, exactly the zeros
+  the eager path leaves there, and every gradient through it is zero (σ'(−∞) = 0, tanh(0)
+  = 0). Rows never mix, so each real row computes what it computes in the eager loop, to the
+  rounding of a product over more rows;
+- each call copies its inputs into the graph's static buffers, replays, and copies the
+  outputs out, so the layers and directions that share a bucket share its graph.
+
+Warm-up runs on a side stream before capture, as `torch.cuda.graph` asks (it compiles the
+Triton kernels and makes cuBLAS's handles); where a capture fails, a warning is logged and that
+key runs the eager loop. The same padded functions run without a graph on CPU tensors (tests).
+
+``LSTM_MT_CUDA_GRAPHS=0`` switches graphs off; ``LSTM_MT_CUDA_GRAPHS_MAX`` (default 16) bounds
+how many are kept. Only a plain cell's layer recurrence is graphed (`fastpath.run_layer`), not the
+decoder's single steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from functools import cache, lru_cache, partial
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+from lstm_mt.errors import LstmMtError
+from lstm_mt.lstm import pointwise
+from lstm_mt.lstm.autograd import recurrence_backward, recurrence_forward
+
+__all__ = ["GraphCache", "bucket_size", "graph_cache", "enabled", "max_graphs", "off", "padded_shape", "run_layer"]
+
+log = logging.getLogger(__name__)
+
+ENV, MAX_ENV = "LSTM_MT_CUDA_GRAPHS", "LSTM_MT_CUDA_GRAPHS_MAX"
+DEFAULT_MAX_GRAPHS = 16
+MAX_STEPS, MAX_BATCH = 1024, 4096  # larger runs take the eager loop (a graph would hold too much memory)
+CAPTURE_AFTER = 2  # a forward bucket is captured on its second use
+WARMUP = 2  # runs on a side stream before a capture
+
+_off_depth = 0  # `off` blocks entered
+
+
+def enabled() -> bool:
+    """Whether layer recurrences on CUDA may run as graphs (``LSTM_MT_CUDA_GRAPHS`` is not 0, not inside `off`)."""
+    return _off_depth == 0 and os.environ.get(ENV, "1") != "0"
+
+
+@contextmanager
+def off() -> Iterator[None]:
+    """Inside the block, no graphs: the eager loops run (to time them side by side)."""
+    global _off_depth
+    _off_depth += 1
+    try:
+        yield
+    finally:
+        _off_depth -= 1
+
+
+def max_graphs() -> int:
+    """How many graphs are kept: ``LSTM_MT_CUDA_GRAPHS_MAX``, default 16."""
+    value = os.environ.get(MAX_ENV, str(DEFAULT_MAX_GRAPHS))
+    if not value.isdigit() or int(value) < 1:
+        raise LstmMtError(f"{MAX_ENV}={value!r}: must be a whole number of graphs, at least 1")
+    return int(value)
+
+
+def bucket_size(n: int) -> int:
+    """``n`` rounded up to a bucket: exact up to 8, then multiples of a quarter of the power of two
+    at or below ``n`` (9 → 10, 17 → 20, 30 → 32, 50 → 56, 65 → 80), so at most 25% is padding."""
+    if n <= 8:
+        return n
+    step = 1 << (n.bit_length() - 3)
+    return -(-n // step) * step
+
+
+def padded_shape(steps: int, batch: int) -> tuple[int, int] | None:
+    """The bucket ``(steps, batch)`` of a run, or None where graphs do not take it (empty, or too large)."""
+    if not (0 < steps and 0 < batch):
+        return None
+    shape = bucket_size(steps), bucket_size(batch)
+    return shape if shape[0] <= MAX_STEPS and shape[1] <= MAX_BATCH else None
+
+
+def padding_mask(sizes: Tensor, batch: int) -> Tensor:
+    """``[T, batch]``: True where row b is padding at step t, i.e. ``b >= sizes[t]`` (rows sorted by length)."""
+    return torch.arange(batch, device=sizes.device) >= sizes.unsqueeze(1)
+
+
+def shut_gates(x_proj: Tensor, mask: Tensor) -> Tensor:
+    """``x_proj`` ``[T, B, 4H]`` with each padded position's pre-activations set to (−∞, −∞, 0, 0) for
+    (i, f, C̃, o): input and forget gates shut, so that position's C and h are 0 whatever came before."""
+    H = x_proj.shape[-1] // 4
+    shut = x_proj.new_zeros(4 * H)
+    shut[: 2 * H].fill_(float("-inf"))
+    return torch.where(mask.unsqueeze(-1), shut, x_proj)
+
+
+def padded_forward(
+    x_proj: Tensor, sizes: Tensor, weight_hh: Tensor, h0: Tensor, c0: Tensor, keep: bool
+) -> tuple[Tensor | None, ...]:
+    """The recurrence over a padded batch, every row at every step (what a forward graph records).
+
+    ``sizes[t]``: rows still running at step t (0 for steps the bucket added). Returns ``hs``, ``cs``,
+    and with ``keep`` the gates and tanh(C) (else None), and the initial state as used, rows the
+    bucket added zeroed (`recurrence_forward` and the module docstring).
+    """
+    mask = padding_mask(sizes, x_proj.shape[1])
+    added_rows = mask[0].unsqueeze(1)  # every sequence runs at step 0, so these are the rows the bucket added
+    h0, c0 = h0.masked_fill(added_rows, 0), c0.masked_fill(added_rows, 0)
+    full = [x_proj.shape[1]] * x_proj.shape[0]
+    hs, cs, gates, tanh_cs = recurrence_forward(shut_gates(x_proj, mask), weight_hh, h0, c0, full, False, keep)
+    return hs, cs, gates, tanh_cs, h0, c0
+
+
+def padded_backward(sizes: Tensor, *saved_and_grads: Tensor) -> tuple[Tensor | None, ...]:
+    """`recurrence_backward` over a padded batch (what a backward graph records).
+
+    ``saved_and_grads``: ``weight_hh, h0, c0, hs, cs, gates, tanh_cs`` from `padded_forward`, then the
+    gradients reaching ``hs`` and ``cs``; those at padded positions are dropped, as the eager loop never
+    reads them. Returns ``dL/dx_proj, dL/dW_hh, dL/dh0, dL/dc0``.
+    """
+    *saved, grad_hs, grad_cs = saved_and_grads
+    mask = padding_mask(sizes, grad_hs.shape[1]).unsqueeze(-1)
+    full = [grad_hs.shape[1]] * grad_hs.shape[0]
+    dh, dc = grad_hs.masked_fill(mask, 0), grad_cs.masked_fill(mask, 0)
+    return recurrence_backward(tuple(saved), dh, dc, full, False, need_dh0=True, need_weight=True)
+
+
+class CapturedGraph:
+    """``fn`` recorded as a CUDA graph over static input buffers (``statics``, which give the bucket's shapes).
+
+    Calling it copies each input into the leading part of its buffer, replays the graph and
+    returns the static outputs, which the next call overwrites.
+    """
+
+    def __init__(self, fn: Callable[..., tuple[Tensor | None, ...]], statics: list[Tensor]) -> None:
+        self.statics = statics
+        device = statics[0].device
+        stream = _side_stream(device)
+        with torch.cuda.device(device), torch.no_grad(), torch.inference_mode(False):
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(WARMUP):
+                    fn(*statics)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            # thread_local: a DataLoader's pin-memory thread allocating host memory must not break the capture
+            with torch.cuda.graph(self.graph, stream=stream, capture_error_mode="thread_local"):
+                self.outputs = fn(*statics)
+
+    def __call__(self, *inputs: Tensor) -> tuple[Tensor | None, ...]:
+        for static, given in zip(self.statics, inputs):
+            static[tuple(slice(0, n) for n in given.shape)].copy_(given)
+        self.graph.replay()
+        return self.outputs
+
+
+class GraphCache:
+    """At most ``limit`` graphs, the least recently used dropped first. `wanted` counts a key's uses
+    (capture pays from the ``after``-th on); `get` returns its graph, capturing it if needed."""
+
+    def __init__(self, limit: int, after: int = CAPTURE_AFTER) -> None:
+        self.limit, self.after = limit, after
+        self.graphs: OrderedDict[Hashable, Any] = OrderedDict()
+        self.uses: Counter[Hashable] = Counter()
+        self.failed: set[Hashable] = set()
+
+    def wanted(self, key: Hashable) -> bool:
+        """Count a use of ``key``; True when it has a graph or has been used ``after`` times (and never failed)."""
+        if key in self.graphs:
+            return True
+        self.uses[key] += 1
+        return self.uses[key] >= self.after and key not in self.failed
+
+    def get(self, key: Hashable, capture: Callable[[], Any]) -> Any | None:
+        """The graph of ``key``, made by ``capture()`` if there is none; None where capturing it failed."""
+        if key in self.graphs:
+            self.graphs.move_to_end(key)
+            return self.graphs[key]
+        if key in self.failed:
+            return None
+        try:
+            graph = capture()
+        except Exception as error:  # capture fails in many ways (driver, Triton, allocator); the eager loop still works
+            log.warning("CUDA graph capture failed for %s (%s); that shape runs without a graph", key, error)
+            self.failed.add(key)
+            return None
+        self.graphs[key] = graph
+        while len(self.graphs) > self.limit:
+            self.graphs.popitem(last=False)
+        return graph
+
+
+_cache: GraphCache | None = None
+
+
+def graph_cache() -> GraphCache:
+    """The process's graphs (made on first use, bounded by `max_graphs`)."""
+    global _cache
+    if _cache is None:
+        _cache = GraphCache(max_graphs())
+    return _cache
+
+
+def run_layer(
+    x_proj: Tensor, weight_hh: Tensor, h0: Tensor, c0: Tensor, batch_sizes: list[int]
+) -> tuple[Tensor, Tensor] | None:
+    """`LayerRecurrence` through CUDA graphs: every step's ``h`` and ``C`` ``[T, B, H]``, zero on padding;
+    None where graphs do not apply (see the module docstring), and the caller runs the eager loop."""
+    tensors = (x_proj, weight_hh, h0, c0)
+    if not x_proj.is_cuda or not enabled() or torch.cuda.is_current_stream_capturing():
+        return None
+    if any(t.dtype != x_proj.dtype or t.device != x_proj.device for t in tensors):
+        return None
+    shape = padded_shape(x_proj.shape[0], x_proj.shape[1])
+    if shape is None:
+        return None
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if not graph_cache().wanted(("forward", keep, *_signature(x_proj, weight_hh, shape))):
+        return None
+    return PaddedRecurrence.apply(x_proj, weight_hh, h0, c0, batch_sizes)
+
+
+class PaddedRecurrence(torch.autograd.Function):
+    """`LayerRecurrence` over the padded bucket (`padded_forward`, `padded_backward`), each pass replayed
+    from a graph on CUDA; same inputs (without ``h0_is_zero``) and outputs."""
+
+    @staticmethod
+    def forward(ctx, x_proj, weight_hh, h0, c0, batch_sizes):
+        steps, batch, _ = x_proj.shape
+        shape = padded_shape(steps, batch)
+        assert shape is not None, "run_layer checks the shape"
+        T, B = shape
+        H = weight_hh.shape[1]
+        sizes = _device_sizes(tuple(batch_sizes), T, x_proj.device)
+        keep = any(ctx.needs_input_grad[:4])
+        outputs = _run(
+            ("forward", keep, *_signature(x_proj, weight_hh, shape)),
+            partial(padded_forward, keep=keep),
+            [x_proj, sizes, weight_hh, h0, c0],
+            [(T, B, 4 * H), (T,), tuple(weight_hh.shape), (B, H), (B, H)],
+        )
+        if not keep:
+            hs, cs = outputs[0], outputs[1]
+            assert hs is not None and cs is not None
+            return hs[:steps, :batch].clone(), cs[:steps, :batch].clone()
+        hs, cs, gates, tanh_cs, h0_used, c0_used = (t.clone() for t in outputs if t is not None)
+        ctx.save_for_backward(sizes, weight_hh, h0_used, c0_used, hs, cs, gates, tanh_cs)
+        ctx.shape = steps, batch
+        return _leading(hs, steps, batch), _leading(cs, steps, batch)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_hs, grad_cs):
+        sizes, weight_hh, *saved = ctx.saved_tensors
+        steps, batch = ctx.shape
+        hs = saved[2]
+        outputs = _run(
+            ("backward", *_signature(hs, weight_hh, hs.shape[:2])),
+            padded_backward,
+            [sizes, weight_hh, *saved, grad_hs, grad_cs],
+            [tuple(sizes.shape), tuple(weight_hh.shape), *(tuple(t.shape) for t in saved), hs.shape, hs.shape],
+        )
+        grad_pre, grad_w_hh, dh0, dc0 = outputs
+        assert grad_pre is not None and grad_w_hh is not None and dh0 is not None and dc0 is not None
+        need = ctx.needs_input_grad
+        return (
+            grad_pre[:steps, :batch].clone() if need[0] else None,
+            grad_w_hh.clone() if need[1] else None,
+            dh0[:batch].clone() if need[2] else None,
+            dc0[:batch].clone() if need[3] else None,
+            None,
+        )
+
+
+def _run(
+    key: Hashable,
+    fn: Callable[..., tuple[Tensor | None, ...]],
+    inputs: list[Tensor],
+    shapes: list[tuple[int, ...]],
+) -> tuple[Tensor | None, ...]:
+    """``fn`` on the inputs padded to ``shapes``: replayed from the graph of ``key`` on CUDA, else run as is.
+    The outputs may be a graph's static buffers: copy what is kept."""
+    if inputs[0].is_cuda and enabled():
+        statics = partial(_static_buffers, inputs, shapes)
+        graph = graph_cache().get(key, lambda: CapturedGraph(fn, statics()))
+        if graph is not None:
+            return graph(*inputs)
+    return fn(*(_zero_padded(t, shape) for t, shape in zip(inputs, shapes)))
+
+
+def _static_buffers(inputs: list[Tensor], shapes: list[tuple[int, ...]]) -> list[Tensor]:
+    """Zeroed buffers of the bucket's shapes, like the inputs: valid data for the warm-up runs."""
+    with torch.inference_mode(False):
+        return [torch.zeros(shape, dtype=t.dtype, device=t.device) for t, shape in zip(inputs, shapes)]
+
+
+def _zero_padded(t: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``t`` in the leading part of a zero tensor of ``shape`` (``t`` itself where it has that shape)."""
+    if tuple(t.shape) == tuple(shape):
+        return t
+    padded = t.new_zeros(shape)
+    padded[tuple(slice(0, n) for n in t.shape)] = t
+    return padded
+
+
+def _leading(t: Tensor, steps: int, batch: int) -> Tensor:
+    """The real ``[steps, batch]`` part of a padded ``[T, B, ·]`` tensor, contiguous (``t`` itself without padding)."""
+    return t if t.shape[:2] == (steps, batch) else t[:steps, :batch].contiguous()
+
+
+def _signature(x: Tensor, weight_hh: Tensor, shape: tuple[int, ...]) -> tuple[Hashable, ...]:
+    """What a graph is fixed to besides its pass: bucket, H, dtype, device and the point-wise kernel it launches."""
+    H = weight_hh.shape[1]
+    probe = x.new_empty(1, H)
+    kernel = pointwise.kernel_for(probe.new_empty(1, 4 * H), probe)
+    return (*shape, H, x.dtype, x.device, cast(Hashable, kernel))
+
+
+@lru_cache(maxsize=16)
+def _device_sizes(batch_sizes: tuple[int, ...], steps: int, device: torch.device) -> Tensor:
+    """``batch_sizes`` padded with zeros to ``steps``, on ``device`` (copied without waiting for the device);
+    cached, as each layer and direction of a batch asks for the same."""
+    with torch.inference_mode(False):  # a cached inference tensor could not be saved for a later backward
+        sizes = torch.tensor(batch_sizes + (0,) * (steps - len(batch_sizes)), dtype=torch.int32)
+        if device.type != "cuda":
+            return sizes.to(device)
+        return sizes.pin_memory().to(device, non_blocking=True)
+
+
+@cache
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    """One stream per device for warm-up and capture (never the default stream, which cannot be captured)."""
+    return torch.cuda.Stream(device)
