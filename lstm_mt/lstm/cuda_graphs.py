@@ -58,6 +58,7 @@ MAX_STEPS, MAX_BATCH = 1024, 4096  # larger runs take the eager loop (a graph wo
 CAPTURE_AFTER = 2  # a forward bucket is captured on its second use
 WARMUP = 2  # runs on a side stream before a capture
 
+DEVICE_TYPES = {"cuda"}  # tests add "cpu" with a stand-in for `CapturedGraph` that replays by running again
 _off_depth = 0  # `off` blocks entered
 
 
@@ -156,24 +157,31 @@ class CapturedGraph:
 
     def __init__(self, fn: Callable[..., tuple[Tensor | None, ...]], statics: list[Tensor]) -> None:
         self.statics = statics
-        device = statics[0].device
+        self.outputs = self._record(fn)
+
+    def __call__(self, *inputs: Tensor) -> tuple[Tensor | None, ...]:
+        for static, given in zip(self.statics, inputs):
+            static[tuple(slice(0, n) for n in given.shape)].copy_(given)
+        self._replay()
+        return self.outputs
+
+    def _record(self, fn: Callable[..., tuple[Tensor | None, ...]]) -> tuple[Tensor | None, ...]:
+        """Warm up on a side stream, then capture ``fn`` on the statics; returns its (static) outputs."""
+        device = self.statics[0].device
         stream = _side_stream(device)
         with torch.cuda.device(device), torch.no_grad(), torch.inference_mode(False):
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):
                 for _ in range(WARMUP):
-                    fn(*statics)
+                    fn(*self.statics)
             torch.cuda.current_stream(device).wait_stream(stream)
             self.graph = torch.cuda.CUDAGraph()
             # thread_local: a DataLoader's pin-memory thread allocating host memory must not break the capture
             with torch.cuda.graph(self.graph, stream=stream, capture_error_mode="thread_local"):
-                self.outputs = fn(*statics)
+                return fn(*self.statics)
 
-    def __call__(self, *inputs: Tensor) -> tuple[Tensor | None, ...]:
-        for static, given in zip(self.statics, inputs):
-            static[tuple(slice(0, n) for n in given.shape)].copy_(given)
+    def _replay(self) -> None:
         self.graph.replay()
-        return self.outputs
 
 
 class GraphCache:
@@ -229,8 +237,8 @@ def run_layer(
     """`LayerRecurrence` through CUDA graphs: every step's ``h`` and ``C`` ``[T, B, H]``, zero on padding;
     None where graphs do not apply (see the module docstring), and the caller runs the eager loop."""
     tensors = (x_proj, weight_hh, h0, c0)
-    if not x_proj.is_cuda or not enabled() or torch.cuda.is_current_stream_capturing():
-        return None
+    if not _takes(x_proj) or (x_proj.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return None  # graphs off, not CUDA, or inside someone else's capture: the eager loop is recorded there
     if any(t.dtype != x_proj.dtype or t.device != x_proj.device for t in tensors):
         return None
     shape = padded_shape(x_proj.shape[0], x_proj.shape[1])
@@ -302,12 +310,17 @@ def _run(
 ) -> tuple[Tensor | None, ...]:
     """``fn`` on the inputs padded to ``shapes``: replayed from the graph of ``key`` on CUDA, else run as is.
     The outputs may be a graph's static buffers: copy what is kept."""
-    if inputs[0].is_cuda and enabled():
+    if _takes(inputs[0]):
         statics = partial(_static_buffers, inputs, shapes)
         graph = graph_cache().get(key, lambda: CapturedGraph(fn, statics()))
         if graph is not None:
             return graph(*inputs)
     return fn(*(_zero_padded(t, shape) for t, shape in zip(inputs, shapes)))
+
+
+def _takes(t: Tensor) -> bool:
+    """Whether graphs are on and run tensors on ``t``'s device type (`DEVICE_TYPES`)."""
+    return t.device.type in DEVICE_TYPES and enabled()
 
 
 def _static_buffers(inputs: list[Tensor], shapes: list[tuple[int, ...]]) -> list[Tensor]:
