@@ -16,7 +16,8 @@ plain PyTorch loop of `variant_step` under autograd.
 
 On CUDA the tables also time our LSTM with its point-wise step in tensor operations
 instead of the fused Triton kernel ("ours, no Triton"), in the same run, so the kernel's
-own effect shows.
+own effect shows; the full-sequence tables likewise time it without CUDA graphs ("ours, no
+graphs": the eager loops, `lstm_mt.lstm.cuda_graphs.off`), where graphs are on.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 import torch
 
 from lstm_mt.errors import LstmMtError
-from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, triton_step
+from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, cuda_graphs, triton_step
 from lstm_mt.lstm.variants import CellVariant, variant_step
 from lstm_mt.runtime import check_device
 
@@ -129,20 +130,39 @@ def without_fused_kernel(fn: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
+def graphs_run(device: torch.device) -> bool:
+    """Whether our LSTM layers run as CUDA graphs on ``device`` (then also timed without them)."""
+    return device.type in cuda_graphs.DEVICE_TYPES and cuda_graphs.enabled()
+
+
+def without_graphs(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` with the layer recurrences in the eager loops instead of CUDA graphs."""
+
+    def run() -> None:
+        with cuda_graphs.off():
+            fn()
+
+    return run
+
+
 def compared(
     make: Callable[[torch.nn.Module, bool], Callable[[], None]],
     ref: torch.nn.Module,
     ours: torch.nn.Module,
     device: torch.device,
     repeats: int,
+    graphs: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Train and inference times of ``make(module, train)`` for torch, ours and, where the Triton
-    kernel runs, ours without it ("plain"): ``{"train": {"torch": ms, "ours": ms, ...}, "infer": ...}``."""
+    kernel runs, ours without it ("plain"), and with ``graphs`` where they run, ours without CUDA
+    graphs ("eager"): ``{"train": {"torch": ms, "ours": ms, ...}, "infer": ...}``."""
     times = {}
     for kind, train in (("train", True), ("infer", False)):
         fns = {"torch": make(ref, train), "ours": make(ours, train)}
         if fused_kernel_runs(device):
             fns["plain"] = without_fused_kernel(make(ours, train))
+        if graphs and graphs_run(device):
+            fns["eager"] = without_graphs(make(ours, train))
         times[kind] = interleaved(fns, device, repeats)
     return times
 
@@ -161,7 +181,7 @@ def bench_sequence(shape: Shape, device: torch.device, repeats: int, precision: 
 
         return infer
 
-    return compared(make, ref, ours, device, repeats)
+    return compared(make, ref, ours, device, repeats, graphs=True)
 
 
 def bench_decoder_steps(shape: Shape, device: torch.device, repeats: int, precision: str = "fp32") -> dict[str, dict]:
@@ -304,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     shapes = [HEADLINE] if args.quick else (CUDA_SHAPES if cuda else SHAPES)
     for precision in precisions:
         print(f"\nFull sequences, {precision}:\n")
-        print_header(device, "train peak MB torch | ours")
+        print_header(device, "train peak MB torch | ours", graphs=True)
         for shape in shapes:
             t = bench_sequence(shape, device, args.repeats, precision)
             peaks = peak_memory_mb(shape, device, precision) if cuda else peak_cpu_memory_mb(shape)
@@ -410,10 +430,11 @@ def print_variants(shape: Shape, device: torch.device, repeats: int) -> None:
         print(f"| {name} | {' | '.join(cells)} |", flush=True)
 
 
-def print_header(device: torch.device, extra: str = "") -> None:
-    """The header of a timing table (with the no-Triton columns where the kernel runs)."""
-    plain = fused_kernel_runs(device)
-    kind = " | ours, no Triton" if plain else ""
+def print_header(device: torch.device, extra: str = "", graphs: bool = False) -> None:
+    """The header of a timing table (with the no-Triton columns where the kernel runs, and with
+    ``graphs`` the no-graphs columns where graphs run)."""
+    kind = " | ours, no Triton" if fused_kernel_runs(device) else ""
+    kind += " | ours, no graphs" if graphs and graphs_run(device) else ""
     columns = [f"train torch | train ours | ratio{kind}", f"infer torch | infer ours | ratio{kind}"]
     header = "| shape | " + " | ".join(columns) + (f" | {extra}" if extra else "") + " |"
     print(header)
@@ -421,13 +442,12 @@ def print_header(device: torch.device, extra: str = "") -> None:
 
 
 def timing_cells(t: dict[str, dict[str, float]]) -> str:
-    """``torch | ours | ours/torch`` (and ``ours, no Triton`` where timed) for train, then inference."""
+    """``torch | ours | ours/torch`` (and ``ours, no Triton``, ``ours, no graphs`` where timed) for train, then inference."""
     cells = []
     for kind in ("train", "infer"):
         times = t[kind]
         cells += [f"{times['torch']:.2f}", f"{times['ours']:.2f}", f"{times['ours'] / times['torch']:.2f}×"]
-        if "plain" in times:
-            cells.append(f"{times['plain']:.2f}")
+        cells += [f"{times[column]:.2f}" for column in ("plain", "eager") if column in times]
     return " | ".join(cells)
 
 

@@ -17,53 +17,11 @@
 # and omegaconf for step 5 (wheels in ./.whl/ are installed into a temporary folder when these are missing).
 # Data: $LSTM_MT_DATA_MIRROR, else the first of .devdata, shared/data, ../shared/data holding Multi30k.
 set -u
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-OUT_DIR="${OUT:-}"
-PY="${PYTHON:-python3}"
 BUDGET="${GPU_CHECK_BUDGET:-330}"
-STATUS=()
-
-section() { printf '\n==================== %s ====================\n' "$*"; }
-# run NAME SECONDS COMMAND...: run under a timeout (at most what is left of the budget), copy the
-# output to $OUT/NAME.txt, record the exit status
-run() {
-    local name=$1 seconds=$2 start=$SECONDS rc left=$((BUDGET - SECONDS))
-    shift 2
-    if [ "$left" -lt 15 ]; then
-        echo "skipped: the ${BUDGET} s budget is spent"
-        STATUS+=("$name: skipped, budget spent")
-        return
-    fi
-    [ "$seconds" -gt "$left" ] && seconds=$left
-    if [ -n "$OUT_DIR" ]; then
-        timeout -k 5 "$seconds" "$@" 2>&1 | tee "$OUT_DIR/$name.txt"
-        rc=${PIPESTATUS[0]}
-    else
-        timeout -k 5 "$seconds" "$@" 2>&1
-        rc=$?
-    fi
-    STATUS+=("$name: exit $rc ($((SECONDS - start)) s)$([ "$rc" = 124 ] && echo ", timed out after $seconds s")")
-}
-
-[ -n "$OUT_DIR" ] && mkdir -p "$OUT_DIR"
+source "$(dirname "$0")/gpu_common.sh"
 
 section "1. machine"
-run machine 30 bash -c "nvidia-smi -L; nproc; $PY -c 'import sys, torch; print(\"python\", sys.version.split()[0]); \
-print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name()); \
-import triton; print(\"triton\", triton.__version__)'"
-
-if ! $PY -c "import hydra, omegaconf, pytest" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/lstm_mt_site .whl/*.whl \
-        && export PYTHONPATH="$PYTHONPATH:/tmp/lstm_mt_site"
-fi
-if [ -z "${LSTM_MT_DATA_MIRROR:-}" ]; then
-    for mirror in .devdata shared/data ../shared/data; do
-        if [ -d "$mirror/multi30k/raw" ]; then export LSTM_MT_DATA_MIRROR="$PWD/$mirror"; break; fi
-    done
-fi
-HAS_PYTEST=$($PY -c "import pytest" 2>/dev/null && echo 1 || echo 0)
+machine 30
 
 section "2a. the Triton kernels' own check on CUDA (against float64 lstm_step and its gradients)"
 run kernel_check 90 $PY -c "import torch; from lstm_mt.lstm import triton_step; device = torch.device('cuda')
@@ -103,5 +61,4 @@ else
     STATUS+=("tests_cell: skipped, no pytest")
 fi
 
-section "summary (${SECONDS} s)"
-printf '%s\n' "${STATUS[@]}" | tee ${OUT_DIR:+"$OUT_DIR/summary.txt"}
+summary

@@ -1,10 +1,10 @@
 """Where a step of the LSTM spends its time on CUDA: wall time, GPU-busy time and GPU operations.
 
 Profiles one training step (forward and backward) and one inference pass of
-`torch.nn.LSTM` (cuDNN) and of ours, with the Triton point-wise kernel and without it, at
-the bench's headline shape (H=512, T=30, B=64). When the wall time is far above the GPU-busy
-time, the step is bound by launching kernels from Python, which CUDA graphs would remove; the
-top kernels by GPU time follow for ours.
+`torch.nn.LSTM` (cuDNN) and of ours, with the Triton point-wise kernel and without it, and
+without CUDA graphs (the eager loops), at the bench's headline shape (H=512, T=30, B=64). When
+the wall time is far above the GPU-busy time, the step is bound by launching kernels from
+Python, which CUDA graphs remove; the top kernels by GPU time follow for ours.
 
     python scripts/profile_lstm.py [--hidden 512 --length 30 --batch 64] [--precision bf16]
 """
@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lstm_mt.bench import Shape, autocast, lstm_pair, training_step, without_fused_kernel
+from lstm_mt.bench import Shape, autocast, graphs_run, lstm_pair, training_step, without_fused_kernel, without_graphs
 
 
 def measure(fn: Callable[[], None], warmup: int = 3) -> tuple[float, float, int, torch.profiler.profile]:
@@ -61,11 +61,10 @@ def main() -> None:
     print("|---|---|---|---|")
     top = None
     for kind, make in (("train", lambda m: training_step(m, x, args.precision)), ("infer", infer)):
-        for name, fn in (
-            ("cuDNN", make(ref)),
-            ("ours", make(ours)),
-            ("ours, no Triton", without_fused_kernel(make(ours))),
-        ):
+        runs = [("cuDNN", make(ref)), ("ours", make(ours)), ("ours, no Triton", without_fused_kernel(make(ours)))]
+        if graphs_run(device):
+            runs.append(("ours, no graphs", without_graphs(make(ours))))
+        for name, fn in runs:
             wall_ms, gpu_ms, launches, prof = measure(fn)
             print(f"| {kind} {name} | {wall_ms:.2f} | {gpu_ms:.2f} | {launches} |", flush=True)
             if (kind, name) == ("train", "ours"):
