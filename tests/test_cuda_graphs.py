@@ -194,6 +194,9 @@ def test_the_cpu_path_never_reaches_the_graphs(monkeypatch):
 # --- graphed against eager: on CUDA, and on CPU with a stand-in for the graph ------------------------
 
 
+TOLERANCE = {"cpu": 1e-5, "cuda": 1e-4}  # float32; on CUDA cuBLAS may round a product over more rows differently
+
+
 class ReplayedOnCpu(cuda_graphs.CapturedGraph):
     """`CapturedGraph` without CUDA: the same static buffers and outputs; a replay runs the function
     again on the static buffers and writes its results into the outputs of the first run."""
@@ -263,8 +266,8 @@ def test_graphed_lstm_equals_eager_over_batches_sharing_a_bucket(device, triton,
     with triton_step.only_on(*((device.type,) if triton else ())):
         for seed, (steps, lengths) in enumerate(cases):
             (out, grads), (eager_out, eager_grads) = graphed_and_eager(lstm, lstm_case(seed, steps, lengths, device))
-            assert max_diff(out, eager_out) < 1e-5
-            assert max_diff(grads, eager_grads) < 1e-5
+            assert max_diff(out, eager_out) < TOLERANCE[device.type]
+            assert max_diff(grads, eager_grads) < TOLERANCE[device.type]
     kinds = sorted(key[0] for key in cuda_graphs.graph_cache().graphs)
     assert kinds == ["backward", "forward"], "one forward graph (training) and one backward graph for the bucket"
 
@@ -284,7 +287,7 @@ def test_graphed_lstm_under_bf16_autocast_and_in_inference(device):
             again = lstm(x, lengths, state)[0]
             with cuda_graphs.off():
                 eager = lstm(x, lengths, state)[0]
-        assert max_diff([inferred, again], [eager, eager]) < 1e-5
+        assert max_diff([inferred, again], [eager, eager]) < TOLERANCE[device.type]
     keys = cuda_graphs.graph_cache().graphs
     assert any(key[:2] == ("forward", True) and key[5] == torch.bfloat16 for key in keys)
     if device.type == "cuda":  # on CPU, float32 inference takes the oneDNN route before any graph
@@ -298,7 +301,7 @@ def test_the_lru_bound_keeps_results_right(device, monkeypatch):
     for seed in range(4):
         steps = 5 if seed % 2 else 20
         (out, grads), (eager_out, eager_grads) = graphed_and_eager(lstm, lstm_case(seed, steps, [steps, 3], device))
-        assert max_diff(out, eager_out) < 1e-5 and max_diff(grads, eager_grads) < 1e-5
+        assert max(max_diff(out, eager_out), max_diff(grads, eager_grads)) < TOLERANCE[device.type]
         assert len(cuda_graphs.graph_cache().graphs) == 1
 
 
