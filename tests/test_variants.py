@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 from conftest import use_point_wise
 
 from lstm_mt.errors import LstmMtError
-from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, fastpath, inference
+from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, fastpath, inference, native
 from lstm_mt.lstm.autograd import CellStep, LayerRecurrence
 from lstm_mt.lstm.equations import input_projection
 from lstm_mt.lstm.variants import CellNoise, CellVariant, variant_step
@@ -27,8 +30,16 @@ BATCH_SIZES = [int((LENGTHS > t).sum()) for t in range(5)]
 
 @pytest.fixture(params=["native", "tensor"])
 def point_wise(request, monkeypatch):
-    """Run a test with the compiled kernel and with the tensor operations."""
+    """Run a test with the compiled kernel and with the tensor operations; checks which ran."""
     use_point_wise(request.param, monkeypatch)
+    ran: set[str] = set()
+    for name in ("variant_forward", "variant_backward"):
+        kernel = getattr(native, name)
+        monkeypatch.setattr(
+            native, name, lambda *a, kernel=kernel, name=name, **k: kernel(*a, **k) and not ran.add(name)
+        )
+    yield
+    assert ran == ({"variant_forward", "variant_backward"} if request.param == "native" else set())
 
 
 def variant_cell(
@@ -67,22 +78,49 @@ def close(actual, expected, tolerance):
     return all((a - e).abs().max() <= tolerance * max(1.0, e.abs().max().item()) for a, e in zip(actual, expected))
 
 
+def in_float64(noise: CellNoise) -> CellNoise:
+    return CellNoise(*(k.double() if isinstance(k, torch.Tensor) else k for k in dataclasses.astuple(noise)))
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 @pytest.mark.parametrize("training", [True, False])
 def test_layer_fast_path_equals_the_written_out_step(name, training, point_wise):
-    """Whole layer (float32, padding, initial state): outputs and all gradients equal `variant_step` step by step."""
+    """Whole layer in float32 (padding, initial state): outputs and all gradients equal `variant_step` step by
+    step in float64, to float32 tolerance."""
     cell = variant_cell(VARIANTS[name], torch.float32, training)
     x = torch.randn(5, 4, 5, requires_grad=True)
     h0, c0 = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
     noise = cell.step_noise(x, cell.sequence_noise(x), steps=5)
     actual = fastpath.run_layer(cell, x, h0, c0, BATCH_SIZES, False, noise)
-    expected = reference_layer(cell, x, h0, c0, noise, LENGTHS)
+    reference = copy.deepcopy(cell).double()
+    x64, h064, c064 = (t.detach().double().requires_grad_() for t in (x, h0, c0))
+    expected = reference_layer(reference, x64, h064, c064, in_float64(noise), LENGTHS)
     assert close(actual, expected, 1e-5)
     weights = [torch.randn_like(t) for t in expected]
-    inputs = [x, h0, c0, *cell.parameters()]
-    assert close(grads(actual, weights, inputs), grads(expected, weights, inputs), 1e-5)
+    found = grads(actual, weights, [x, h0, c0, *cell.parameters()])
+    assert close(found, grads(expected, weights, [x64, h064, c064, *reference.parameters()]), 1e-5)
     with torch.no_grad():  # the inference route (joint product) where it applies
         assert close(fastpath.run_layer(cell, x, h0, c0, BATCH_SIZES, False, noise), expected, 1e-5)
+
+
+@pytest.mark.parametrize("coupled", [False, True])
+def test_kernel_with_rows_shared_among_threads(coupled, point_wise):
+    """Every variant at once, 80 sequences of H = 64 (the kernel splits rows among OpenMP threads): a layer's
+    outputs and all gradients equal `variant_step` in float64, to float32 tolerance."""
+    variant = dataclasses.replace(VARIANTS["all"], coupled_gates=coupled)
+    cell = variant_cell(variant, torch.float32, training=True, sizes=(8, 64))
+    lengths = torch.tensor([3] * 50 + [2] * 20 + [1] * 10)
+    x = torch.randn(3, 80, 8, requires_grad=True)
+    h0, c0 = torch.randn(80, 64, requires_grad=True), torch.randn(80, 64, requires_grad=True)
+    noise = cell.step_noise(x, cell.sequence_noise(x), steps=3)
+    actual = fastpath.run_layer(cell, x, h0, c0, [80, 70, 50], False, noise)
+    reference = copy.deepcopy(cell).double()
+    x64, h064, c064 = (t.detach().double().requires_grad_() for t in (x, h0, c0))
+    expected = reference_layer(reference, x64, h064, c064, in_float64(noise), lengths)
+    assert close(actual, expected, 1e-5)
+    weights = [torch.randn_like(t) for t in expected]
+    found = grads(actual, weights, [x, h0, c0, *cell.parameters()])
+    assert close(found, grads(expected, weights, [x64, h064, c064, *reference.parameters()]), 1e-5)
 
 
 @pytest.mark.parametrize("name", VARIANTS)

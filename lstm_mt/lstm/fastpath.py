@@ -94,7 +94,7 @@ def _run_variant_layer(
     if noise.x_mask is not None:
         x = x * noise.x_mask
     if noise.h_mask is None and not variant.layer_norm and inference.applies(cell, x, h0, c0):
-        rule = VariantPointwise(variant, cell.peephole_weight, None, None, noise.keep_c, noise.keep_h)
+        rule = VariantPointwise(variant, cell.peephole_weight, None, None, None, noise.keep_c, noise.keep_h)
         return inference.run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero, rule)
     if variant.layer_norm:
         assert cell.ln_weight_ih is not None

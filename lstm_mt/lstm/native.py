@@ -1,13 +1,15 @@
-"""The LSTM cell's point-wise step compiled from C (``lstm_mt/lstm/csrc/lstm_cell.c``), for CPU float32.
+"""The LSTM cell's point-wise step compiled from C (``lstm_mt/lstm/csrc/``), for CPU float32.
 
 Why: after its matrix product, a step of the cell is a dozen small tensor operations
 (sigmoids, tanh, products, sums), each a PyTorch kernel with its own pass over memory and
-its own dispatch cost; on a 2-core CPU they cost a layer 10-20% of its time. The C file
-takes the same equations element by element in one pass.
+its own dispatch cost; on a 2-core CPU they cost a layer 10-20% of its time. The C files
+take the same equations element by element in one pass: ``lstm_cell.c`` the plain cell's
+(`forward`, `backward`), ``lstm_variants.c`` the cell variants' (`variant_forward`,
+`variant_backward`, called by `lstm_mt.lstm.variant_pointwise`), built into one library.
 
 The kernel is built the first time it is needed, with the C compiler named by ``$CC`` or
 found as ``cc``/``gcc``/``clang``, into ``$LSTM_MT_CACHE`` (default ``~/.cache/lstm_mt``),
-keyed by the source, compiler and CPU; then checked against PyTorch on random input. It
+keyed by the sources, compiler and CPU; then the plain kernel is checked against PyTorch on random input. It
 is used only when all of that worked: without a compiler, on a failed build or check, or
 with ``LSTM_MT_NATIVE=0``, `forward` and `backward` return False and the caller runs the
 tensor operations instead.
@@ -33,11 +35,13 @@ from torch import Tensor
 from lstm_mt.errors import LstmMtError
 from lstm_mt.files import atomic_path
 
-__all__ = ["available", "backward", "forward", "usable"]
+__all__ = ["available", "backward", "forward", "usable", "variant_backward", "variant_forward"]
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "lstm_cell.c"
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = [CSRC / "lstm_cell.c", CSRC / "lstm_variants.c"]
+HEADERS = [CSRC / "fastmath.h"]
 FLAGS = ["-O3", "-march=native", "-std=c11", "-shared", "-fPIC"]
 OPENMP = "-fopenmp"  # rows in parallel; without it (a compiler lacking OpenMP) the kernel runs on one thread
 _SIGNATURES = {  # argument count of each exported function: (rows, H) then (pointer, stride) pairs
@@ -83,6 +87,131 @@ def backward(
     """
     tensors = (gates, tanh_c, c_prev, dh, dc, grad_pre, dc_prev)
     return _run("lstm_cell_backward", dh, tensors, (4, 1, 1, 1, 1, 4, 1))
+
+
+def variant_forward(coupled: bool, **tensors: Tensor | None) -> bool:
+    """One step of the cell variants' point-wise equations (``lstm_variants.c``), keyword tensors as its
+    ``variant_forward_t`` fields (``[rows, width]``; ``[1, width]`` is one row for every sequence).
+
+    Always given: ``pre``, ``c_prev``, ``h_prev``, ``keep_c``, ``keep_h`` (zoneout's d, zero when
+    off), ``peepholes`` (zeros when off), outputs ``c_tilde`` (may be ``c``), ``c``, ``h``.
+    Training adds ``gates`` (may be ``pre``) and ``tanh_c``; layer norm of the recurrent product
+    ``gain_hh``, ``x_in``, ``rec`` and outputs ``rec_hat``, ``rec_rstd`` (``pre`` is then written);
+    of C ``gain_c``, ``bias_c`` and outputs ``c_hat``, ``c_rstd``. Returns False, touching
+    nothing, where the kernel does not take the tensors.
+    """
+    return _run_variant("lstm_variant_forward", coupled, tensors)
+
+
+def variant_backward(coupled: bool, **tensors: Tensor | None) -> bool:
+    """One step's backward of `variant_forward`, keyword tensors as ``variant_backward_t``'s fields.
+
+    Always given: the saved ``gates``, ``c_tilde``, ``tanh_c``, ``c_prev``, ``keep_c``, ``keep_h``,
+    ``peepholes``; the incoming ``dh``, ``dc``; outputs ``grad_pre``, and ``dc_prev``, ``dh_prev`` (added
+    to). Layer norm of the recurrent product adds ``gain_hh``, ``rec_hat``, ``rec_rstd`` and the
+    output ``grad_rec``; of C ``gain_c``, ``c_hat``, ``c_rstd`` and the output ``d_shown``.
+    Returns False, touching nothing, where the kernel does not take the tensors.
+    """
+    return _run_variant("lstm_variant_backward", coupled, tensors)
+
+
+class _Rows(ctypes.Structure):
+    """``rows_t``: a matrix with one row per sequence, as its data pointer and row stride in floats."""
+
+    _fields_ = [("data", ctypes.c_void_p), ("stride", ctypes.c_int64)]
+
+
+# Each variant function's struct fields after (rows, H, coupled), in lstm_variants.c's order: vectors
+# (a pointer; width in units of H) and row matrices (a `_Rows`; width as (units of H, plus a constant)).
+_VARIANT_FIELDS: dict[str, tuple[dict[str, int], dict[str, tuple[int, int]]]] = {
+    "lstm_variant_forward": (
+        {"peepholes": 3, "gain_hh": 4, "gain_c": 1, "bias_c": 1},
+        {
+            **dict.fromkeys(["pre", "x_in", "rec", "rec_hat"], (4, 0)),
+            **dict.fromkeys(["c_prev", "h_prev", "keep_c", "keep_h"], (1, 0)),
+            "gates": (4, 0),
+            **dict.fromkeys(["c_tilde", "tanh_c", "c", "h"], (1, 0)),
+            "rec_rstd": (0, 4),
+            "c_hat": (1, 0),
+            "c_rstd": (0, 1),
+        },
+    ),
+    "lstm_variant_backward": (
+        {"peepholes": 3, "gain_hh": 4, "gain_c": 1},
+        {
+            "gates": (4, 0),
+            **dict.fromkeys(["c_tilde", "tanh_c", "c_prev", "keep_c", "keep_h", "dh", "dc"], (1, 0)),
+            "grad_pre": (4, 0),
+            **dict.fromkeys(["dc_prev", "dh_prev", "d_shown", "c_hat"], (1, 0)),
+            "c_rstd": (0, 1),
+            "rec_hat": (4, 0),
+            "rec_rstd": (0, 4),
+            "grad_rec": (4, 0),
+        },
+    ),
+}
+# Which fields must be given: those under None always, those under a field together with it.
+_VARIANT_NEEDS: dict[str, dict[str | None, tuple[str, ...]]] = {
+    "lstm_variant_forward": {
+        None: ("peepholes", "pre", "c_prev", "h_prev", "keep_c", "keep_h", "c_tilde", "c", "h"),
+        "gates": ("tanh_c",),
+        "gain_hh": ("x_in", "rec", "rec_hat", "rec_rstd", "gates"),
+        "gain_c": ("bias_c", "c_hat", "c_rstd", "gates"),
+    },
+    "lstm_variant_backward": {
+        None: ("peepholes", "gates", "c_tilde", "tanh_c", "c_prev", "keep_c", "keep_h", "dh", "dc", "grad_pre")
+        + ("dc_prev", "dh_prev"),
+        "gain_hh": ("rec_hat", "rec_rstd", "grad_rec"),
+        "gain_c": ("c_hat", "c_rstd", "d_shown"),
+    },
+}
+
+
+def _variant_struct(name: str) -> type[ctypes.Structure]:
+    vectors, rows = _VARIANT_FIELDS[name]
+    fields: list[tuple[str, type]] = [("rows", ctypes.c_int64), ("H", ctypes.c_int64), ("coupled", ctypes.c_int64)]
+    fields += [(field, ctypes.c_void_p) for field in vectors] + [(field, _Rows) for field in rows]
+    return type(name, (ctypes.Structure,), {"_fields_": fields})
+
+
+_VARIANT_ARGUMENTS = {name: _variant_struct(name) for name in _VARIANT_FIELDS}
+
+
+def _run_variant(name: str, coupled: bool, tensors: dict[str, Tensor | None]) -> bool:
+    """Call variant kernel ``name`` if the given fields are complete and fit ``c_prev``'s ``[rows, H]``
+    (the C code trusts them, so they are checked here)."""
+    vectors, row_fields = _VARIANT_FIELDS[name]
+    unknown = set(tensors) - vectors.keys() - row_fields.keys()
+    if unknown:
+        raise TypeError(f"{name}: unknown fields {sorted(unknown)}")
+    for key, fields in _VARIANT_NEEDS[name].items():
+        if (key is None or tensors.get(key) is not None) and any(tensors.get(f) is None for f in fields):
+            return False
+    state = tensors["c_prev"]
+    if state is None or state.dim() != 2:
+        return False
+    rows, hidden = state.shape
+    values: list[int | _Rows | None] = [rows, hidden, int(coupled)]
+    for field, width in vectors.items():
+        t = tensors.get(field)
+        if t is not None and (t.shape != (width * hidden,) or not _float32_cpu_rows(t)):
+            return False
+        values.append(None if t is None else t.data_ptr())
+    for field, (per_hidden, extra) in row_fields.items():
+        t = tensors.get(field)
+        if t is None:
+            values.append(_Rows())
+            continue
+        if t.dim() != 2 or t.shape[0] not in (rows, 1) or t.shape[1] != per_hidden * hidden + extra:
+            return False
+        if not _float32_cpu_rows(t):
+            return False
+        values.append(_Rows(t.data_ptr(), t.stride(0) if t.shape[0] == rows else 0))
+    library = _library()
+    if library is None:
+        return False
+    getattr(library, name)(ctypes.byref(_VARIANT_ARGUMENTS[name](*values)))
+    return True
 
 
 def _run(name: str, state: Tensor, tensors: tuple[Tensor, ...], widths: tuple[int, ...]) -> bool:
@@ -143,7 +272,9 @@ def _build() -> Path:
     compiler = _compiler()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60, check=True).stdout
     key = hashlib.sha256(
-        "\0".join([SOURCE.read_text(), compiler, version, *FLAGS, OPENMP, _cpu_signature()]).encode()
+        "\0".join(
+            [*(p.read_text() for p in SOURCES + HEADERS), compiler, version, *FLAGS, OPENMP, _cpu_signature()]
+        ).encode()
     ).hexdigest()[:16]
     cache = Path(os.environ.get("LSTM_MT_CACHE") or Path.home() / ".cache" / "lstm_mt") / "kernels"
     target = cache / f"lstm_cell_{key}.so"
@@ -152,7 +283,7 @@ def _build() -> Path:
     with atomic_path(target) as partial:  # another process building the same key writes the same file
         for flags in ([*FLAGS, OPENMP], FLAGS):
             build = subprocess.run(
-                [compiler, *flags, str(SOURCE), "-o", str(partial)], capture_output=True, text=True, timeout=300
+                [compiler, *flags, *map(str, SOURCES), "-o", str(partial)], capture_output=True, text=True, timeout=300
             )
             if build.returncode == 0:
                 break
@@ -175,6 +306,10 @@ def _load(path: Path) -> ctypes.CDLL:
     for name, pairs in _SIGNATURES.items():
         function = getattr(library, name)
         function.argtypes = [ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p, ctypes.c_int64] * pairs
+        function.restype = None
+    for name, struct in _VARIANT_ARGUMENTS.items():
+        function = getattr(library, name)
+        function.argtypes = [ctypes.POINTER(struct)]
         function.restype = None
     return library
 

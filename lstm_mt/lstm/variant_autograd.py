@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from lstm_mt.lstm.onednn import Product
-from lstm_mt.lstm.variant_pointwise import VariantPointwise
-from lstm_mt.lstm.variants import LAYER_NORM_EPS, CellVariant
+from lstm_mt.lstm.variant_pointwise import CellNorm, RecurrentNorm, VariantPointwise
+from lstm_mt.lstm.variants import CellVariant
 
 
 class VariantRecurrence(torch.autograd.Function):
@@ -50,34 +50,35 @@ class VariantRecurrence(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         steps, batch, _ = x_in.shape
         H = weight_hh.shape[1]
-        rule = VariantPointwise(variant, peephole_weight, ln_weight_c, ln_bias_c, keep_c, keep_h)
+        rule = VariantPointwise(variant, peephole_weight, ln_weight_hh, ln_weight_c, ln_bias_c, keep_c, keep_h)
         recurrent = Product(weight_hh, pack=True)
         hs, cs, tanh_cs = (x_in.new_empty(steps, batch, H) for _ in range(3))
         gates = x_in.new_empty(steps, batch, 4 * H)
-        c_tildes = x_in.new_zeros(steps, batch, H) if rule.zoneout_c else cs
-        norm = _LayerNormBuffers.allocate(x_in, variant.layer_norm)
-        gain_hh = None if ln_weight_hh is None else ln_weight_hh.detach().view(4, H)
+        padded = batch_sizes[-1] < batch
+        c_tildes = (x_in.new_zeros if padded else x_in.new_empty)(steps, batch, H) if rule.zoneout_c else cs
+        norm = _LayerNormBuffers.allocate(x_in, variant.layer_norm, padded, h0_is_zero)
         h_prev, c_prev = h0, c0
         for t, n in enumerate(batch_sizes):
             h_in = h_prev[:n] if h_mask is None else h_prev[:n] * h_mask[:n]
+            rec_norm = None
             if t == 0 and h0_is_zero:
                 pre = x_in[0].clone()  # W_h·0 = 0, and so is its layer norm
-            elif gain_hh is None:
+            elif not norm.on:
                 pre = recurrent.add_to(x_in[t, :n], h_in)  # W·[h, x] + b, all four gates
             else:
-                pre = norm.add_recurrent(t, recurrent(h_in), gain_hh, x_in[t, :n])
-            c_rows = (c_tildes[t, :n], cs[t, :n])
+                pre, rec_norm = x_in[t, :n], norm.recurrent(t, n, recurrent(h_in))  # the step adds γ_h·LN(W_h·h_in)
             rule.forward(
                 t,
                 pre,
                 c_prev[:n],
                 h_prev[:n],
                 gates[t, :n],
-                c_rows[0],
+                c_tildes[t, :n],
                 tanh_cs[t, :n],
-                c_rows[1],
+                cs[t, :n],
                 hs[t, :n],
-                norm.c_stats(t, n),
+                norm.c_norm(t, n),
+                rec_norm,
             )
             if n < batch:
                 hs[t, n:] = 0
@@ -85,7 +86,7 @@ class VariantRecurrence(torch.autograd.Function):
             h_prev, c_prev = hs[t], cs[t]
         if any(ctx.needs_input_grad[:8]):
             ctx.save_for_backward(weight_hh, h0, c0, hs, cs, gates, tanh_cs, c_tildes, h_mask, *norm.saved())
-            ctx.rule, ctx.batch_sizes, ctx.h0_is_zero, ctx.gain_hh = rule, batch_sizes, h0_is_zero, gain_hh
+            ctx.rule, ctx.batch_sizes, ctx.h0_is_zero = rule, batch_sizes, h0_is_zero
         return hs, cs
 
     @staticmethod
@@ -93,14 +94,15 @@ class VariantRecurrence(torch.autograd.Function):
     def backward(ctx, grad_hs: Tensor, grad_cs: Tensor) -> tuple[Tensor | None, ...]:
         weight_hh, h0, c0, hs, cs, gates, tanh_cs, c_tildes, h_mask, *norm_saved = ctx.saved_tensors
         rule: VariantPointwise = ctx.rule
-        norm = _LayerNormBuffers(ctx.gain_hh is not None, *norm_saved)
+        norm = _LayerNormBuffers(rule.gain_hh is not None, *norm_saved)
         batch_sizes, needs = ctx.batch_sizes, ctx.needs_input_grad
         steps, batch, H = hs.shape
         through_hh = Product(weight_hh.t().contiguous(), pack=True)  # d ↦ d @ W_hh
 
         grad_pre = gates.new_empty(steps, batch, 4 * H)
-        grad_rec = norm.grad_recurrent_buffer(grad_pre)  # dL/d(W_h·h_in): grad_pre itself without layer norm
-        d_shown = torch.zeros_like(hs) if rule.ln_c is not None else None
+        buffer = torch.zeros_like if batch_sizes[-1] < batch else torch.empty_like  # padded rows stay zero
+        grad_rec = buffer(grad_pre) if norm.on else grad_pre  # dL/d(W_h·h_in)
+        d_shown = buffer(hs) if rule.ln_c is not None else None
         dh_total, dc_total = grad_hs.clone(), grad_cs.clone()  # from the outputs, plus from step t+1 below
         dh0, dc0 = torch.zeros_like(h0), torch.zeros_like(c0)
         for t in range(steps - 1, -1, -1):
@@ -109,6 +111,7 @@ class VariantRecurrence(torch.autograd.Function):
                 c_prev, dc_prev, dh_prev = cs[t - 1, :n], dc_total[t - 1, :n], dh_total[t - 1, :n]
             else:
                 c_prev, dc_prev, dh_prev = c0[:n], dc0[:n], dh0[:n]
+            product_taken = not (t == 0 and ctx.h0_is_zero)
             rule.backward(
                 t,
                 gates[t, :n],
@@ -120,18 +123,19 @@ class VariantRecurrence(torch.autograd.Function):
                 grad_pre[t, :n],
                 dc_prev,
                 dh_prev,
-                norm.c_stats(t, n),
+                norm.c_norm(t, n),
                 None if d_shown is None else d_shown[t, :n],
+                norm.recurrent(t, n) if norm.on and product_taken else None,
+                grad_rec[t, :n],
             )
             if n < batch:
                 grad_pre[t, n:] = 0
-            if t == 0 and ctx.h0_is_zero:
-                continue  # no recurrent product was taken
-            rec = norm.grad_recurrent(t, n, grad_pre[t, :n], ctx.gain_hh, grad_rec)
+            if not product_taken:
+                continue
             if h_mask is None:
-                dh_prev.copy_(through_hh.add_to(dh_prev, rec))
+                dh_prev.copy_(through_hh.add_to(dh_prev, grad_rec[t, :n]))
             else:
-                dh_prev.addcmul_(through_hh(rec), h_mask[:n])
+                dh_prev.addcmul_(through_hh(grad_rec[t, :n]), h_mask[:n])
 
         grad_w_hh = None
         if needs[1]:
@@ -150,7 +154,7 @@ class VariantRecurrence(torch.autograd.Function):
             dc0 if needs[3] else None,
             _peephole_grad(grad_pre, c_prevs, c_tildes) if needs[4] else None,
             norm.gain_grad(grad_pre) if needs[5] else None,
-            norm.c_gain_grad(d_shown, c_tildes) if needs[6] and d_shown is not None else None,
+            norm.c_gain_grad(d_shown) if needs[6] and d_shown is not None else None,
             d_shown.sum((0, 1)) if needs[7] and d_shown is not None else None,
             *(None,) * 6,
         )
@@ -164,65 +168,39 @@ def _peephole_grad(grad_pre: Tensor, c_prevs: Tensor, c_tildes: Tensor) -> Tenso
 
 class _LayerNormBuffers:
     """What the layer norms of a run keep for the backward pass: each step's recurrent product
-    ``W_h·h_in`` ``[T, B, 4H]`` with its per-block mean and 1/σ ``[T, B, 4, 1]``, and C̃'s mean and
-    1/σ ``[T, B, 1]``, zero on padding. Without layer norm (``on`` False) it holds nothing."""
+    normalized per gate block ``[T, B, 4H]`` with each block's 1/σ ``[T, B, 4]``, and C̃_t normalized
+    ``[T, B, H]`` with its 1/σ ``[T, B, 1]``; zero where never written (padding, a zero initial
+    state's first step). Without layer norm (``on`` False) it holds nothing."""
 
-    def __init__(self, on: bool, products: Tensor, mean: Tensor, rstd: Tensor, c_mean: Tensor, c_rstd: Tensor) -> None:
+    def __init__(self, on: bool, hats: Tensor, rstd: Tensor, c_hats: Tensor, c_rstd: Tensor) -> None:
         self.on = on
-        self.products, self.mean, self.rstd, self.c_mean, self.c_rstd = products, mean, rstd, c_mean, c_rstd
+        self.hats, self.rstd, self.c_hats, self.c_rstd = hats, rstd, c_hats, c_rstd
 
     @classmethod
-    def allocate(cls, like: Tensor, on: bool) -> _LayerNormBuffers:
-        """Zeroed buffers for a run shaped like ``like`` ``[T, B, 4H]`` (empty when not ``on``)."""
+    def allocate(cls, like: Tensor, on: bool, padded: bool, h0_is_zero: bool) -> _LayerNormBuffers:
+        """Buffers for a run shaped like ``like`` ``[T, B, 4H]`` (empty when not ``on``)."""
         steps, batch, four_h = like.shape if on else (0, 0, 0)
-        zeros = like.new_zeros
-        return cls(
-            on,
-            zeros(steps, batch, four_h),
-            zeros(steps, batch, 4, 1),
-            zeros(steps, batch, 4, 1),
-            zeros(steps, batch, 1),
-            zeros(steps, batch, 1),
-        )
+        new = like.new_zeros if padded else like.new_empty
+        hats = new(steps, batch, four_h)
+        if h0_is_zero and steps and not padded:
+            hats[0] = 0  # W_h·0 is not normalized
+        return cls(on, hats, new(steps, batch, 4), new(steps, batch, four_h // 4), new(steps, batch, 1))
 
     def saved(self) -> list[Tensor]:
-        return [self.products, self.mean, self.rstd, self.c_mean, self.c_rstd]
+        return [self.hats, self.rstd, self.c_hats, self.c_rstd]
 
-    def c_stats(self, t: int, n: int) -> tuple[Tensor, Tensor] | None:
-        """Step ``t``'s slots for C̃'s mean and 1/σ ``[n, 1]``."""
-        return (self.c_mean[t, :n], self.c_rstd[t, :n]) if self.on else None
+    def c_norm(self, t: int, n: int) -> CellNorm | None:
+        """Step ``t``'s slots for C̃_t normalized and its 1/σ."""
+        return CellNorm(self.c_hats[t, :n], self.c_rstd[t, :n]) if self.on else None
 
-    def add_recurrent(self, t: int, product: Tensor, gain: Tensor, x_in: Tensor) -> Tensor:
-        """``x_in + γ_h * LN(product)`` per gate block, keeping the product and its statistics."""
-        n = product.shape[0]
-        self.products[t, :n] = product
-        blocks = product.view(n, 4, -1)
-        normed, mean, rstd = torch.native_layer_norm(blocks, blocks.shape[-1:], None, None, LAYER_NORM_EPS)
-        self.mean[t, :n], self.rstd[t, :n] = mean, rstd
-        return torch.addcmul(x_in, normed.view(n, -1), gain.view(-1))
-
-    def grad_recurrent_buffer(self, grad_pre: Tensor) -> Tensor:
-        """Where dL/d(W_h·h_in) goes: grad_pre itself without layer norm."""
-        return torch.zeros_like(grad_pre) if self.on else grad_pre
-
-    def grad_recurrent(self, t: int, n: int, grad: Tensor, gain: Tensor | None, out: Tensor) -> Tensor:
-        """dL/d(W_h·h_in) for step ``t`` from dL/dpre (written to ``out[t]`` with layer norm)."""
-        if gain is None:
-            return grad
-        blocks = self.products[t, :n].view(n, 4, -1)
-        d_normed = grad.view(n, 4, -1) * gain
-        d_product = torch.ops.aten.native_layer_norm_backward(
-            d_normed, blocks, blocks.shape[-1:], self.mean[t, :n], self.rstd[t, :n], None, None, [True, False, False]
-        )[0]
-        out[t, :n] = d_product.view(n, -1)
-        return out[t, :n]
+    def recurrent(self, t: int, n: int, product: Tensor | None = None) -> RecurrentNorm:
+        """Step ``t``'s recurrent ``product`` (forward) and the slots for it normalized and its 1/σ."""
+        return RecurrentNorm(product, self.hats[t, :n], self.rstd[t, :n])
 
     def gain_grad(self, grad_pre: Tensor) -> Tensor:
-        """dγ_h = Σ over steps and rows of dpre · LN(W_h·h_in), per gate block."""
-        steps, batch, four_h = grad_pre.shape
-        normed = (self.products.view(steps, batch, 4, -1) - self.mean) * self.rstd
-        return (grad_pre.view(steps, batch, 4, -1) * normed).sum((0, 1)).view(four_h)
+        """dγ_h = Σ over steps and rows of dpre · LN(W_h·h_in)."""
+        return (grad_pre * self.hats).sum((0, 1))
 
-    def c_gain_grad(self, d_shown: Tensor, c_tildes: Tensor) -> Tensor:
-        """dγ_C = Σ over steps and rows of dL/dLN(C̃) · (C̃ − mean)/σ."""
-        return (d_shown * (c_tildes - self.c_mean) * self.c_rstd).sum((0, 1))
+    def c_gain_grad(self, d_shown: Tensor) -> Tensor:
+        """dγ_C = Σ over steps and rows of dL/dLN(C̃_t) · (C̃_t − mean)/σ."""
+        return (d_shown * self.c_hats).sum((0, 1))

@@ -1,18 +1,43 @@
 """The point-wise part of a variant cell's step (`lstm_mt.lstm.variants`): from ``pre`` to the gates, C and h, and back.
 
-``pre`` holds the four gates' pre-activations (products, layer norm of the recurrent part and
-bias already added). What is left is element by element, except the layer norm of C (a
-reduction over each row): peepholes, coupled gates, zoneout and C's layer norm. Without layer
-norm the compiled kernel (`lstm_mt.lstm.native`, C for CPU float32) runs the step when it
-takes the tensors; otherwise, and with layer norm, PyTorch tensor operations do.
+``pre`` holds the four gates' pre-activations (products and bias already added). What is left
+is element by element, except the layer norms (reductions over each row): with layer norm
+the step also normalizes the recurrent product per gate block (``pre`` is then the input's
+share alone), and C̃_t before tanh. Then come peepholes, coupled gates and zoneout.
+
+The step runs in C (``lstm_variants.c`` through `lstm_mt.lstm.native`, CPU float32) where the
+kernel takes the tensors and agreed with the tensor operations here on first use; otherwise,
+as the reference, in PyTorch tensor operations.
 """
 
 from __future__ import annotations
 
+from functools import cache
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
+from lstm_mt.lstm import native
 from lstm_mt.lstm.variants import LAYER_NORM_EPS, CellVariant
+
+
+class RecurrentNorm(NamedTuple):
+    """A step's layer norm of its recurrent product ``W_h·h_in``: ``product`` ``[n, 4H]`` (forward only),
+    and what the forward writes for the backward: ``hat``, the product normalized per gate block
+    ``[n, 4H]``, and each block's 1/σ, ``rstd`` ``[n, 4]``."""
+
+    product: Tensor | None
+    hat: Tensor
+    rstd: Tensor
+
+
+class CellNorm(NamedTuple):
+    """A step's layer norm of C̃_t, written by the forward for the backward: C̃_t normalized, ``hat``
+    ``[n, H]``, and its 1/σ, ``rstd`` ``[n, 1]``."""
+
+    hat: Tensor
+    rstd: Tensor
 
 
 class VariantPointwise:
@@ -26,25 +51,25 @@ class VariantPointwise:
         self,
         variant: CellVariant,
         peephole_weight: Tensor | None,
+        ln_weight_hh: Tensor | None,
         ln_weight_c: Tensor | None,
         ln_bias_c: Tensor | None,
         keep_c: Tensor | float,
         keep_h: Tensor | float,
     ) -> None:
         self.variant = variant
-        self.peepholes = None if peephole_weight is None else peephole_weight.detach().chunk(3)
+        self.peephole_weight = None if peephole_weight is None else peephole_weight.detach()
+        self.gain_hh = None if ln_weight_hh is None else ln_weight_hh.detach()
         self.ln_c = (
             None if ln_weight_c is None else (ln_weight_c.detach(), None if ln_bias_c is None else ln_bias_c.detach())
         )
         self.keep_c, self.keep_h = keep_c, keep_h
+        self._neutral: dict[tuple[float, int], Tensor] = {}
 
     @property
     def zoneout_c(self) -> bool:
-        """Whether C is zoned out, so C̃ (kept in its own buffer) differs from C."""
+        """Whether C is zoned out, so C̃_t (kept in its own buffer) differs from C."""
         return not _is_zero(self.keep_c)
-
-    def _keep(self, keep: Tensor | float, t: int, n: int) -> Tensor | float:
-        return keep if isinstance(keep, float) else keep[t, :n]
 
     def forward(
         self,
@@ -57,41 +82,20 @@ class VariantPointwise:
         tanh_c: Tensor,
         c: Tensor,
         h: Tensor,
-        ln_stats: tuple[Tensor, Tensor] | None = None,
+        c_norm: CellNorm | None = None,
+        recurrent: RecurrentNorm | None = None,
     ) -> None:
-        """Step ``t`` for rows ``[n, ·]``: writes the gates to ``act`` (may be ``pre``), C̃, tanh of what h shows, C, h.
+        """Step ``t`` for rows ``[n, ·]``: writes the gates to ``act`` (may be ``pre``), C̃_t, tanh of what h shows, C, h.
 
-        ``c_tilde`` is ``c`` itself without zoneout of C. With layer norm, ``ln_stats`` receives
-        C̃'s mean and 1/σ ``[n, 1]``.
+        ``c_tilde`` is ``c`` itself without zoneout of C. With layer norm, ``c_norm`` receives
+        C̃_t's statistics, and ``recurrent`` holds the recurrent product to normalize and add
+        to ``pre``, the input's share (``act`` must then be its own buffer).
         """
-        n, H = c_prev.shape
-        keep_c, keep_h = self._keep(self.keep_c, t, n), self._keep(self.keep_h, t, n)
-        pre_i, pre_f, pre_g, pre_o = pre.chunk(4, dim=1)
-        i, f, g, o = act.chunk(4, dim=1)
-        if self.peepholes is not None:
-            w_ci, w_cf, w_co = self.peepholes
-            pre_i.addcmul_(w_ci, c_prev)
-            pre_f.addcmul_(w_cf, c_prev)
-        torch.sigmoid(pre_f, out=f)
-        if self.variant.coupled_gates:
-            torch.sub(1, f, out=i)
-        else:
-            torch.sigmoid(pre_i, out=i)
-        torch.tanh(pre_g, out=g)
-        torch.mul(f, c_prev, out=c_tilde).addcmul_(i, g)  # C̃_t = f*C_prev + i*C̃
-        if self.peepholes is not None:
-            pre_o.addcmul_(w_co, c_tilde)
-        torch.sigmoid(pre_o, out=o)
-        shown = c_tilde
-        if self.ln_c is not None and ln_stats is not None:
-            shown, mean, rstd = torch.native_layer_norm(c_tilde, [H], *self.ln_c, LAYER_NORM_EPS)
-            ln_stats[0].copy_(mean)
-            ln_stats[1].copy_(rstd)
-        torch.mul(o, torch.tanh(shown, out=tanh_c), out=h)  # h̃ = o*tanh(C̃ or LN(C̃))
-        if not _is_zero(keep_c):
-            torch.lerp(c_tilde, c_prev, keep_c, out=c)  # C = d*C_prev + (1-d)*C̃_t
-        if not _is_zero(keep_h):
-            torch.lerp(h, h_prev, keep_h, out=h)
+        if _native_checked() and self._native_forward(
+            t, pre, c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent
+        ):
+            return
+        self._tensor_forward(t, pre, c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent)
 
     def backward(
         self,
@@ -105,14 +109,209 @@ class VariantPointwise:
         grad_pre: Tensor,
         dc_prev: Tensor,
         dh_prev: Tensor,
-        ln_stats: tuple[Tensor, Tensor] | None = None,
+        c_norm: CellNorm | None = None,
         d_shown: Tensor | None = None,
+        recurrent: RecurrentNorm | None = None,
+        grad_rec: Tensor | None = None,
     ) -> None:
         """Step ``t``'s backward: writes ``grad_pre = dL/dpre``, adds what reaches C_prev and h_prev.
 
         ``dh``/``dc`` arrive at the step's h and C (not changed). With layer norm of C,
-        ``d_shown`` receives dL/dLN(C̃), for the gain's and bias's gradients.
+        ``d_shown`` receives dL/dLN(C̃_t), for the gain's and bias's gradients; of the recurrent
+        product, ``grad_rec`` receives dL/d(W_h·h_in).
         """
+        args = (
+            t,
+            act,
+            c_tilde,
+            tanh_c,
+            c_prev,
+            dh,
+            dc,
+            grad_pre,
+            dc_prev,
+            dh_prev,
+            c_norm,
+            d_shown,
+            recurrent,
+            grad_rec,
+        )
+        if _native_checked() and self._native_backward(*args):
+            return
+        self._tensor_backward(*args)
+
+    def _keep(self, keep: Tensor | float, t: int, n: int) -> Tensor | float:
+        return keep if isinstance(keep, float) else keep[t, :n]
+
+    def _keep_rows(self, keep: Tensor | float, t: int, like: Tensor) -> Tensor:
+        """Zoneout's d for step ``t`` as ``[n, H]`` rows for the kernel (a probability: one row ``[1, H]`` for all)."""
+        if isinstance(keep, Tensor):
+            return keep[t, : like.shape[0]]
+        return self._constant(keep, like.shape[1], like)
+
+    def _constant(self, value: float, width: int, like: Tensor) -> Tensor:
+        """``[1, width]`` of ``value``, made once per rule: the kernel's neutral or constant inputs."""
+        key = (value, width)
+        if key not in self._neutral:
+            self._neutral[key] = like.new_full((1, width), value)
+        return self._neutral[key]
+
+    def _native_forward(
+        self,
+        t: int,
+        pre: Tensor,
+        c_prev: Tensor,
+        h_prev: Tensor,
+        act: Tensor,
+        c_tilde: Tensor,
+        tanh_c: Tensor,
+        c: Tensor,
+        h: Tensor,
+        c_norm: CellNorm | None,
+        recurrent: RecurrentNorm | None,
+    ) -> bool:
+        """The step in ``lstm_variants.c``; False (nothing written) where the kernel does not take the tensors."""
+        keep = act is not pre
+        H = c_prev.shape[1]
+        peepholes = self.peephole_weight if self.peephole_weight is not None else self._constant(0.0, 3 * H, c_prev)[0]
+        ln_c = self.ln_c if c_norm is not None else None
+        return native.variant_forward(
+            self.variant.coupled_gates,
+            peepholes=peepholes,
+            pre=act if recurrent is not None else pre,
+            x_in=pre if recurrent is not None else None,
+            rec=None if recurrent is None else recurrent.product,
+            gain_hh=None if recurrent is None else self.gain_hh,
+            rec_hat=None if recurrent is None else recurrent.hat,
+            rec_rstd=None if recurrent is None else recurrent.rstd,
+            c_prev=c_prev,
+            h_prev=h_prev,
+            keep_c=self._keep_rows(self.keep_c, t, c_prev),
+            keep_h=self._keep_rows(self.keep_h, t, c_prev),
+            gates=act if keep else None,
+            tanh_c=tanh_c if keep else None,
+            c_tilde=c_tilde,
+            c=c,
+            h=h,
+            gain_c=None if ln_c is None else ln_c[0],
+            bias_c=None if ln_c is None else ln_c[1],
+            c_hat=None if c_norm is None else c_norm.hat,
+            c_rstd=None if c_norm is None else c_norm.rstd,
+        )
+
+    def _native_backward(
+        self,
+        t: int,
+        act: Tensor,
+        c_tilde: Tensor,
+        tanh_c: Tensor,
+        c_prev: Tensor,
+        dh: Tensor,
+        dc: Tensor,
+        grad_pre: Tensor,
+        dc_prev: Tensor,
+        dh_prev: Tensor,
+        c_norm: CellNorm | None,
+        d_shown: Tensor | None,
+        recurrent: RecurrentNorm | None,
+        grad_rec: Tensor | None,
+    ) -> bool:
+        """The step's backward in ``lstm_variants.c``; False (nothing written) where the kernel does not apply."""
+        H = c_prev.shape[1]
+        peepholes = self.peephole_weight if self.peephole_weight is not None else self._constant(0.0, 3 * H, c_prev)[0]
+        ln_c = c_norm is not None and self.ln_c is not None
+        if ln_c and d_shown is None:
+            d_shown = torch.empty_like(c_prev)
+        return native.variant_backward(
+            self.variant.coupled_gates,
+            peepholes=peepholes,
+            gates=act,
+            c_tilde=c_tilde,
+            tanh_c=tanh_c,
+            c_prev=c_prev,
+            keep_c=self._keep_rows(self.keep_c, t, c_prev),
+            keep_h=self._keep_rows(self.keep_h, t, c_prev),
+            dh=dh,
+            dc=dc,
+            grad_pre=grad_pre,
+            dc_prev=dc_prev,
+            dh_prev=dh_prev,
+            gain_c=self.ln_c[0] if ln_c and self.ln_c is not None else None,
+            c_hat=c_norm.hat if ln_c and c_norm is not None else None,
+            c_rstd=c_norm.rstd if ln_c and c_norm is not None else None,
+            d_shown=d_shown if ln_c else None,
+            gain_hh=None if recurrent is None else self.gain_hh,
+            rec_hat=None if recurrent is None else recurrent.hat,
+            rec_rstd=None if recurrent is None else recurrent.rstd,
+            grad_rec=grad_rec if recurrent is not None else None,
+        )
+
+    def _tensor_forward(
+        self,
+        t: int,
+        pre: Tensor,
+        c_prev: Tensor,
+        h_prev: Tensor,
+        act: Tensor,
+        c_tilde: Tensor,
+        tanh_c: Tensor,
+        c: Tensor,
+        h: Tensor,
+        c_norm: CellNorm | None,
+        recurrent: RecurrentNorm | None,
+    ) -> None:
+        """The step as PyTorch tensor operations: the reference the kernel is checked against."""
+        n, H = c_prev.shape
+        keep_c, keep_h = self._keep(self.keep_c, t, n), self._keep(self.keep_h, t, n)
+        if recurrent is not None and self.gain_hh is not None:
+            pre = _add_normalized(pre, recurrent, self.gain_hh)
+        pre_i, pre_f, pre_g, pre_o = pre.chunk(4, dim=1)
+        i, f, g, o = act.chunk(4, dim=1)
+        if self.peephole_weight is not None:
+            w_ci, w_cf, w_co = self.peephole_weight.chunk(3)
+            pre_i.addcmul_(w_ci, c_prev)
+            pre_f.addcmul_(w_cf, c_prev)
+        torch.sigmoid(pre_f, out=f)
+        if self.variant.coupled_gates:
+            torch.sub(1, f, out=i)
+        else:
+            torch.sigmoid(pre_i, out=i)
+        torch.tanh(pre_g, out=g)
+        torch.mul(f, c_prev, out=c_tilde).addcmul_(i, g)  # C̃_t = f*C_prev + i*C̃
+        if self.peephole_weight is not None:
+            pre_o.addcmul_(w_co, c_tilde)
+        torch.sigmoid(pre_o, out=o)
+        shown = c_tilde
+        if self.ln_c is not None and c_norm is not None:
+            normed, _, rstd = torch.native_layer_norm(c_tilde, [H], None, None, LAYER_NORM_EPS)
+            c_norm.hat.copy_(normed)
+            c_norm.rstd.copy_(rstd)
+            gain, bias = self.ln_c
+            shown = normed * gain if bias is None else torch.addcmul(bias, normed, gain)
+        torch.mul(o, torch.tanh(shown, out=tanh_c), out=h)  # h̃ = o*tanh(C̃_t or LN(C̃_t))
+        if not _is_zero(keep_c):
+            torch.lerp(c_tilde, c_prev, keep_c, out=c)  # C = d*C_prev + (1-d)*C̃_t
+        if not _is_zero(keep_h):
+            torch.lerp(h, h_prev, keep_h, out=h)
+
+    def _tensor_backward(
+        self,
+        t: int,
+        act: Tensor,
+        c_tilde: Tensor,
+        tanh_c: Tensor,
+        c_prev: Tensor,
+        dh: Tensor,
+        dc: Tensor,
+        grad_pre: Tensor,
+        dc_prev: Tensor,
+        dh_prev: Tensor,
+        c_norm: CellNorm | None,
+        d_shown: Tensor | None,
+        recurrent: RecurrentNorm | None,
+        grad_rec: Tensor | None,
+    ) -> None:
+        """The step's backward as PyTorch tensor operations."""
         n, H = c_prev.shape
         keep_c, keep_h = self._keep(self.keep_c, t, n), self._keep(self.keep_h, t, n)
         i, f, g, o = act.chunk(4, dim=1)
@@ -127,19 +326,14 @@ class VariantPointwise:
             dc_tilde = dc.clone()
         torch.mul(o, 1 - o, out=d_o).mul_(tanh_c).mul_(dh)  # dpre_o = dh·tanh·o(1-o)
         shown_grad = (1 - tanh_c * tanh_c).mul_(o).mul_(dh)  # dL/d(what tanh reads)
-        if self.ln_c is not None and ln_stats is not None:
-            weight, bias = self.ln_c
-            mean, rstd = ln_stats
-            grad = torch.ops.aten.native_layer_norm_backward(
-                shown_grad, c_tilde, [H], mean, rstd, weight, bias, [True, False, False]
-            )[0]
-            dc_tilde.add_(grad)
+        if self.ln_c is not None and c_norm is not None:
+            dc_tilde.add_(_layer_norm_backward(c_norm.hat, c_norm.rstd, shown_grad * self.ln_c[0]))
             if d_shown is not None:
                 d_shown.copy_(shown_grad)
         else:
             dc_tilde.add_(shown_grad)
-        if self.peepholes is not None:
-            w_ci, w_cf, w_co = self.peepholes
+        if self.peephole_weight is not None:
+            w_ci, w_cf, w_co = self.peephole_weight.chunk(3)
             dc_tilde.addcmul_(d_o, w_co)
         torch.mul(g, g, out=d_g).neg_().add_(1).mul_(i).mul_(dc_tilde)  # dpre_C̃ = dC̃·i·(1-C̃²)
         d_input = dc_tilde * g  # dL/di
@@ -151,8 +345,32 @@ class VariantPointwise:
             torch.mul(i, 1 - i, out=d_i).mul_(d_input)
         torch.mul(f, 1 - f, out=d_f).mul_(d_forget)
         dc_prev.addcmul_(dc_tilde, f)
-        if self.peepholes is not None:
+        if self.peephole_weight is not None:
             dc_prev.addcmul_(d_i, w_ci).addcmul_(d_f, w_cf)
+        if recurrent is not None and self.gain_hh is not None and grad_rec is not None:
+            n = grad_pre.shape[0]
+            d_hat = (grad_pre * self.gain_hh).view(n, 4, H)
+            grad = _layer_norm_backward(recurrent.hat.view(n, 4, H), recurrent.rstd.view(n, 4, 1), d_hat)
+            grad_rec.copy_(grad.view(n, 4 * H))
+
+
+def _add_normalized(x_in: Tensor, recurrent: RecurrentNorm, gain: Tensor) -> Tensor:
+    """``x_in + γ_h * LN(product)`` per gate block, writing the normalized product and 1/σ to ``recurrent``."""
+    assert recurrent.product is not None
+    n = x_in.shape[0]
+    blocks = recurrent.product.view(n, 4, -1)
+    normed, _, rstd = torch.native_layer_norm(blocks, blocks.shape[-1:], None, None, LAYER_NORM_EPS)
+    recurrent.hat.copy_(normed.view(n, -1))
+    recurrent.rstd.copy_(rstd.view(n, 4))
+    return torch.addcmul(x_in, recurrent.hat, gain)
+
+
+def _layer_norm_backward(x_hat: Tensor, rstd: Tensor, d_hat: Tensor) -> Tensor:
+    """dL/dx of x̂ = (x − mean)/σ over the last dimension, from x̂, 1/σ and dL/dx̂:
+    ``rstd · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ · x̂))``."""
+    mean_d = d_hat.mean(-1, keepdim=True)
+    mean_dot = (d_hat * x_hat).mean(-1, keepdim=True)
+    return (d_hat - mean_d - x_hat * mean_dot) * rstd
 
 
 def _is_zero(keep: Tensor | float) -> bool:
@@ -165,3 +383,56 @@ def _add_scaled(target: Tensor, grad: Tensor, keep: Tensor | float) -> None:
         target.addcmul_(grad, keep)
     else:
         target.add_(grad, alpha=keep)
+
+
+@cache
+def _native_checked(tolerance: float = 1e-4) -> bool:
+    """Whether the compiled kernel is there and computes what the tensor operations do: forward and
+    backward on random input with every variant on, the gates coupled and not (once per process)."""
+    if not native.available():
+        return False
+    generator = torch.Generator().manual_seed(0)
+    rows, H = 70, 61  # rows * H >= 4096: the kernel splits rows among threads
+
+    def randn(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=generator)
+
+    for coupled in (False, True):
+        variant = CellVariant(layer_norm=True, zoneout_c=0.5, zoneout_h=0.5, peepholes=True, coupled_gates=coupled)
+        keep = [torch.rand(1, rows, H, generator=generator).round() for _ in range(2)]
+        rule = VariantPointwise(variant, randn(3 * H), randn(4 * H), randn(H), randn(H), *keep)
+        pre, product, c_prev, h_prev = randn(rows, 4 * H), randn(rows, 4 * H) * 3, randn(rows, H), randn(rows, H)
+        dh, dc = randn(rows, H), randn(rows, H)
+        results = []
+        for native_step in (True, False):
+            act, grad_pre, grad_rec = (torch.zeros(rows, 4 * H) for _ in range(3))
+            c_tilde, tanh_c, c, h, d_shown = (torch.zeros(rows, H) for _ in range(5))
+            dc_prev, dh_prev = torch.ones(rows, H), torch.ones(rows, H)
+            recurrent = RecurrentNorm(product, torch.zeros(rows, 4 * H), torch.zeros(rows, 4))
+            c_norm = CellNorm(torch.zeros(rows, H), torch.zeros(rows, 1))
+            forward = rule._native_forward if native_step else rule._tensor_forward
+            backward = rule._native_backward if native_step else rule._tensor_backward
+            forward(0, pre.clone(), c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent)
+            done = backward(
+                0,
+                act,
+                c_tilde,
+                tanh_c,
+                c_prev,
+                dh,
+                dc,
+                grad_pre,
+                dc_prev,
+                dh_prev,
+                c_norm,
+                d_shown,
+                recurrent,
+                grad_rec,
+            )
+            if native_step and done is False:
+                return False
+            results.append([act, c_tilde, tanh_c, c, h, *recurrent[1:], *c_norm, grad_pre, grad_rec, d_shown])
+            results[-1] += [dc_prev, dh_prev]
+        if not all(torch.allclose(a, b, rtol=tolerance, atol=tolerance) for a, b in zip(*results)):
+            return False
+    return True
