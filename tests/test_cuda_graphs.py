@@ -155,6 +155,20 @@ def test_graph_cache_captures_on_the_second_use_and_drops_the_least_recent(caplo
     assert cache.get("d", capture("d")) is None
 
 
+def test_graph_cache_stops_capturing_a_shape_it_keeps_dropping(caplog):
+    """Three shapes in turn through a cache of two: each is captured at most `captures` times, then runs eagerly."""
+    cache = cuda_graphs.GraphCache(limit=2, after=1, captures=3)
+    made: list[str] = []
+    with caplog.at_level(logging.WARNING):
+        for _ in range(10):
+            for key in "abc":
+                if cache.wanted(key):
+                    cache.get(key, lambda key=key: made.append(key) or key)
+    assert sorted(made) == sorted("abc" * 3)
+    assert "dropped 3 times" in caplog.text and cuda_graphs.MAX_ENV in caplog.text
+    assert not any(cache.wanted(key) for key in "abc" if key not in cache.graphs)
+
+
 def test_switches(monkeypatch):
     monkeypatch.delenv(cuda_graphs.ENV, raising=False)
     assert cuda_graphs.enabled()

@@ -26,8 +26,8 @@ Warm-up runs on a side stream before capture, as `torch.cuda.graph` asks (it com
 Triton kernels and makes cuBLAS's handles); where a capture fails, a warning is logged and that
 key runs the eager loop. The same padded functions run without a graph on CPU tensors (tests).
 
-``LSTM_MT_CUDA_GRAPHS=0`` switches graphs off; ``LSTM_MT_CUDA_GRAPHS_MAX`` (default 16) bounds
-how many are kept. Only a plain cell's layer recurrence is graphed (`fastpath.run_layer`), not the
+``LSTM_MT_CUDA_GRAPHS=0`` switches graphs off; ``LSTM_MT_CUDA_GRAPHS_MAX`` (default 32) bounds
+how many are kept (`GraphCache`: a shape dropped and captured three times then stays eager). Only a plain cell's layer recurrence is graphed (`fastpath.run_layer`), not the
 decoder's single steps.
 """
 
@@ -53,9 +53,10 @@ __all__ = ["GraphCache", "bucket_size", "graph_cache", "enabled", "max_graphs", 
 log = logging.getLogger(__name__)
 
 ENV, MAX_ENV = "LSTM_MT_CUDA_GRAPHS", "LSTM_MT_CUDA_GRAPHS_MAX"
-DEFAULT_MAX_GRAPHS = 16
+DEFAULT_MAX_GRAPHS = 32
 MAX_STEPS, MAX_BATCH = 1024, 4096  # larger runs take the eager loop (a graph would hold too much memory)
 CAPTURE_AFTER = 2  # a forward bucket is captured on its second use
+MAX_CAPTURES = 3  # a key dropped from the cache and captured again this often runs eagerly from then on
 WARMUP = 2  # runs on a side stream before a capture
 
 DEVICE_TYPES = {"cuda"}  # tests add "cpu" with a stand-in for `CapturedGraph` that replays by running again
@@ -79,7 +80,7 @@ def off() -> Iterator[None]:
 
 
 def max_graphs() -> int:
-    """How many graphs are kept: ``LSTM_MT_CUDA_GRAPHS_MAX``, default 16."""
+    """How many graphs are kept: ``LSTM_MT_CUDA_GRAPHS_MAX``, default 32."""
     value = os.environ.get(MAX_ENV, str(DEFAULT_MAX_GRAPHS))
     if not value.isdigit() or int(value) < 1:
         raise LstmMtError(f"{MAX_ENV}={value!r}: must be a whole number of graphs, at least 1")
@@ -186,27 +187,43 @@ class CapturedGraph:
 
 class GraphCache:
     """At most ``limit`` graphs, the least recently used dropped first. `wanted` counts a key's uses
-    (capture pays from the ``after``-th on); `get` returns its graph, capturing it if needed."""
+    (capture pays from the ``after``-th on); `get` returns its graph, capturing it if needed.
 
-    def __init__(self, limit: int, after: int = CAPTURE_AFTER) -> None:
-        self.limit, self.after = limit, after
+    A key is captured at most ``captures`` times: one dropped that often is used in turn with more
+    shapes than ``limit`` holds, where capturing again costs more than the graph saves, so it
+    runs the eager loop from then on (one warning). So does a key whose capture failed.
+    """
+
+    def __init__(self, limit: int, after: int = CAPTURE_AFTER, captures: int = MAX_CAPTURES) -> None:
+        self.limit, self.after, self.captures = limit, after, captures
         self.graphs: OrderedDict[Hashable, Any] = OrderedDict()
         self.uses: Counter[Hashable] = Counter()
+        self.captured: Counter[Hashable] = Counter()
         self.failed: set[Hashable] = set()
 
     def wanted(self, key: Hashable) -> bool:
-        """Count a use of ``key``; True when it has a graph or has been used ``after`` times (and never failed)."""
+        """Count a use of ``key``; True when it has a graph, or has been used ``after`` times and may be captured."""
         if key in self.graphs:
             return True
         self.uses[key] += 1
         return self.uses[key] >= self.after and key not in self.failed
 
     def get(self, key: Hashable, capture: Callable[[], Any]) -> Any | None:
-        """The graph of ``key``, made by ``capture()`` if there is none; None where capturing it failed."""
+        """The graph of ``key``, made by ``capture()`` if there is none; None where it may not be captured (again)."""
         if key in self.graphs:
             self.graphs.move_to_end(key)
             return self.graphs[key]
         if key in self.failed:
+            return None
+        if self.captured[key] >= self.captures:
+            log.warning(
+                "CUDA graph for %s dropped %d times (more shapes in turn than %s=%d holds); it runs without a graph",
+                key,
+                self.captured[key],
+                MAX_ENV,
+                self.limit,
+            )
+            self.failed.add(key)
             return None
         try:
             graph = capture()
@@ -214,6 +231,7 @@ class GraphCache:
             log.warning("CUDA graph capture failed for %s (%s); that shape runs without a graph", key, error)
             self.failed.add(key)
             return None
+        self.captured[key] += 1
         self.graphs[key] = graph
         while len(self.graphs) > self.limit:
             self.graphs.popitem(last=False)
