@@ -30,12 +30,7 @@ for dtype in triton_step.DTYPES:
 print('the LSTM takes the kernels on CUDA:', triton_step.usable(torch.zeros(2, 2, device=device)))"
 
 section "2b. CUDA tests: kernels, LSTM and LSTMCell against lstm_step and cuDNN (padding, all gradients, bf16)"
-if [ "$HAS_PYTEST" = 1 ]; then
-    run tests_cuda 120 $PY -m pytest -q -rs -p no:cacheprovider tests/test_triton_step.py
-else
-    echo "pytest is not installed (put its wheels in .whl/): only step 2a checked correctness"
-    STATUS+=("tests_cuda: skipped, no pytest")
-fi
+tests tests_cuda 120 tests/test_triton_step.py
 
 section "3. lstm-mt bench --device cuda (ours vs cuDNN; fp32 and bf16; 'no Triton' = tensor operations)"
 run bench_cuda 150 $PY -m lstm_mt bench --device cuda --repeats 15
@@ -55,10 +50,6 @@ else
 fi
 
 section "6. the cell tests on CPU (the dispatch to the C kernel and the tensor operations)"
-if [ "$HAS_PYTEST" = 1 ]; then
-    run tests_cell 60 $PY -m pytest -q -p no:cacheprovider tests/test_cell.py tests/test_native.py
-else
-    STATUS+=("tests_cell: skipped, no pytest")
-fi
+tests tests_cell 60 tests/test_cell.py tests/test_native.py
 
 summary

@@ -4,6 +4,7 @@
 #                                 its output also in $OUT/NAME.txt; a failure never stops the script
 #   section TITLE                 a heading;   summary   each step's exit status and seconds
 #   machine SECONDS               the step that names the GPUs and the versions of python, torch, triton
+#   tests NAME SECONDS ARGS...    pytest ARGS as step NAME, or a note that pytest is missing
 # After sourcing: PY (python), HAS_PYTEST (1/0), PYTHONPATH with the repository (and, where hydra,
 # omegaconf or pytest are missing, wheels from ./.whl installed into /tmp/lstm_mt_site),
 # LSTM_MT_DATA_MIRROR (the first of .devdata, shared/data, ../shared/data holding Multi30k).
@@ -40,6 +41,17 @@ machine() {
     run machine "$1" bash -c "nvidia-smi -L; nproc; $PY -c 'import sys, torch; print(\"python\", sys.version.split()[0]); \
 print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name()); \
 import triton; print(\"triton\", triton.__version__)'"
+}
+
+tests() {
+    local name=$1 seconds=$2
+    shift 2
+    if [ "$HAS_PYTEST" = 1 ]; then
+        run "$name" "$seconds" $PY -m pytest -q -rs -p no:cacheprovider "$@"
+    else
+        echo "pytest is not installed (put its wheels in .whl/): $name skipped"
+        STATUS+=("$name: skipped, no pytest")
+    fi
 }
 
 summary() {

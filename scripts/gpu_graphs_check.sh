@@ -43,12 +43,7 @@ print(f'largest |graphed - eager| over outputs and gradients: {worst:.2e}', 'OK'
 "
 
 section "3. CUDA tests: graphs against the eager loops; Triton kernels and LSTM against cuDNN"
-if [ "$HAS_PYTEST" = 1 ]; then
-    run tests 45 $PY -m pytest -q -rs -x -p no:cacheprovider tests/test_cuda_graphs.py tests/test_triton_step.py
-else
-    echo "pytest is not installed: step 2 is the only correctness check"
-    STATUS+=("tests: skipped, no pytest")
-fi
+tests tests 45 -x tests/test_cuda_graphs.py tests/test_triton_step.py  # without pytest, step 2 is the check
 
 section "4. lstm-mt bench --device cuda --repeats 10 ('ours' with graphs, 'ours, no graphs' the eager loops)"
 run bench 55 $PY -m lstm_mt bench --device cuda --repeats 10
