@@ -25,6 +25,7 @@ from torch import Tensor
 from lstm_mt.encoder import BatchRows
 from lstm_mt.errors import LstmMtError
 from lstm_mt.ranges import bounded, check_ranges
+from lstm_mt.topk import best_extensions, row_argmax
 from lstm_mt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = [
@@ -172,7 +173,7 @@ def _greedy_steps(
     ended = torch.zeros_like(prev, dtype=torch.bool)
     for step in range(longest):
         log_probs, state, weights = model.decode_step(prev, state, encoder_out)
-        best_score, best = _forbid_specials(log_probs).max(dim=-1)
+        best_score, best = row_argmax(_forbid_specials(log_probs))
         if attention is None:
             attention = weights.new_zeros(batch, longest, weights.shape[1])
             scores = scores.to(torch.promote_types(scores.dtype, best_score.dtype), copy=True)  # float64 models
@@ -313,16 +314,16 @@ class _Beams:
         changing the beams yet (`move_on` does); ``kept`` takes in the finishing candidates."""
         n, width = self.scores.shape
         vocab = log_probs.shape[-1]
-        totals = (self.scores.unsqueeze(2) + log_probs.view(n, width, vocab)).view(n, width * vocab)
-        scores, candidates = totals.topk(min(2 * width, width * vocab), dim=1)  # best first
-        offsets = torch.arange(n, device=totals.device) * width
-        parents, tokens = candidates // vocab + offsets.unsqueeze(1), candidates % vocab
-        rank = torch.arange(candidates.shape[1], device=totals.device)
+        extensions = log_probs.view(n, width, vocab)
+        scores, beams, tokens = best_extensions(extensions, self.scores, min(2 * width, width * vocab))  # best first
+        offsets = torch.arange(n, device=log_probs.device) * width
+        parents = beams + offsets.unsqueeze(1)
+        rank = torch.arange(tokens.shape[1], device=log_probs.device)
         at_limit = step + 1 >= self.limits
         ends = (tokens == EOS_ID) | at_limit.unsqueeze(1)
         finishing = ends & (rank < width) & scores.isfinite()
         # At most one EOS per beam among the 2K candidates, so at least K of them go on.
-        going_on = (rank + ends.long() * candidates.shape[1]).argsort(dim=1)[:, :width]
+        going_on = (rank + ends.long() * tokens.shape[1]).argsort(dim=1)[:, :width]
         finished_now = penalties.normalize(scores, step + 1).masked_fill(~finishing, float("-inf"))
         self.kept = torch.cat([self.kept, finished_now], dim=1).topk(self.kept.shape[1], dim=1).values
         next_scores = scores.gather(1, going_on)
@@ -339,19 +340,17 @@ class _Beams:
             done=at_limit | (best_possible <= self.kept[:, -1]),
         )
         if self.greedy is not None:
-            self._follow_greedy(self.step, log_probs, candidates, going_on, offsets)
+            self._follow_greedy(self.step, log_probs, beams, going_on, offsets)
         return self.step
 
-    def _follow_greedy(
-        self, step: _Step, log_probs: Tensor, candidates: Tensor, going_on: Tensor, offsets: Tensor
-    ) -> None:
+    def _follow_greedy(self, step: _Step, log_probs: Tensor, beams: Tensor, going_on: Tensor, offsets: Tensor) -> None:
         """Find the greedy prefix's extension among the candidates: going on, finished or pruned."""
         assert self.greedy is not None
         alive = self.greedy >= 0
         beam = self.greedy.clamp(min=0)
         step.greedy_row = beam + offsets
-        step.greedy_score, step.greedy_token = log_probs[step.greedy_row].max(dim=-1)
-        match = (candidates == (beam * log_probs.shape[-1] + step.greedy_token).unsqueeze(1)) & alive.unsqueeze(1)
+        step.greedy_score, step.greedy_token = row_argmax(log_probs[step.greedy_row])
+        match = (beams == beam.unsqueeze(1)) & (step.tokens == step.greedy_token.unsqueeze(1)) & alive.unsqueeze(1)
         goes_on = (match & ~step.finishing).gather(1, going_on)
         follows = goes_on.any(dim=1)
         step.greedy_pruned = alive & ~follows & ~(match & step.finishing).any(dim=1)

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("data",)),
     (
         "training parts, search",
-        ("config", "optim", "loss", "runtime", "metrics", "search", "ensemble", "precision", "plotting"),
+        ("config", "optim", "loss", "runtime", "metrics", "topk", "search", "ensemble", "precision", "plotting"),
     ),
     ("checkpoint, run log", ("checkpoint", "runlog")),
     ("commands", ("translate", "evaluate", "train", "average")),
