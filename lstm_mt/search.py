@@ -222,8 +222,7 @@ def beam_search(
     cfg.check()
     src_lengths = src_lengths.to(src.device)
     encoded = model.encode(src, src_lengths)
-    rows = torch.arange(src.shape[0], device=src.device).repeat_interleave(cfg.beam_size)
-    encoder_out, state = encoded.index_select(rows), model.init_decoder_state(encoded).index_select(rows)
+    encoder_out, state = encoded, model.init_decoder_state(encoded)
     limits = max_output_lengths(src_lengths, cfg.max_len_a, cfg.max_len_b)
     penalties = _LengthPenalties(cfg.alpha, int(limits.max()), src.device)
     finished = _FinishedHypotheses(src_lengths.tolist(), cfg.nbest, penalties)
@@ -238,7 +237,11 @@ def beam_search(
         if any_greedy_pruned:
             greedy_tails.append(beams.greedy_tails(state, step))
         beams.move_on()
-        state = state.reorder_beams(decided.chosen)
+        if step == 0:  # from one row per sentence to beam_size: per-sentence fields are repeated too
+            state = state.index_select(decided.chosen)
+            encoder_out = encoder_out.index_select(decided.chosen)
+        else:
+            state = state.reorder_beams(decided.chosen)
         if any_done:
             kept_rows = beams.drop_done()
             if not beams.sentence_ids:
@@ -267,40 +270,39 @@ class _LengthPenalties:
 
 @dataclass
 class _Beams:
-    """The live prefixes of the sentences still searching, ``width`` per sentence.
+    """The live prefixes of the sentences still searching: one per sentence before the first step, then ``size``.
 
-    Row ``i * width + k`` of ``tokens`` ``[n*K, t]`` and ``attention`` ``[n*K, t, S]`` is
-    beam k of the i-th live sentence, whose position in the input batch is ``sentence_ids[i]``.
+    Row ``i * r + k`` of ``tokens`` ``[n*r, t]`` and ``attention`` ``[n*r, t, S]`` is prefix k
+    of the i-th live sentence (r prefixes each), whose position in the input batch is ``sentence_ids[i]``.
     ``kept`` ``[n, nbest]``: the normalized scores of each sentence's best finished hypotheses
     (-inf until there are that many), which decide when a sentence can stop. ``greedy`` ``[n]``:
     the beam that holds the greedy prefix, -1 once it has finished or been pruned (None: not followed).
     """
 
     sentence_ids: list[int]
-    scores: Tensor  # [n, K] total log-probabilities, best first
+    scores: Tensor  # [n, r] total log-probabilities, best first
     tokens: Tensor
     attention: Tensor | None  # made at the first step, in the dtype of the model's attention
     limits: Tensor  # [n] steps allowed
     kept: Tensor
     greedy: Tensor | None
-    width: int
+    size: int  # K
     step: _Step | None = None
 
     @classmethod
-    def start(cls, limits: Tensor, width: int, nbest: int, follow_greedy: bool) -> _Beams:
-        """One live prefix (empty, score 0) per sentence; the other beams start at -inf."""
+    def start(cls, limits: Tensor, size: int, nbest: int, follow_greedy: bool) -> _Beams:
+        """One live prefix per sentence, empty, with score 0: the first step decodes one row per
+        sentence, and its ``size`` best extensions that go on become the beams."""
         n, device = limits.shape[0], limits.device
-        scores = torch.full((n, width), float("-inf"), device=device)
-        scores[:, 0] = 0.0  # float32; a float64 model's log-probabilities promote it at the first step
         return cls(
             sentence_ids=list(range(n)),
-            scores=scores,
-            tokens=torch.empty(n * width, 0, dtype=torch.long, device=device),
+            scores=torch.zeros(n, 1, device=device),  # float32; a float64 model's log-probabilities promote it
+            tokens=torch.empty(n, 0, dtype=torch.long, device=device),
             attention=None,
             limits=limits,
             kept=torch.full((n, nbest), float("-inf"), dtype=torch.float64, device=device),
             greedy=torch.zeros(n, dtype=torch.long, device=device) if follow_greedy else None,
-            width=width,
+            size=size,
         )
 
     def last_tokens(self) -> Tensor:
@@ -312,18 +314,16 @@ class _Beams:
     def advance(self, log_probs: Tensor, attention: Tensor, step: int, penalties: _LengthPenalties) -> _Step:
         """Score every extension of every prefix and decide the step, on the device, without
         changing the beams yet (`move_on` does); ``kept`` takes in the finishing candidates."""
-        n, width = self.scores.shape
-        vocab = log_probs.shape[-1]
-        extensions = log_probs.view(n, width, vocab)
-        scores, beams, tokens = best_extensions(extensions, self.scores, min(2 * width, width * vocab))  # best first
-        offsets = torch.arange(n, device=log_probs.device) * width
+        n, rows = self.scores.shape
+        scores, beams, tokens = _candidates(log_probs.view(n, rows, -1), self.scores, 2 * self.size)  # best first
+        offsets = torch.arange(n, device=log_probs.device) * rows
         parents = beams + offsets.unsqueeze(1)
         rank = torch.arange(tokens.shape[1], device=log_probs.device)
         at_limit = step + 1 >= self.limits
         ends = (tokens == EOS_ID) | at_limit.unsqueeze(1)
-        finishing = ends & (rank < width) & scores.isfinite()
-        # At most one EOS per beam among the 2K candidates, so at least K of them go on.
-        going_on = (rank + ends.long() * tokens.shape[1]).argsort(dim=1)[:, :width]
+        finishing = ends & (rank < self.size) & scores.isfinite()
+        # At most one EOS per prefix among the 2K candidates, so at least K of them go on.
+        going_on = (rank + ends.long() * tokens.shape[1]).argsort(dim=1)[:, : self.size]
         finished_now = penalties.normalize(scores, step + 1).masked_fill(~finishing, float("-inf"))
         self.kept = torch.cat([self.kept, finished_now], dim=1).topk(self.kept.shape[1], dim=1).values
         next_scores = scores.gather(1, going_on)
@@ -401,7 +401,8 @@ class _Beams:
         """Remove the sentences the step found done; returns the rows kept ``[n'*K]``."""
         assert self.step is not None
         kept = (~self.step.done).nonzero()[:, 0]
-        rows = (kept.unsqueeze(1) * self.width + torch.arange(self.width, device=kept.device)).view(-1)
+        width = self.scores.shape[1]
+        rows = (kept.unsqueeze(1) * width + torch.arange(width, device=kept.device)).view(-1)
         self.sentence_ids = [self.sentence_ids[i] for i in kept.tolist()]
         self.scores, self.limits, self.kept = self.scores[kept], self.limits[kept], self.kept[kept]
         self.tokens = self.tokens[rows]
@@ -532,6 +533,23 @@ class _FinishedHypotheses:
     def best(self) -> list[list[Hypothesis]]:
         """The ``nbest`` best hypotheses of each sentence, best first."""
         return [[hypothesis for _, hypothesis in entries[: self.nbest]] for entries in self.by_sentence]
+
+
+def _candidates(log_probs: Tensor, scores: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``count`` best extensions of each sentence's prefixes, best first: total scores, prefix and token
+    (`best_extensions` of ``log_probs`` ``[n, r, V]`` by ``scores`` ``[n, r]``). Where fewer exist (one prefix,
+    a vocabulary smaller than ``count``) the rest are impossible ones, score -inf and token PAD."""
+    n, rows, vocab = log_probs.shape
+    found = best_extensions(log_probs, scores, min(count, rows * vocab))
+    if rows * vocab >= count:
+        return found
+    missing = count - rows * vocab
+    total, prefix, token = found
+    return (
+        torch.cat([total, total.new_full((n, missing), float("-inf"))], dim=1),
+        torch.cat([prefix, prefix.new_zeros(n, missing)], dim=1),
+        torch.cat([token, token.new_full((n, missing), PAD_ID)], dim=1),
+    )
 
 
 def _forbid_specials(log_probs: Tensor) -> Tensor:
