@@ -117,13 +117,24 @@ class Seq2Seq(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One incremental step: ``(log_probs [B, V], new_state, attention [B, S])``."""
         hidden, state, attention = self.decoder.step(prev_tokens, state, encoder_out)
-        logits = self.generator(hidden)
-        # at least float32, so that search ranks bf16 autocast outputs by full-precision log-probabilities
-        return F.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32)), state, attention
+        return log_probabilities(self.generator(hidden)), state, attention
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of distinct parameter values (shared or tied tensors count once)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def log_probabilities(logits: Tensor) -> Tensor:
+    """``log_softmax`` over the last dimension in at least float32, so that search ranks bf16 autocast
+    outputs by full-precision log-probabilities.
+
+    Without autograd, float32 logits on CPU are overwritten: a second ``[B, V]`` buffer every
+    decoding step costs about as much as the generator's product (fresh pages from the allocator).
+    """
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    if dtype == logits.dtype and logits.device.type == "cpu" and not torch.is_grad_enabled():
+        return torch.log_softmax(logits, dim=-1, out=logits)
+    return F.log_softmax(logits, dim=-1, dtype=dtype)
 
 
 def build_model(cfg: ModelConfig | Any, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = PAD_ID) -> Seq2Seq:

@@ -174,6 +174,7 @@ def _greedy_steps(
     for step in range(longest):
         log_probs, state, weights = model.decode_step(prev, state, encoder_out)
         best_score, best = row_argmax(_forbid_specials(log_probs))
+        del log_probs  # [B, V]: freed before the next step allocates its own
         if attention is None:
             attention = weights.new_zeros(batch, longest, weights.shape[1])
             scores = scores.to(torch.promote_types(scores.dtype, best_score.dtype), copy=True)  # float64 models
@@ -231,6 +232,7 @@ def beam_search(
     for step in range(int(limits.max())):
         log_probs, state, attention = model.decode_step(beams.last_tokens(), state, encoder_out)
         decided = beams.advance(_forbid_specials(log_probs), attention, step, penalties)
+        del log_probs  # [n*K, V]: freed before the next step allocates its own
         any_finishing, any_greedy_pruned, any_done = decided.flags()
         if any_finishing:
             beams.hand_over_finished(finished)
