@@ -14,6 +14,7 @@ Where things live (one module per concern, in the order a sentence travels):
     checkpoint.py   atomic save, safe load, a run's step files, last/best links, resume lookup
     runlog.py       a run's metrics.jsonl (writer and reader), TensorBoard
     search.py       greedy and beam search (Hypothesis, Translation)
+    topk.py         exact top-k and argmax over the vocabulary by blocks, for search
     ensemble.py     several checkpoints decoding as one; precision.py: fp32, bf16, int8 decoding
     translate.py    Translator and `lstm-mt translate`
     evaluate.py     `lstm-mt evaluate` (metrics.py: sacreBLEU, paper BLEU)
