@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from functools import cache, lru_cache, partial
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -281,17 +282,17 @@ class PaddedRecurrence(torch.autograd.Function):
         H = weight_hh.shape[1]
         sizes = _device_sizes(tuple(batch_sizes), T, x_proj.device)
         keep = any(ctx.needs_input_grad[:4])
-        outputs = _run(
+        kept = _run(
             ("forward", keep, *_signature(x_proj, weight_hh, shape)),
             partial(padded_forward, keep=keep),
             [x_proj, sizes, weight_hh, h0, c0],
             [(T, B, 4 * H), (T,), tuple(weight_hh.shape), (B, H), (B, H)],
+            partial(_copies, shapes=[()] * 6 if keep else [(steps, batch)] * 2),  # all, or the real hs and cs
         )
         if not keep:
-            hs, cs = outputs[0], outputs[1]
-            assert hs is not None and cs is not None
-            return hs[:steps, :batch].clone(), cs[:steps, :batch].clone()
-        hs, cs, gates, tanh_cs, h0_used, c0_used = (t.clone() for t in outputs if t is not None)
+            return kept[0], kept[1]  # the real part of hs and cs
+        hs, cs, gates, tanh_cs, h0_used, c0_used = kept
+        assert hs is not None and cs is not None
         ctx.save_for_backward(sizes, weight_hh, h0_used, c0_used, hs, cs, gates, tanh_cs)
         ctx.shape = steps, batch
         return _leading(hs, steps, batch), _leading(cs, steps, batch)
@@ -302,22 +303,19 @@ class PaddedRecurrence(torch.autograd.Function):
         sizes, weight_hh, *saved = ctx.saved_tensors
         steps, batch = ctx.shape
         hs = saved[2]
-        outputs = _run(
+        shapes = [(steps, batch), (), (batch,), (batch,)]  # the real part of each gradient
+        grad_pre, grad_w_hh, dh0, dc0 = _run(
             ("backward", *_signature(hs, weight_hh, hs.shape[:2])),
             padded_backward,
             [sizes, weight_hh, *saved, grad_hs, grad_cs],
             [tuple(sizes.shape), tuple(weight_hh.shape), *(tuple(t.shape) for t in saved), hs.shape, hs.shape],
+            partial(_copies, shapes=[shape if need else None for shape, need in zip(shapes, ctx.needs_input_grad)]),
         )
-        grad_pre, grad_w_hh, dh0, dc0 = outputs
-        assert grad_pre is not None and grad_w_hh is not None and dh0 is not None and dc0 is not None
-        need = ctx.needs_input_grad
-        return (
-            grad_pre[:steps, :batch].clone() if need[0] else None,
-            grad_w_hh.clone() if need[1] else None,
-            dh0[:batch].clone() if need[2] else None,
-            dc0[:batch].clone() if need[3] else None,
-            None,
-        )
+        return grad_pre, grad_w_hh, dh0, dc0, None
+
+
+_T = TypeVar("_T")
+_replaying = threading.Lock()  # held from copying a graph's inputs in to copying its outputs out
 
 
 def _run(
@@ -325,15 +323,26 @@ def _run(
     fn: Callable[..., tuple[Tensor | None, ...]],
     inputs: list[Tensor],
     shapes: list[tuple[int, ...]],
-) -> tuple[Tensor | None, ...]:
-    """``fn`` on the inputs padded to ``shapes``: replayed from the graph of ``key`` on CUDA, else run as is.
-    The outputs may be a graph's static buffers: copy what is kept."""
-    if _takes(inputs[0]):
-        statics = partial(_static_buffers, inputs, shapes)
-        graph = graph_cache().get(key, lambda: CapturedGraph(fn, statics()))
-        if graph is not None:
-            return graph(*inputs)
-    return fn(*(_zero_padded(t, shape) for t, shape in zip(inputs, shapes)))
+    take: Callable[[tuple[Tensor | None, ...]], _T],
+) -> _T:
+    """``take`` of ``fn``'s outputs on the inputs padded to ``shapes``: replayed from the graph of ``key``
+    on CUDA, else run as is. ``take`` copies what is kept: a graph's outputs are its static buffers,
+    which the next replay overwrites (so threads sharing a graph take turns here)."""
+    with _replaying:
+        if _takes(inputs[0]):
+            statics = partial(_static_buffers, inputs, shapes)
+            graph = graph_cache().get(key, lambda: CapturedGraph(fn, statics()))
+            if graph is not None:
+                return take(graph(*inputs))
+    return take(fn(*(_zero_padded(t, shape) for t, shape in zip(inputs, shapes))))
+
+
+def _copies(outputs: tuple[Tensor | None, ...], shapes: list[tuple[int, ...] | None]) -> list[Tensor | None]:
+    """A copy of the leading part of each output of the paired shape (``()``: all of it; None: not wanted)."""
+    return [
+        None if t is None or shape is None else t[tuple(slice(0, n) for n in shape)].clone()
+        for t, shape in zip(outputs, shapes)
+    ]
 
 
 def _takes(t: Tensor) -> bool:
