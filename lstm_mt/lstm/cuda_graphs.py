@@ -11,8 +11,8 @@ A graph is fixed to its shapes and memory addresses, so:
 - the batch and the number of steps are padded up to buckets (`bucket_size`: exact up to 8,
   then four sizes per doubling, at most 25% padding), and a graph is keyed by the bucket,
   H, dtype, device and point-wise kernel; at most `max_graphs()` are kept, the least recently
-  used dropped first. A bucket is captured the second time it is met, so a shape met once
-  (a last, short batch) runs the eager loop and costs no capture;
+  used dropped first. A bucket is captured on its second call (each layer direction is one), so
+  a shape met once by a one-layer, one-direction LSTM runs the eager loop and costs no capture;
 - every step runs all rows of the bucket. A padded position (past its sequence's end, or a
   row or step the bucket added) gets the pre-activations (−∞, −∞, 0, 0): its input and
   forget gates are shut, so C = 0·C_prev + 0·C̃ = 0 and h = o·tanh(0) = 0, exactly the zeros
@@ -20,15 +20,17 @@ A graph is fixed to its shapes and memory addresses, so:
   = 0). Rows never mix, so each real row computes what it computes in the eager loop, to the
   rounding of a product over more rows;
 - each call copies its inputs into the graph's static buffers, replays, and copies the
-  outputs out, so the layers and directions that share a bucket share its graph.
+  outputs out (under a lock, so threads take turns), so the layers and directions that share a
+  bucket share its graph.
 
 Warm-up runs on a side stream before capture, as `torch.cuda.graph` asks (it compiles the
 Triton kernels and makes cuBLAS's handles); where a capture fails, a warning is logged and that
 key runs the eager loop. The same padded functions run without a graph on CPU tensors (tests).
 
 ``LSTM_MT_CUDA_GRAPHS=0`` switches graphs off; ``LSTM_MT_CUDA_GRAPHS_MAX`` (default 32) bounds
-how many are kept (`GraphCache`: a shape dropped and captured three times then stays eager). Only a plain cell's layer recurrence is graphed (`fastpath.run_layer`), not the
-decoder's single steps.
+how many are kept (`GraphCache`: a shape dropped and captured three times then stays eager).
+Only a plain cell's layer recurrence is graphed (`fastpath.run_layer`), not the decoder's single
+steps.
 """
 
 from __future__ import annotations
