@@ -36,9 +36,9 @@ from torch import Tensor
 from lstm_mt.lstm import cuda_graphs, inference
 from lstm_mt.lstm.autograd import CellStep, LayerRecurrence
 from lstm_mt.lstm.equations import input_projection
-from lstm_mt.lstm.variant_autograd import VariantRecurrence
+from lstm_mt.lstm.variant_autograd import BlockNorm, VariantRecurrence
 from lstm_mt.lstm.variant_pointwise import VariantPointwise
-from lstm_mt.lstm.variants import CellNoise, VariantWeights, block_layer_norm
+from lstm_mt.lstm.variants import CellNoise, VariantWeights
 
 
 def cell_step(
@@ -98,9 +98,9 @@ def _run_variant_layer(
         return inference.run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero, rule)
     if variant.layer_norm:
         assert cell.ln_weight_ih is not None
-        x_in = block_layer_norm(input_projection(cell, x, bias=False), cell.ln_weight_ih)
-        bias = cell.combined_bias()
-        x_in = x_in if bias is None else x_in + bias
+        x_proj = input_projection(cell, x, bias=False).to(cell.ln_weight_ih.dtype)  # normalized in full precision
+        with _autocast_off(x):
+            x_in = BlockNorm.apply(x_proj, cell.ln_weight_ih, cell.combined_bias())
     else:
         x_in = input_projection(cell, x)
     inputs = _autocast_inputs(

@@ -35,7 +35,17 @@ from torch import Tensor
 from lstm_mt.errors import LstmMtError
 from lstm_mt.files import atomic_path
 
-__all__ = ["available", "backward", "forward", "usable", "variant_backward", "variant_forward"]
+__all__ = [
+    "available",
+    "backward",
+    "block_norm_backward",
+    "block_norm_forward",
+    "column_dot",
+    "forward",
+    "usable",
+    "variant_backward",
+    "variant_forward",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +123,61 @@ def variant_backward(coupled: bool, **tensors: Tensor | None) -> bool:
     Returns False, touching nothing, where the kernel does not take the tensors.
     """
     return _run_variant("lstm_variant_backward", coupled, tensors)
+
+
+def block_norm_forward(x: Tensor, gain: Tensor, bias: Tensor | None, y: Tensor, hat: Tensor, rstd: Tensor) -> bool:
+    """Layer norm of each gate block of every row of ``x`` ``[rows, blocks·H]`` with ``gain`` (and ``bias``)
+    ``[blocks·H]``: writes ``hat = (x − mean)/σ``, ``y = gain·hat + bias`` and 1/σ to ``rstd`` ``[rows, blocks]``.
+
+    Returns False, touching nothing, where the kernel does not take the tensors (all contiguous).
+    """
+    rows, blocks = rstd.shape if rstd.dim() == 2 else (0, 0)
+    width = x.shape[-1]
+    fits = blocks > 0 and width % blocks == 0 and _contiguous(x, y, hat, rstd, gain, *(() if bias is None else (bias,)))
+    vectors = [gain] if bias is None else [gain, bias]
+    if not fits or any(t.shape != (rows, width) for t in (x, y, hat)) or any(v.shape != (width,) for v in vectors):
+        return False
+    return _call_plain("lstm_block_norm_forward", rows, width // blocks, blocks, x, gain, bias, y, hat, rstd)
+
+
+def block_norm_backward(dy: Tensor, hat: Tensor, rstd: Tensor, gain: Tensor, dx: Tensor) -> bool:
+    """`block_norm_forward`'s backward: writes ``dx`` from ``dy`` (the gradient of ``y``), without the gain's
+    and bias's gradients. Returns False, touching nothing, where the kernel does not take the tensors."""
+    rows, blocks = rstd.shape if rstd.dim() == 2 else (0, 0)
+    width = dy.shape[-1]
+    fits = blocks > 0 and width % blocks == 0 and _contiguous(dy, hat, rstd, gain, dx)
+    if not fits or any(t.shape != (rows, width) for t in (dy, hat, dx)) or gain.shape != (width,):
+        return False
+    return _call_plain("lstm_block_norm_backward", rows, width // blocks, blocks, dy, hat, rstd, gain, dx)
+
+
+def column_dot(a: Tensor, b: Tensor, out: Tensor) -> bool:
+    """``out += Σ over rows of a * b`` for ``[rows, width]`` matrices and ``out`` ``[width]``, in one pass.
+
+    Returns False, touching nothing, where the kernel does not take the tensors (all contiguous).
+    """
+    if a.dim() != 2 or b.shape != a.shape or out.shape != a.shape[1:] or not _contiguous(a, b, out):
+        return False
+    return _call_plain("lstm_column_dot", a.shape[0], a.shape[1], a, b, out)
+
+
+_PLAIN_ARGUMENTS = {  # the whole-buffer functions: sizes, then pointers to contiguous tensors
+    "lstm_block_norm_forward": 3 * [ctypes.c_int64] + 6 * [ctypes.c_void_p],
+    "lstm_block_norm_backward": 3 * [ctypes.c_int64] + 5 * [ctypes.c_void_p],
+    "lstm_column_dot": 2 * [ctypes.c_int64] + 3 * [ctypes.c_void_p],
+}
+
+
+def _contiguous(*tensors: Tensor) -> bool:
+    return all(t.dtype is torch.float32 and t.is_cpu and t.is_contiguous() for t in tensors)
+
+
+def _call_plain(name: str, *args: int | Tensor | None) -> bool:
+    library = _library()
+    if library is None:
+        return False
+    getattr(library, name)(*(a.data_ptr() if isinstance(a, Tensor) else a for a in args))
+    return True
 
 
 class _Rows(ctypes.Structure):
@@ -310,6 +375,10 @@ def _load(path: Path) -> ctypes.CDLL:
     for name, struct in _VARIANT_ARGUMENTS.items():
         function = getattr(library, name)
         function.argtypes = [ctypes.POINTER(struct)]
+        function.restype = None
+    for name, types in _PLAIN_ARGUMENTS.items():
+        function = getattr(library, name)
+        function.argtypes = types
         function.restype = None
     return library
 

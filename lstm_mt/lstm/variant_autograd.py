@@ -6,6 +6,10 @@ the layer norm of each step's recurrent product, and the point-wise rule of
 `lstm_mt.lstm.variant_pointwise`. As there, the backward runs only the dh/dC recurrence
 step by step; the gradients of W_hh, the peephole weights and the layer-norm gains come
 afterwards, each in one pass over all steps. The decoder's single step is a run of length 1.
+
+`BlockNorm` is the layer norm of the input's share, ``γ_x·LN(W_x·x) + b`` per gate block,
+for all steps at once. Both run their element-wise and per-row work in C
+(`lstm_mt.lstm.native`) where it takes the tensors, else in tensor operations.
 """
 
 from __future__ import annotations
@@ -13,9 +17,59 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstm_mt.lstm import native
 from lstm_mt.lstm.onednn import Product
-from lstm_mt.lstm.variant_pointwise import CellNorm, RecurrentNorm, VariantPointwise
-from lstm_mt.lstm.variants import CellVariant
+from lstm_mt.lstm.variant_pointwise import CellNorm, RecurrentNorm, VariantPointwise, layer_norm_backward
+from lstm_mt.lstm.variants import LAYER_NORM_EPS, CellVariant
+
+
+class BlockNorm(torch.autograd.Function):
+    """``(x_proj [T, B, 4H], gain [4H], bias [4H] or None) -> gain·LN(x_proj) + bias``, each gate block
+    normalized on its own (`lstm_mt.lstm.variants.block_layer_norm` plus the bias, in one pass)."""
+
+    @staticmethod
+    def forward(ctx, x_proj: Tensor, gain: Tensor, bias: Tensor | None) -> Tensor:
+        rows = x_proj.shape[:-1].numel()
+        x = x_proj.contiguous().view(rows, -1)
+        y, hat, rstd = torch.empty_like(x), torch.empty_like(x), x.new_empty(rows, 4)
+        if not native.block_norm_forward(x, gain.detach(), None if bias is None else bias.detach(), y, hat, rstd):
+            blocks = x.view(rows, 4, -1)
+            normed, _, block_rstd = torch.native_layer_norm(blocks, blocks.shape[-1:], None, None, LAYER_NORM_EPS)
+            hat.copy_(normed.view(rows, -1))
+            rstd.copy_(block_rstd.view(rows, 4))
+            if bias is None:
+                torch.mul(hat, gain, out=y)
+            else:
+                torch.addcmul(bias, hat, gain, out=y)
+        ctx.save_for_backward(hat, rstd, gain)
+        ctx.has_bias = bias is not None
+        return y.view_as(x_proj)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+        hat, rstd, gain = ctx.saved_tensors
+        rows = hat.shape[0]
+        dy = grad_y.contiguous().view(rows, -1)
+        dx = torch.empty_like(dy)
+        if not native.block_norm_backward(dy, hat, rstd, gain, dx):
+            d_hat = (dy * gain).view(rows, 4, -1)
+            dx = layer_norm_backward(hat.view(rows, 4, -1), rstd.view(rows, 4, 1), d_hat).view(rows, -1)
+        needs = ctx.needs_input_grad
+        return (
+            dx.view_as(grad_y) if needs[0] else None,
+            column_dot(dy, hat) if needs[1] else None,
+            dy.sum(0) if ctx.has_bias and needs[2] else None,
+        )
+
+
+def column_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``Σ over all leading dimensions of a * b`` (a gain's gradient) in one pass where the kernel takes it."""
+    width = a.shape[-1]
+    out = a.new_zeros(width)
+    if not native.column_dot(a.reshape(-1, width), b.reshape(-1, width), out):
+        out = (a * b).reshape(-1, width).sum(0)
+    return out
 
 
 class VariantRecurrence(torch.autograd.Function):
@@ -199,8 +253,8 @@ class _LayerNormBuffers:
 
     def gain_grad(self, grad_pre: Tensor) -> Tensor:
         """dγ_h = Σ over steps and rows of dpre · LN(W_h·h_in)."""
-        return (grad_pre * self.hats).sum((0, 1))
+        return column_dot(grad_pre, self.hats)
 
     def c_gain_grad(self, d_shown: Tensor) -> Tensor:
         """dγ_C = Σ over steps and rows of dL/dLN(C̃_t) · (C̃_t − mean)/σ."""
-        return (d_shown * self.c_hats).sum((0, 1))
+        return column_dot(d_shown, self.c_hats)

@@ -327,7 +327,7 @@ class VariantPointwise:
         torch.mul(o, 1 - o, out=d_o).mul_(tanh_c).mul_(dh)  # dpre_o = dh·tanh·o(1-o)
         shown_grad = (1 - tanh_c * tanh_c).mul_(o).mul_(dh)  # dL/d(what tanh reads)
         if self.ln_c is not None and c_norm is not None:
-            dc_tilde.add_(_layer_norm_backward(c_norm.hat, c_norm.rstd, shown_grad * self.ln_c[0]))
+            dc_tilde.add_(layer_norm_backward(c_norm.hat, c_norm.rstd, shown_grad * self.ln_c[0]))
             if d_shown is not None:
                 d_shown.copy_(shown_grad)
         else:
@@ -350,7 +350,7 @@ class VariantPointwise:
         if recurrent is not None and self.gain_hh is not None and grad_rec is not None:
             n = grad_pre.shape[0]
             d_hat = (grad_pre * self.gain_hh).view(n, 4, H)
-            grad = _layer_norm_backward(recurrent.hat.view(n, 4, H), recurrent.rstd.view(n, 4, 1), d_hat)
+            grad = layer_norm_backward(recurrent.hat.view(n, 4, H), recurrent.rstd.view(n, 4, 1), d_hat)
             grad_rec.copy_(grad.view(n, 4 * H))
 
 
@@ -365,8 +365,9 @@ def _add_normalized(x_in: Tensor, recurrent: RecurrentNorm, gain: Tensor) -> Ten
     return torch.addcmul(x_in, recurrent.hat, gain)
 
 
-def _layer_norm_backward(x_hat: Tensor, rstd: Tensor, d_hat: Tensor) -> Tensor:
-    """dL/dx of x̂ = (x − mean)/σ over the last dimension, from x̂, 1/σ and dL/dx̂:
+def layer_norm_backward(x_hat: Tensor, rstd: Tensor, d_hat: Tensor) -> Tensor:
+    """dL/dx of x̂ = (x − mean)/σ over the last dimension, from x̂, 1/σ and dL/dx̂ (the tensor-operation form
+    of ``layer_norm_backward`` in lstm_variants.c):
     ``rstd · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ · x̂))``."""
     mean_d = d_hat.mean(-1, keepdim=True)
     mean_dot = (d_hat * x_hat).mean(-1, keepdim=True)

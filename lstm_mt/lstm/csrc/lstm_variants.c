@@ -254,3 +254,46 @@ void lstm_variant_backward(const variant_backward_t *a) {
             backward_row(a, r, 0);
     }
 }
+
+/* The input's share of the layer-normalized cell, for all steps at once: each row of x holds
+ * `blocks` blocks of H values, each normalized on its own with a gain (and a bias, or NULL):
+ * hat = (x − mean)/σ, y = gain · hat + bias, keeping hat and each block's 1/σ (rstd, `blocks` per row).
+ * All matrices are contiguous. */
+void lstm_block_norm_forward(int64_t rows, int64_t H, int64_t blocks, const float *x, const float *gain,
+                             const float *bias, float *y, float *hat, float *rstd) {
+#pragma omp parallel for if (rows * H >= 4096)
+    for (int64_t r = 0; r < rows * blocks; ++r) {
+        const int64_t k = r % blocks;
+        const float *restrict x_r = x + r * H, *restrict g = gain + k * H;
+        float *restrict y_r = y + r * H, *restrict hat_r = hat + r * H, mean, s;
+        moments(x_r, H, &mean, &s);
+        rstd[r] = s;
+        for (int64_t j = 0; j < H; ++j) {
+            hat_r[j] = (x_r[j] - mean) * s;
+            y_r[j] = g[j] * hat_r[j] + (bias ? bias[k * H + j] : 0.0f);
+        }
+    }
+}
+
+/* Its backward: dx from dy through y = gain · LN(x), block by block. */
+void lstm_block_norm_backward(int64_t rows, int64_t H, int64_t blocks, const float *dy, const float *hat,
+                              const float *rstd, const float *gain, float *dx) {
+#pragma omp parallel for if (rows * H >= 4096)
+    for (int64_t r = 0; r < rows * blocks; ++r)
+        layer_norm_backward(hat + r * H, dy + r * H, gain + (r % blocks) * H, H, rstd[r], dx + r * H);
+}
+
+/* out[k] += Σ_r a[r][k] · b[r][k] over contiguous [rows, width] matrices: a gain's gradient in one
+ * pass, without the product as a temporary. Threads take disjoint column ranges. */
+void lstm_column_dot(int64_t rows, int64_t width, const float *a, const float *b, float *out) {
+    const int64_t chunk = 256;
+#pragma omp parallel for if (rows * width >= 65536)
+    for (int64_t start = 0; start < width; start += chunk) {
+        const int64_t end = start + chunk < width ? start + chunk : width;
+        for (int64_t r = 0; r < rows; ++r) {
+            const float *restrict a_r = a + r * width, *restrict b_r = b + r * width;
+            float *restrict o = out;
+            for (int64_t k = start; k < end; ++k) o[k] += a_r[k] * b_r[k];
+        }
+    }
+}
