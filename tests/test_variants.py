@@ -30,7 +30,8 @@ BATCH_SIZES = [int((LENGTHS > t).sum()) for t in range(5)]
 
 @pytest.fixture(params=["native", "tensor"])
 def point_wise(request, monkeypatch):
-    """Run a test with the compiled kernel and with the tensor operations; checks which ran."""
+    """Run a test with the compiled kernel and with the tensor operations; checks which ran (a test whose
+    cell runs as the plain cell sets ``expected["kernel"] = False``)."""
     use_point_wise(request.param, monkeypatch)
     ran: set[str] = set()
     for name in ("variant_forward", "variant_backward"):
@@ -38,8 +39,9 @@ def point_wise(request, monkeypatch):
         monkeypatch.setattr(
             native, name, lambda *a, kernel=kernel, name=name, **k: kernel(*a, **k) and not ran.add(name)
         )
-    yield
-    assert ran == ({"variant_forward", "variant_backward"} if request.param == "native" else set())
+    expected = {"kernel": request.param == "native"}
+    yield expected
+    assert ran == ({"variant_forward", "variant_backward"} if expected["kernel"] else set())
 
 
 def variant_cell(
@@ -91,6 +93,8 @@ def test_layer_fast_path_equals_the_written_out_step(name, training, point_wise)
     x = torch.randn(5, 4, 5, requires_grad=True)
     h0, c0 = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
     noise = cell.step_noise(x, cell.sequence_noise(x), steps=5)
+    if name == "recurrent_dropout" and not training:
+        point_wise["kernel"] = False  # no masks in evaluation: the plain cell runs
     actual = fastpath.run_layer(cell, x, h0, c0, BATCH_SIZES, False, noise)
     reference = copy.deepcopy(cell).double()
     x64, h064, c064 = (t.detach().double().requires_grad_() for t in (x, h0, c0))
@@ -193,6 +197,20 @@ def test_switched_off_runs_todays_cell_bitwise():
     step = cell(x[0], (h0, c0))
     bias = cell.combined_bias()
     assert torch.equal(step[0], CellStep.apply(x[0], h0, c0, cell.weight_ih, cell.weight_hh, bias)[0])
+
+
+def test_dropout_variants_in_evaluation_are_the_plain_cell_bitwise():
+    """Recurrent and input dropout draw no masks in evaluation: layer and step give the plain cell's very numbers."""
+    torch.manual_seed(4)
+    plain = LSTM(5, 6, bidirectional=True).eval()
+    dropout = LSTM(5, 6, bidirectional=True, variant=CellVariant(recurrent_dropout=0.3, input_dropout=0.2)).eval()
+    dropout.load_state_dict(plain.state_dict())
+    x, lengths = torch.randn(5, 4, 5), torch.tensor([5, 2, 4, 1])
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            assert torch.equal(plain(x, lengths)[0], dropout(x, lengths)[0])
+    state = torch.randn(4, 6), torch.randn(4, 6)
+    assert torch.equal(plain.cells()[0][0](x[0], state)[0], dropout.cells()[0][0](x[0], state)[0])
 
 
 def test_recurrent_dropout_one_mask_per_sequence_at_every_step():

@@ -6,7 +6,8 @@
 - `run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero)`: one layer direction over a whole
   length-sorted, time-major batch, as the encoder takes it.
 
-A cell with a variant switched on (`lstm_mt.lstm.variants`) takes the variant routes, which
+A cell with a variant switched on (`lstm_mt.lstm.variants`) takes the variant routes (unless
+only dropout is on and no masks were drawn: evaluation runs the plain routes), which
 are these same two arranged for the variant's extra terms: no-grad CPU float32 through
 `lstm_mt.lstm.inference` with the variant's point-wise rule (unless layer norm or a recurrent
 dropout mask needs the recurrent product on its own), else `VariantRecurrence`
@@ -48,7 +49,7 @@ def cell_step(
 
     ``noise``: a variant cell's masks and zoneout for this step (`CellNoise`, zoneout ``[B, H]``).
     """
-    if not cell.variant.is_plain():
+    if not _runs_plain(cell, noise):
         noise = noise or CellNoise()
         per_step = CellNoise(noise.h_mask, noise.x_mask, _one_step(noise.keep_c), _one_step(noise.keep_h))
         hs, cs = _run_variant_layer(cell, x.unsqueeze(0), h_prev, c_prev, [x.shape[0]], False, per_step)
@@ -75,7 +76,7 @@ def run_layer(
     step t. ``h0_is_zero``: no initial state was given, so the first step can skip ``W_h·h0``.
     ``noise``: a variant cell's masks and zoneout (`CellNoise`, zoneout ``[T, B, H]``).
     """
-    if not cell.variant.is_plain():
+    if not _runs_plain(cell, noise):
         return _run_variant_layer(cell, x, h0, c0, batch_sizes, h0_is_zero, noise or CellNoise())
     if inference.applies(cell, x, h0, c0):
         return inference.run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero)
@@ -84,6 +85,17 @@ def run_layer(
     with _autocast_off(x):
         graphed = cuda_graphs.run_layer(x_proj, weight_hh, h0, c0, batch_sizes)
         return graphed or LayerRecurrence.apply(x_proj, weight_hh, h0, c0, batch_sizes, h0_is_zero)
+
+
+def _runs_plain(cell: VariantWeights, noise: CellNoise | None) -> bool:
+    """Whether this call is the plain cell's: every variant off, or only dropout variants without masks
+    (evaluation), so the plain routes run it."""
+    v = cell.variant
+    if v.is_plain():
+        return True
+    if v.layer_norm or v.peepholes or v.coupled_gates or v.zoneout_c or v.zoneout_h:
+        return False
+    return noise is None or (noise.h_mask is None and noise.x_mask is None)
 
 
 def _run_variant_layer(
