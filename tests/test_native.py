@@ -66,3 +66,38 @@ def test_kernel_propagates_nan_and_saturates_like_torch():
     h_ref = o.sigmoid() * c_ref.tanh()
     assert torch.isnan(c[0]) and torch.isnan(h[0])
     assert torch.allclose(c[1:], c_ref[1:], atol=1e-6) and torch.allclose(h[1:], h_ref[1:], atol=1e-6)
+
+
+@pytest.mark.skipif(not native.available(), reason="compiled kernel not built here")
+def test_variant_kernels_leave_unsupported_tensors_alone():
+    """The variant step and the whole-buffer kernels refuse what the C code would misread: nothing is written."""
+    rows, H = 3, 4
+    fields = {
+        "peepholes": torch.zeros(3 * H),
+        "pre": torch.randn(rows, 4 * H),
+        **{name: torch.randn(rows, H) for name in ("c_prev", "h_prev")},
+        **{name: torch.zeros(1, H) for name in ("keep_c", "keep_h")},
+        **{name: torch.zeros(rows, H) for name in ("c_tilde", "c", "h")},
+    }
+    assert native.variant_forward(False, **fields) and fields["h"].abs().sum() > 0
+    for change in (
+        {"c": torch.zeros(rows, H, dtype=torch.float64)},  # float64
+        {"pre": torch.randn(rows, 4 * H + 1)},  # a row too wide
+        {"keep_c": torch.zeros(2, H)},  # neither one row for all nor one per sequence
+        {"h": torch.zeros(H, rows).t()},  # rows not contiguous
+        {"peepholes": None},  # always needed
+        {"gates": torch.zeros(rows, 4 * H)},  # gates without tanh_c
+        {"gain_c": torch.ones(H), "bias_c": torch.zeros(H)},  # layer norm of C without its outputs
+    ):
+        given = {**fields, "c": torch.zeros(rows, H), **change}
+        assert not native.variant_forward(False, **given)
+        assert given["c"].abs().sum() == 0
+    with pytest.raises(TypeError, match="unknown fields"):
+        native.variant_forward(False, **fields, gate=torch.zeros(rows, 4 * H))
+    out = torch.zeros(5)
+    assert not native.column_dot(torch.ones(2, 5), torch.ones(2, 5, dtype=torch.float64), out)
+    assert not native.column_dot(torch.ones(2, 5), torch.ones(3, 5), out) and out.sum() == 0
+    assert native.column_dot(torch.ones(2, 5), torch.full((2, 5), 3.0), out) and torch.equal(out, torch.full((5,), 6.0))
+    x, y = torch.randn(2, 8), torch.zeros(2, 8)
+    assert not native.block_norm_forward(x, torch.ones(8), None, y, torch.zeros(2, 8), torch.zeros(2, 3))
+    assert y.abs().sum() == 0

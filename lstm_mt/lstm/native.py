@@ -180,14 +180,9 @@ def _call_plain(name: str, *args: int | Tensor | None) -> bool:
     return True
 
 
-class _Rows(ctypes.Structure):
-    """``rows_t``: a matrix with one row per sequence, as its data pointer and row stride in floats."""
-
-    _fields_ = [("data", ctypes.c_void_p), ("stride", ctypes.c_int64)]
-
-
 # Each variant function's struct fields after (rows, H, coupled), in lstm_variants.c's order: vectors
-# (a pointer; width in units of H) and row matrices (a `_Rows`; width as (units of H, plus a constant)).
+# (a pointer; width in units of H) and row matrices (rows_t: pointer and row stride; width as (units of H, plus
+# a constant)).
 _VARIANT_FIELDS: dict[str, tuple[dict[str, int], dict[str, tuple[int, int]]]] = {
     "lstm_variant_forward": (
         {"peepholes": 3, "gain_hh": 4, "gain_c": 1, "bias_c": 1},
@@ -215,6 +210,7 @@ _VARIANT_FIELDS: dict[str, tuple[dict[str, int], dict[str, tuple[int, int]]]] = 
         },
     ),
 }
+_VARIANT_KNOWN = {name: vectors.keys() | rows.keys() for name, (vectors, rows) in _VARIANT_FIELDS.items()}
 # Which fields must be given: those under None always, those under a field together with it.
 _VARIANT_NEEDS: dict[str, dict[str | None, tuple[str, ...]]] = {
     "lstm_variant_forward": {
@@ -233,9 +229,12 @@ _VARIANT_NEEDS: dict[str, dict[str | None, tuple[str, ...]]] = {
 
 
 def _variant_struct(name: str) -> type[ctypes.Structure]:
+    """The C struct of ``name``'s arguments; each ``rows_t`` is spelled as its two members (data, stride)."""
     vectors, rows = _VARIANT_FIELDS[name]
     fields: list[tuple[str, type]] = [("rows", ctypes.c_int64), ("H", ctypes.c_int64), ("coupled", ctypes.c_int64)]
-    fields += [(field, ctypes.c_void_p) for field in vectors] + [(field, _Rows) for field in rows]
+    fields += [(field, ctypes.c_void_p) for field in vectors]
+    for field in rows:
+        fields += [(field, ctypes.c_void_p), (field + "_stride", ctypes.c_int64)]
     return type(name, (ctypes.Structure,), {"_fields_": fields})
 
 
@@ -244,11 +243,10 @@ _VARIANT_ARGUMENTS = {name: _variant_struct(name) for name in _VARIANT_FIELDS}
 
 def _run_variant(name: str, coupled: bool, tensors: dict[str, Tensor | None]) -> bool:
     """Call variant kernel ``name`` if the given fields are complete and fit ``c_prev``'s ``[rows, H]``
-    (the C code trusts them, so they are checked here)."""
+    (the C code trusts them, so they are checked here; this runs at every step, so it is kept lean)."""
     vectors, row_fields = _VARIANT_FIELDS[name]
-    unknown = set(tensors) - vectors.keys() - row_fields.keys()
-    if unknown:
-        raise TypeError(f"{name}: unknown fields {sorted(unknown)}")
+    if not tensors.keys() <= _VARIANT_KNOWN[name]:
+        raise TypeError(f"{name}: unknown fields {sorted(tensors.keys() - _VARIANT_KNOWN[name])}")
     for key, fields in _VARIANT_NEEDS[name].items():
         if (key is None or tensors.get(key) is not None) and any(tensors.get(f) is None for f in fields):
             return False
@@ -256,22 +254,27 @@ def _run_variant(name: str, coupled: bool, tensors: dict[str, Tensor | None]) ->
     if state is None or state.dim() != 2:
         return False
     rows, hidden = state.shape
-    values: list[int | _Rows | None] = [rows, hidden, int(coupled)]
+    float32 = torch.float32
+    values: list[int | None] = [rows, hidden, int(coupled)]
     for field, width in vectors.items():
         t = tensors.get(field)
-        if t is not None and (t.shape != (width * hidden,) or not _float32_cpu_rows(t)):
+        if t is None:
+            values.append(None)
+        elif t.dtype is not float32 or not t.is_cpu or t.shape != (width * hidden,) or t.stride() != (1,):
             return False
-        values.append(None if t is None else t.data_ptr())
+        else:
+            values.append(t.data_ptr())
     for field, (per_hidden, extra) in row_fields.items():
         t = tensors.get(field)
         if t is None:
-            values.append(_Rows())
+            values += (None, 0)
             continue
-        if t.dim() != 2 or t.shape[0] not in (rows, 1) or t.shape[1] != per_hidden * hidden + extra:
+        shape, stride = t.shape, t.stride()
+        if t.dtype is not float32 or not t.is_cpu or len(shape) != 2 or stride[1] != 1:
             return False
-        if not _float32_cpu_rows(t):
+        if shape[1] != per_hidden * hidden + extra or (shape[0] != rows and shape[0] != 1):
             return False
-        values.append(_Rows(t.data_ptr(), t.stride(0) if t.shape[0] == rows else 0))
+        values += (t.data_ptr(), stride[0] if shape[0] == rows else 0)
     library = _library()
     if library is None:
         return False
