@@ -1,4 +1,5 @@
-"""Attention heatmaps: one PNG per sentence, source subword pieces across, target pieces down.
+"""Plots: attention heatmaps (one PNG per sentence, source subword pieces across, target pieces
+down) and quality curves (val BLEU against training minutes, one line per run).
 
 matplotlib is optional (``pip install 'lstm-mt[plot]'``): it is imported only when a plot
 is drawn, with the Agg backend, so no display is needed.
@@ -7,7 +8,7 @@ is drawn, with the Agg backend, so no display is needed.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ def save_attention_heatmap(
     path: Path, attention: Tensor, src_labels: Sequence[str], tgt_labels: Sequence[str], title: str = ""
 ) -> Path:
     """Draw ``attention`` ``[T, S]`` (row t: where target piece t looked) into the PNG ``path``."""
-    plt = _pyplot()
+    plt = _pyplot("attention_plots")
     rows, columns = attention.shape
     figure, axes = plt.subplots(figsize=(max(4.0, 0.35 * columns + 2), max(3.0, 0.3 * rows + 1.5)))
     try:
@@ -67,13 +68,31 @@ def save_attention_plots(
     return paths
 
 
-def _pyplot() -> Any:
+def save_quality_plot(path: Path, curves: Mapping[str, Sequence[tuple[float, float]]], title: str = "") -> Path:
+    """Draw val BLEU (y) against training minutes (x), one line per named run, into the PNG ``path``."""
+    plt = _pyplot("the quality plot")
+    figure, axes = plt.subplots(figsize=(7.0, 4.5))
+    try:
+        for label, points in curves.items():
+            axes.plot([minutes for minutes, _ in points], [bleu for _, bleu in points], marker=".", label=label)
+        axes.set_xlabel("training minutes (wall clock)")
+        axes.set_ylabel("val BLEU (greedy)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+        if title:
+            axes.set_title(title, fontsize=9)
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def _pyplot(what: str) -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise LstmMtError(
-            "attention_plots needs matplotlib, which is not installed: pip install 'lstm-mt[plot]'"
-        ) from None
+        raise LstmMtError(f"{what} needs matplotlib, which is not installed: pip install 'lstm-mt[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

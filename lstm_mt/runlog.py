@@ -1,20 +1,23 @@
 """A training run's log: ``metrics.jsonl`` (one JSON record per line) and, optionally, TensorBoard.
 
 `MetricsLog` writes it during training (rank 0); `read_records` reads it back, for a resumed
-run and for the recipes (`lstm_mt.recipe` compares runs and reports how one ended). Records
-look like ``{"kind": "train" | "valid" | "end", "step": N, ...}``.
+run and for the recipes (`lstm_mt.recipe` compares runs and reports how one ended), and
+`valid_curve` turns it into val BLEU against training minutes. Records look like
+``{"kind": "train" | "valid" | "end", "step": N, ...}``; valid records carry ``minutes``, the
+wall-clock training time so far (resumed sessions included).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lstm_mt.errors import LstmMtError
 from lstm_mt.files import write_text_atomic
 
-__all__ = ["METRICS_FILE", "MetricsLog", "read_records"]
+__all__ = ["METRICS_FILE", "CurvePoint", "MetricsLog", "best_bleu_by", "read_records", "valid_curve"]
 
 METRICS_FILE = "metrics.jsonl"  # in the run folder
 
@@ -65,6 +68,41 @@ def read_records(path: Path) -> list[dict[str, Any]] | None:
             except json.JSONDecodeError as error:
                 raise LstmMtError(f"{path}:{number}: not a JSON record ({error.msg})") from None
     return records
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One validation of a run: training minutes so far, epoch, and val BLEU."""
+
+    minutes: float
+    epoch: float
+    bleu: float
+
+
+def valid_curve(run_dir: Path) -> list[CurvePoint]:
+    """Val BLEU against training minutes from ``run_dir/metrics.jsonl``, in training order.
+
+    `LstmMtError` naming the file when it is missing or has no validation with ``minutes``
+    (logs written before valid records carried them).
+    """
+    path = run_dir / METRICS_FILE
+    records = read_records(path)
+    if records is None:
+        raise LstmMtError(f"{path}: not found; is {run_dir} a training run folder?")
+    curve = [
+        CurvePoint(record["minutes"], record.get("epoch", 0.0), record["bleu"])
+        for record in records
+        if record.get("kind") == "valid" and "minutes" in record and "bleu" in record
+    ]
+    if not curve:
+        raise LstmMtError(f"{path}: no validation with BLEU and minutes in it")
+    return curve
+
+
+def best_bleu_by(curve: list[CurvePoint], minutes: float) -> float | None:
+    """The best val BLEU a run had reached after ``minutes`` of training (None: no validation yet)."""
+    reached = [point.bleu for point in curve if point.minutes <= minutes]
+    return max(reached) if reached else None
 
 
 def _line(record: dict[str, Any]) -> str:

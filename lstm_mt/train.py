@@ -611,6 +611,7 @@ class Trainer:
                 **self.progress.last_validation,
                 "best": self.best.best,
                 "lr": self.optimizer.param_groups[0]["lr"],
+                "minutes": round(self.elapsed_seconds() / 60, 3),
             }
         )
         log.info(

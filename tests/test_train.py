@@ -24,6 +24,7 @@ from lstm_mt.configuring import typed_config
 from lstm_mt.data import prepare_data
 from lstm_mt.errors import LstmMtError
 from lstm_mt.model import ModelConfig, build_model
+from lstm_mt.runlog import valid_curve
 from lstm_mt.runtime import Distributed, StopSignals
 from lstm_mt.train import Trainer, parameter_digest, train
 
@@ -71,8 +72,10 @@ def tiny(tiny_data) -> list[str]:
 
 
 def records(run_dir: Path, kind: str) -> list[dict]:
+    """The ``kind`` records of a run; valid records without their wall-clock ``minutes``, which no rerun repeats."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+    chosen = [r for r in map(json.loads, lines) if r["kind"] == kind]
+    return [{k: v for k, v in r.items() if k != "minutes"} for r in chosen] if kind == "valid" else chosen
 
 
 def final_model(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -126,6 +129,9 @@ def test_short_training_lowers_validation_loss_and_writes_its_run_folder(referen
     assert [r["step"] for r in valid] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
     assert valid[-1]["loss"] < valid[0]["loss"] - 0.2, valid  # 0.37 on the CI machine kind
     assert valid[0]["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    curve = valid_curve(reference_run)  # the valid records carry the training minutes so far
+    assert [point.bleu for point in curve] == [r["bleu"] for r in valid]
+    assert 0 < curve[0].minutes <= curve[1].minutes <= curve[2].minutes
     train_steps = [r["step"] for r in records(reference_run, "train")]
     last = 3 * per_epoch  # every log_every=5 updates, and the rest of the window when the run ends
     assert train_steps == list(range(5, last + 1, 5)) + ([last] if last % 5 else [])
