@@ -12,7 +12,10 @@ Modules, in the order a reader meets them:
     cuda_graphs.py the layer recurrence on CUDA replayed from CUDA graphs, padded to buckets
     pointwise.py   gates, C and h from the pre-activations (and back), kernel choice
     onednn.py      oneDNN products and packed-weight cache (PyTorch private ops)
-    native.py      the point-wise step compiled from C (csrc/lstm_cell.c), CPU float32
+    native.py      the point-wise steps compiled from C (csrc/lstm_cell.c, csrc/lstm_variants.c), CPU float32
+    variants.py    cell variants (layer norm, dropout, zoneout, peepholes, CIFG): equations, variant_step
+    variant_autograd.py   their layer recurrence with hand-written backward; the input's block layer norm
+    variant_pointwise.py  their point-wise step: the C kernel, else tensor operations (the reference)
     triton_step.py the point-wise step on CUDA: launches the Triton kernels of triton_kernels.py
 """
 
