@@ -10,7 +10,7 @@ import torch
 from conftest import use_point_wise
 
 from lstm_mt.errors import LstmMtError
-from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, fastpath, inference, native
+from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, fastpath, inference, native, variant_pointwise
 from lstm_mt.lstm.autograd import CellStep, LayerRecurrence
 from lstm_mt.lstm.equations import input_projection
 from lstm_mt.lstm.variants import CellNoise, CellVariant, variant_step
@@ -353,3 +353,29 @@ def test_cell_keys_are_typed_and_old_configs_read_as_plain():
         typed_config(ModelConfig, {"cell": {"layer_nrom": True}}, "config.model")
     with pytest.raises(ValueError, match="no equivalent"):
         LSTM(3, 4, variant=CellVariant(peepholes=True)).to_torch()
+
+
+def test_a_kernel_that_disagrees_is_not_used(monkeypatch, caplog):
+    """The C step is checked against the tensor operations on first use: a wrong one is refused, with a warning."""
+    if not native.available():
+        pytest.skip("no C compiler here: the compiled kernel is not built")
+    real = native.variant_forward
+
+    def wrong(coupled, **tensors):
+        done = real(coupled, **tensors)
+        tensors["h"].add_(1e-3)  # off by a little
+        return done
+
+    monkeypatch.setattr(native, "variant_forward", wrong)
+    variant_pointwise._native_checked.cache_clear()
+    try:
+        with caplog.at_level("WARNING"):
+            assert not variant_pointwise._native_checked()
+        assert "disagrees" in caplog.text
+        cell = variant_cell(VARIANTS["peepholes"], torch.float32, training=True)
+        x, h0, c0 = torch.randn(5, 4, 5), torch.randn(4, 6), torch.randn(4, 6)
+        actual = fastpath.run_layer(cell, x, h0, c0, BATCH_SIZES, False, cell.step_noise(x, None, steps=5))
+        expected = reference_layer(cell, x, h0, c0, cell.step_noise(x, None, steps=5), LENGTHS)
+        assert close(actual, expected, 1e-5)
+    finally:
+        variant_pointwise._native_checked.cache_clear()
