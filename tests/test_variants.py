@@ -84,6 +84,21 @@ def in_float64(noise: CellNoise) -> CellNoise:
     return CellNoise(*(k.double() if isinstance(k, torch.Tensor) else k for k in dataclasses.astuple(noise)))
 
 
+def assert_layer_equals_float64_reference(cell, x, h0, c0, noise, lengths):
+    """`fastpath.run_layer` of ``cell`` (lengths sorted): outputs and the gradients of the inputs and every
+    parameter equal `variant_step` on a float64 copy to float32 tolerance. Returns the reference outputs."""
+    batch_sizes = [int((lengths > t).sum()) for t in range(x.shape[0])]
+    actual = fastpath.run_layer(cell, x, h0, c0, batch_sizes, False, noise)
+    reference = copy.deepcopy(cell).double()
+    x64, h064, c064 = (t.detach().double().requires_grad_() for t in (x, h0, c0))
+    expected = reference_layer(reference, x64, h064, c064, in_float64(noise), lengths)
+    assert close(actual, expected, 1e-5)
+    weights = [torch.randn_like(t) for t in expected]
+    found = grads(actual, weights, [x, h0, c0, *cell.parameters()])
+    assert close(found, grads(expected, weights, [x64, h064, c064, *reference.parameters()]), 1e-5)
+    return expected
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 @pytest.mark.parametrize("training", [True, False])
 def test_layer_fast_path_equals_the_written_out_step(name, training, point_wise):
@@ -95,14 +110,7 @@ def test_layer_fast_path_equals_the_written_out_step(name, training, point_wise)
     noise = cell.step_noise(x, cell.sequence_noise(x), steps=5)
     if name == "recurrent_dropout" and not training:
         point_wise["kernel"] = False  # no masks in evaluation: the plain cell runs
-    actual = fastpath.run_layer(cell, x, h0, c0, BATCH_SIZES, False, noise)
-    reference = copy.deepcopy(cell).double()
-    x64, h064, c064 = (t.detach().double().requires_grad_() for t in (x, h0, c0))
-    expected = reference_layer(reference, x64, h064, c064, in_float64(noise), LENGTHS)
-    assert close(actual, expected, 1e-5)
-    weights = [torch.randn_like(t) for t in expected]
-    found = grads(actual, weights, [x, h0, c0, *cell.parameters()])
-    assert close(found, grads(expected, weights, [x64, h064, c064, *reference.parameters()]), 1e-5)
+    expected = assert_layer_equals_float64_reference(cell, x, h0, c0, noise, LENGTHS)
     with torch.no_grad():  # the inference route (joint product) where it applies
         assert close(fastpath.run_layer(cell, x, h0, c0, BATCH_SIZES, False, noise), expected, 1e-5)
 
@@ -117,14 +125,7 @@ def test_kernel_with_rows_shared_among_threads(coupled, point_wise):
     x = torch.randn(3, 80, 8, requires_grad=True)
     h0, c0 = torch.randn(80, 64, requires_grad=True), torch.randn(80, 64, requires_grad=True)
     noise = cell.step_noise(x, cell.sequence_noise(x), steps=3)
-    actual = fastpath.run_layer(cell, x, h0, c0, [80, 70, 50], False, noise)
-    reference = copy.deepcopy(cell).double()
-    x64, h064, c064 = (t.detach().double().requires_grad_() for t in (x, h0, c0))
-    expected = reference_layer(reference, x64, h064, c064, in_float64(noise), lengths)
-    assert close(actual, expected, 1e-5)
-    weights = [torch.randn_like(t) for t in expected]
-    found = grads(actual, weights, [x, h0, c0, *cell.parameters()])
-    assert close(found, grads(expected, weights, [x64, h064, c064, *reference.parameters()]), 1e-5)
+    assert_layer_equals_float64_reference(cell, x, h0, c0, noise, lengths)
 
 
 @pytest.mark.parametrize("name", VARIANTS)

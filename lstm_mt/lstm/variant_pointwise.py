@@ -43,6 +43,39 @@ class CellNorm(NamedTuple):
     rstd: Tensor
 
 
+class _Forward(NamedTuple):
+    """One forward step's tensors, as `VariantPointwise.forward` takes them."""
+
+    pre: Tensor
+    c_prev: Tensor
+    h_prev: Tensor
+    act: Tensor
+    c_tilde: Tensor
+    tanh_c: Tensor
+    c: Tensor
+    h: Tensor
+    c_norm: CellNorm | None
+    recurrent: RecurrentNorm | None
+
+
+class _Backward(NamedTuple):
+    """One backward step's tensors, as `VariantPointwise.backward` takes them."""
+
+    act: Tensor
+    c_tilde: Tensor
+    tanh_c: Tensor
+    c_prev: Tensor
+    dh: Tensor
+    dc: Tensor
+    grad_pre: Tensor
+    dc_prev: Tensor
+    dh_prev: Tensor
+    c_norm: CellNorm | None
+    d_shown: Tensor | None
+    recurrent: RecurrentNorm | None
+    grad_rec: Tensor | None
+
+
 class VariantPointwise:
     """One layer run's (or one step's) point-wise rule: the variant, its parameters and zoneout's d.
 
@@ -94,11 +127,9 @@ class VariantPointwise:
         C̃_t's statistics, and ``recurrent`` holds the recurrent product to normalize and add
         to ``pre``, the input's share (``act`` must then be its own buffer).
         """
-        if _native_checked() and self._native_forward(
-            t, pre, c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent
-        ):
-            return
-        self._tensor_forward(t, pre, c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent)
+        step = _Forward(pre, c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent)
+        if not (_native_checked() and self._native_forward(t, step)):
+            self._tensor_forward(t, step)
 
     def backward(
         self,
@@ -123,25 +154,11 @@ class VariantPointwise:
         ``d_shown`` receives dL/dLN(C̃_t), for the gain's and bias's gradients; of the recurrent
         product, ``grad_rec`` receives dL/d(W_h·h_in).
         """
-        args = (
-            t,
-            act,
-            c_tilde,
-            tanh_c,
-            c_prev,
-            dh,
-            dc,
-            grad_pre,
-            dc_prev,
-            dh_prev,
-            c_norm,
-            d_shown,
-            recurrent,
-            grad_rec,
+        step = _Backward(
+            act, c_tilde, tanh_c, c_prev, dh, dc, grad_pre, dc_prev, dh_prev, c_norm, d_shown, recurrent, grad_rec
         )
-        if _native_checked() and self._native_backward(*args):
-            return
-        self._tensor_backward(*args)
+        if not (_native_checked() and self._native_backward(t, step)):
+            self._tensor_backward(t, step)
 
     def _keep(self, keep: Tensor | float, t: int, n: int) -> Tensor | float:
         return keep if isinstance(keep, float) else keep[t, :n]
@@ -159,21 +176,9 @@ class VariantPointwise:
             self._neutral[key] = like.new_full((1, width), value)
         return self._neutral[key]
 
-    def _native_forward(
-        self,
-        t: int,
-        pre: Tensor,
-        c_prev: Tensor,
-        h_prev: Tensor,
-        act: Tensor,
-        c_tilde: Tensor,
-        tanh_c: Tensor,
-        c: Tensor,
-        h: Tensor,
-        c_norm: CellNorm | None,
-        recurrent: RecurrentNorm | None,
-    ) -> bool:
+    def _native_forward(self, t: int, step: _Forward) -> bool:
         """The step in ``lstm_variants.c``; False (nothing written) where the kernel does not take the tensors."""
+        pre, c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent = step
         keep = act is not pre
         H = c_prev.shape[1]
         peepholes = self.peephole_weight if self.peephole_weight is not None else self._constant(0.0, 3 * H, c_prev)[0]
@@ -202,24 +207,9 @@ class VariantPointwise:
             c_rstd=None if c_norm is None else c_norm.rstd,
         )
 
-    def _native_backward(
-        self,
-        t: int,
-        act: Tensor,
-        c_tilde: Tensor,
-        tanh_c: Tensor,
-        c_prev: Tensor,
-        dh: Tensor,
-        dc: Tensor,
-        grad_pre: Tensor,
-        dc_prev: Tensor,
-        dh_prev: Tensor,
-        c_norm: CellNorm | None,
-        d_shown: Tensor | None,
-        recurrent: RecurrentNorm | None,
-        grad_rec: Tensor | None,
-    ) -> bool:
+    def _native_backward(self, t: int, step: _Backward) -> bool:
         """The step's backward in ``lstm_variants.c``; False (nothing written) where the kernel does not apply."""
+        act, c_tilde, tanh_c, c_prev, dh, dc, grad_pre, dc_prev, dh_prev, c_norm, d_shown, recurrent, grad_rec = step
         H = c_prev.shape[1]
         peepholes = self.peephole_weight if self.peephole_weight is not None else self._constant(0.0, 3 * H, c_prev)[0]
         ln_c = c_norm is not None and self.ln_c is not None
@@ -249,21 +239,9 @@ class VariantPointwise:
             grad_rec=grad_rec if recurrent is not None else None,
         )
 
-    def _tensor_forward(
-        self,
-        t: int,
-        pre: Tensor,
-        c_prev: Tensor,
-        h_prev: Tensor,
-        act: Tensor,
-        c_tilde: Tensor,
-        tanh_c: Tensor,
-        c: Tensor,
-        h: Tensor,
-        c_norm: CellNorm | None,
-        recurrent: RecurrentNorm | None,
-    ) -> None:
+    def _tensor_forward(self, t: int, step: _Forward) -> None:
         """The step as PyTorch tensor operations: the reference the kernel is checked against."""
+        pre, c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent = step
         n, H = c_prev.shape
         keep_c, keep_h = self._keep(self.keep_c, t, n), self._keep(self.keep_h, t, n)
         if recurrent is not None and self.gain_hh is not None:
@@ -297,24 +275,9 @@ class VariantPointwise:
         if not _is_zero(keep_h):
             torch.lerp(h, h_prev, keep_h, out=h)
 
-    def _tensor_backward(
-        self,
-        t: int,
-        act: Tensor,
-        c_tilde: Tensor,
-        tanh_c: Tensor,
-        c_prev: Tensor,
-        dh: Tensor,
-        dc: Tensor,
-        grad_pre: Tensor,
-        dc_prev: Tensor,
-        dh_prev: Tensor,
-        c_norm: CellNorm | None,
-        d_shown: Tensor | None,
-        recurrent: RecurrentNorm | None,
-        grad_rec: Tensor | None,
-    ) -> None:
+    def _tensor_backward(self, t: int, step: _Backward) -> None:
         """The step's backward as PyTorch tensor operations."""
+        act, c_tilde, tanh_c, c_prev, dh, dc, grad_pre, dc_prev, dh_prev, c_norm, d_shown, recurrent, grad_rec = step
         n, H = c_prev.shape
         keep_c, keep_h = self._keep(self.keep_c, t, n), self._keep(self.keep_h, t, n)
         i, f, g, o = act.chunk(4, dim=1)
@@ -422,13 +385,15 @@ def _kernel_agrees(coupled: bool, tolerance: float = 1e-4) -> bool:
         dc_prev, dh_prev = torch.ones(rows, H), torch.ones(rows, H)
         recurrent = RecurrentNorm(product, torch.zeros(rows, 4 * H), torch.zeros(rows, 4))
         c_norm = CellNorm(torch.zeros(rows, H), torch.zeros(rows, 1))
-        step = (pre.clone(), c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent)
-        back = (act, c_tilde, tanh_c, c_prev, dh, dc, grad_pre, dc_prev, dh_prev, c_norm, d_shown, recurrent, grad_rec)
-        if kernel and not (rule._native_forward(0, *step) and rule._native_backward(0, *back)):
+        step = _Forward(pre.clone(), c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent)
+        back = _Backward(
+            act, c_tilde, tanh_c, c_prev, dh, dc, grad_pre, dc_prev, dh_prev, c_norm, d_shown, recurrent, grad_rec
+        )
+        if kernel and not (rule._native_forward(0, step) and rule._native_backward(0, back)):
             return False
         if not kernel:
-            rule._tensor_forward(0, *step)
-            rule._tensor_backward(0, *back)
+            rule._tensor_forward(0, step)
+            rule._tensor_backward(0, back)
         results.append(
             [act, c_tilde, tanh_c, c, h, *recurrent[1:], *c_norm, grad_pre, grad_rec, d_shown, dc_prev, dh_prev]
         )
