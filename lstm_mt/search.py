@@ -25,7 +25,7 @@ from torch import Tensor
 from lstm_mt.encoder import BatchRows
 from lstm_mt.errors import LstmMtError
 from lstm_mt.ranges import bounded, check_ranges
-from lstm_mt.topk import best_extensions, row_argmax
+from lstm_mt.topk import VocabularyBlocks, row_argmax
 from lstm_mt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = [
@@ -317,7 +317,8 @@ class _Beams:
         """Score every extension of every prefix and decide the step, on the device, without
         changing the beams yet (`move_on` does); ``kept`` takes in the finishing candidates."""
         n, rows = self.scores.shape
-        scores, beams, tokens = _candidates(log_probs.view(n, rows, -1), self.scores, 2 * self.size)  # best first
+        blocks = VocabularyBlocks(log_probs)
+        scores, beams, tokens = _candidates(blocks, self.scores, 2 * self.size)  # best first
         offsets = torch.arange(n, device=log_probs.device) * rows
         parents = beams + offsets.unsqueeze(1)
         rank = torch.arange(tokens.shape[1], device=log_probs.device)
@@ -342,16 +343,18 @@ class _Beams:
             done=at_limit | (best_possible <= self.kept[:, -1]),
         )
         if self.greedy is not None:
-            self._follow_greedy(self.step, log_probs, beams, going_on, offsets)
+            self._follow_greedy(self.step, blocks, beams, going_on, offsets)
         return self.step
 
-    def _follow_greedy(self, step: _Step, log_probs: Tensor, beams: Tensor, going_on: Tensor, offsets: Tensor) -> None:
+    def _follow_greedy(
+        self, step: _Step, blocks: VocabularyBlocks, beams: Tensor, going_on: Tensor, offsets: Tensor
+    ) -> None:
         """Find the greedy prefix's extension among the candidates: going on, finished or pruned."""
         assert self.greedy is not None
         alive = self.greedy >= 0
         beam = self.greedy.clamp(min=0)
         step.greedy_row = beam + offsets
-        step.greedy_score, step.greedy_token = row_argmax(log_probs[step.greedy_row])
+        step.greedy_score, step.greedy_token = blocks.argmax(step.greedy_row)
         match = (beams == beam.unsqueeze(1)) & (step.tokens == step.greedy_token.unsqueeze(1)) & alive.unsqueeze(1)
         goes_on = (match & ~step.finishing).gather(1, going_on)
         follows = goes_on.any(dim=1)
@@ -537,12 +540,12 @@ class _FinishedHypotheses:
         return [[hypothesis for _, hypothesis in entries[: self.nbest]] for entries in self.by_sentence]
 
 
-def _candidates(log_probs: Tensor, scores: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
+def _candidates(log_probs: VocabularyBlocks, scores: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
     """The ``count`` best extensions of each sentence's prefixes, best first: total scores, prefix and token
-    (`best_extensions` of ``log_probs`` ``[n, r, V]`` by ``scores`` ``[n, r]``). Where fewer exist (one prefix,
-    a vocabulary smaller than ``count``) the rest are impossible ones, score -inf and token PAD."""
-    n, rows, vocab = log_probs.shape
-    found = best_extensions(log_probs, scores, min(count, rows * vocab))
+    (`VocabularyBlocks.best_extensions` of the log-probabilities ``[n*r, V]`` by ``scores`` ``[n, r]``). Where
+    fewer exist (one prefix, a vocabulary smaller than ``count``) the rest are impossible: score -inf, token PAD."""
+    (n, rows), vocab = scores.shape, log_probs.values.shape[1]
+    found = log_probs.best_extensions(scores, min(count, rows * vocab))
     if rows * vocab >= count:
         return found
     missing = count - rows * vocab

@@ -7,7 +7,8 @@ tokens (one vectorized pass), keep the ``k`` blocks with the largest maxima, and
 those blocks' tokens only. That is exact: a token among the ``k`` best lies in a block whose
 maximum is at least its own value, and fewer than ``k`` blocks can have a larger maximum. So the
 values returned are those of ``torch.topk``/``torch.max``; only the order of exactly tied values
-may differ (`best_extensions`), and `row_argmax` returns the first maximum, as ``torch.max`` does.
+may differ (`VocabularyBlocks.best_extensions`), and the argmax is the first maximum, as ``torch.max``'s.
+`VocabularyBlocks` takes the block maxima once per step for every selection of that step.
 """
 
 from __future__ import annotations
@@ -15,66 +16,83 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["BLOCK", "best_extensions", "row_argmax"]
+__all__ = ["BLOCK", "VocabularyBlocks", "row_argmax"]
 
 BLOCK = 64  # tokens per block: a few AVX-512 registers; 8,000 tokens make 125 blocks
 
 
-def best_extensions(values: Tensor, bias: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The ``k`` largest ``bias[i, g] + values[i, g, v]`` of each row i over all ``(g, v)``, best first.
+class VocabularyBlocks:
+    """Rows of values over a vocabulary ``[R, V]`` with the maximum of every block of `BLOCK` tokens,
+    computed once for all the selections of a decoding step.
 
-    ``values`` ``[n, G, V]`` (e.g. the log-probabilities of a sentence's G beams), ``bias``
-    ``[n, G]`` (the beams' scores). Returns the sums ``[n, k]``, their group g and their
-    index v (each ``[n, k]``): ``torch.topk`` of the flattened sums, computed by blocks.
+    A vocabulary of fewer than ``4 * BLOCK`` tokens keeps no maxima: its selections are plain
+    ``torch.topk``/``torch.max``.
     """
-    n, groups, width = values.shape
-    if width < 4 * BLOCK or groups * (width // BLOCK) < k:
-        totals = (bias.unsqueeze(2) + values).view(n, groups * width)
-        top, flat = totals.topk(k, dim=1)
-        return top, flat // width, flat % width
-    maxima = _block_maxima(values)  # [n, G, blocks]
-    blocks = maxima.shape[2]
-    chosen = (bias.unsqueeze(2) + maxima).view(n, groups * blocks).topk(k, dim=1).indices
-    group, block = chosen // blocks, chosen % blocks
-    tokens, inside = _block_tokens(block, width)  # [n, k, BLOCK]
-    candidates = values.reshape(n, groups * width).gather(1, (group.unsqueeze(2) * width + tokens).view(n, -1))
-    candidates = candidates.view(n, k, BLOCK)
-    if inside is not None:
-        candidates = candidates.masked_fill(~inside, float("-inf"))
-    sums = (bias.gather(1, group).unsqueeze(2) + candidates).view(n, k * BLOCK)
-    top, picked = sums.topk(k, dim=1)
-    return top, group.gather(1, picked // BLOCK), tokens.view(n, k * BLOCK).gather(1, picked)
+
+    def __init__(self, values: Tensor) -> None:
+        self.values = values.contiguous()
+        self.maxima = _block_maxima(values) if values.shape[1] >= 4 * BLOCK else None  # [R, blocks]
+
+    def best_extensions(self, bias: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The ``k`` largest ``bias[i, g] + values[i * G + g, v]`` of each i over all ``(g, v)``, best first.
+
+        ``bias`` ``[n, G]`` (e.g. the scores of a sentence's G beams, whose log-probabilities
+        are rows ``i * G + g``). Returns the sums ``[n, k]``, their g and their v (each
+        ``[n, k]``): ``torch.topk`` of the flattened sums, computed by blocks.
+        """
+        n, groups = bias.shape
+        width = self.values.shape[1]
+        values = self.values.view(n, groups, width)
+        if self.maxima is None or groups * self.maxima.shape[1] < k:
+            top, flat = (bias.unsqueeze(2) + values).view(n, groups * width).topk(k, dim=1)
+            return top, flat // width, flat % width
+        blocks = self.maxima.shape[1]
+        chosen = (bias.unsqueeze(2) + self.maxima.view(n, groups, blocks)).view(n, groups * blocks).topk(k, dim=1)
+        group, block = chosen.indices // blocks, chosen.indices % blocks
+        tokens, candidates = self._block_values(group + groups * torch.arange(n, device=bias.device)[:, None], block)
+        sums = (bias.gather(1, group).unsqueeze(2) + candidates).view(n, k * BLOCK)
+        top, picked = sums.topk(k, dim=1)
+        return top, group.gather(1, picked // BLOCK), tokens.view(n, k * BLOCK).gather(1, picked)
+
+    def argmax(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The maximum of each row (of ``rows``, default all) and the index of its first occurrence:
+        ``values[rows].max(dim=1)``."""
+        if self.maxima is None:
+            best, index = (self.values if rows is None else self.values[rows]).max(dim=1)
+            return best, index
+        maxima = self.maxima if rows is None else self.maxima[rows]
+        rows = torch.arange(maxima.shape[0], device=maxima.device) if rows is None else rows
+        best, block = maxima.max(dim=1)
+        tokens, candidates = self._block_values(rows.unsqueeze(1), block.unsqueeze(1))  # [r, 1, BLOCK]
+        first = candidates.squeeze(1).argmax(dim=1, keepdim=True)
+        return best, tokens.squeeze(1).gather(1, first).squeeze(1)
+
+    def _block_values(self, rows: Tensor, block: Tensor) -> tuple[Tensor, Tensor]:
+        """The tokens ``[n, k, BLOCK]`` of blocks ``block`` ``[n, k]`` of rows ``rows`` ``[n, k]`` and their
+        values; where the last block is short, its positions past the vocabulary repeat its last
+        token with value -inf."""
+        width = self.values.shape[1]
+        tokens = block.unsqueeze(2) * BLOCK + torch.arange(BLOCK, device=block.device)
+        inside = None if width % BLOCK == 0 else tokens < width
+        if inside is not None:
+            tokens = tokens.clamp(max=width - 1)
+        flat = (rows.unsqueeze(2) * width + tokens).view(-1)
+        candidates = self.values.view(-1).index_select(0, flat).view(tokens.shape)
+        if inside is not None:
+            candidates = candidates.masked_fill(~inside, float("-inf"))
+        return tokens, candidates
 
 
 def row_argmax(values: Tensor) -> tuple[Tensor, Tensor]:
     """The maximum of each row of ``values`` ``[R, V]`` and the index of its first occurrence: ``values.max(dim=1)``."""
-    rows, width = values.shape
-    if width < 4 * BLOCK:
-        best, index = values.max(dim=1)
-        return best, index
-    maxima = _block_maxima(values.unsqueeze(1)).squeeze(1)  # [R, blocks]
-    best, block = maxima.max(dim=1)
-    tokens, inside = _block_tokens(block.unsqueeze(1), width)  # [R, 1, BLOCK]
-    candidates = values.gather(1, tokens.view(rows, BLOCK))
-    if inside is not None:
-        candidates = candidates.masked_fill(~inside.view(rows, BLOCK), float("-inf"))
-    return best, tokens.view(rows, BLOCK).gather(1, candidates.argmax(dim=1, keepdim=True)).squeeze(1)
+    return VocabularyBlocks(values).argmax()
 
 
 def _block_maxima(values: Tensor) -> Tensor:
-    """``[n, G, V]`` -> the maximum of every block of `BLOCK` tokens ``[n, G, ceil(V / BLOCK)]``."""
-    width = values.shape[2]
+    """``[R, V]`` -> the maximum of every block of `BLOCK` tokens ``[R, ceil(V / BLOCK)]``."""
+    width = values.shape[1]
     whole = width // BLOCK * BLOCK
-    maxima = values[..., :whole].unflatten(2, (whole // BLOCK, BLOCK)).amax(dim=3)
+    maxima = values[:, :whole].unflatten(1, (whole // BLOCK, BLOCK)).amax(dim=2)
     if whole == width:
         return maxima
-    return torch.cat([maxima, values[..., whole:].amax(dim=2, keepdim=True)], dim=2)
-
-
-def _block_tokens(block: Tensor, width: int) -> tuple[Tensor, Tensor | None]:
-    """The token indices of blocks ``block`` ``[n, k]`` as ``[n, k, BLOCK]``, clamped to the vocabulary,
-    and where the last, short block runs past its end, which of them are real (None when all are)."""
-    tokens = block.unsqueeze(2) * BLOCK + torch.arange(BLOCK, device=block.device)
-    if width % BLOCK == 0:
-        return tokens, None
-    return tokens.clamp(max=width - 1), tokens < width
+    return torch.cat([maxima, values[:, whole:].amax(dim=1, keepdim=True)], dim=1)
