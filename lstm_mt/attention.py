@@ -72,7 +72,7 @@ class BahdanauAttention(Attention):
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         """``vᵀ tanh(W_q·q + keys_j)`` for every position: ``[B, S]``."""
         projected_query = self.query_projection(query).unsqueeze(1)
-        return self.v(torch.tanh(projected_query + keys)).squeeze(2)
+        return self.v((projected_query + keys).tanh_()).squeeze(2)  # in place: one [B, S, hidden] buffer, not two
 
 
 class DotAttention(Attention):
