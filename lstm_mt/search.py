@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+from torch.nn.functional import pad
 
 from lstm_mt.encoder import BatchRows
 from lstm_mt.errors import LstmMtError
@@ -216,8 +217,9 @@ def beam_search(
     Plain beam search can prune the greedy prefix (when ``beam_size`` others outrank it)
     and then end below greedy search. With ``keep_greedy`` the greedy hypothesis joins
     the candidates, so the result never ranks below it. Beam search follows the greedy
-    prefix among its beams; only where it prunes it, that prefix is continued greedily
-    after the beams are done, if it could still make the n-best list.
+    prefix among its beams; only where it prunes it, that prefix is continued greedily, as
+    long as it could still make the n-best list, in the same batch as the beams (rows after
+    theirs, from the next time the batch is compacted).
     """
     cfg = cfg or SearchConfig()
     cfg.check()
@@ -228,30 +230,36 @@ def beam_search(
     penalties = _LengthPenalties(cfg.alpha, int(limits.max()), src.device)
     finished = _FinishedHypotheses(src_lengths.tolist(), cfg.nbest, penalties)
     beams = _Beams.start(limits, cfg.beam_size, cfg.nbest, follow_greedy=keep_greedy and cfg.beam_size > 1)
-    greedy_tails: list[_GreedyTails] = []
-    for step in range(int(limits.max())):
-        log_probs, state, attention = model.decode_step(beams.last_tokens(), state, encoder_out)
-        decided = beams.advance(_forbid_specials(log_probs), attention, step, penalties)
-        del log_probs  # [n*K, V]: freed before the next step allocates its own
-        any_finishing, any_greedy_pruned, any_done = decided.flags()
-        if any_finishing:
-            beams.hand_over_finished(finished)
-        if any_greedy_pruned:
-            greedy_tails.append(beams.greedy_tails(state, step))
-        beams.move_on()
-        if step == 0:  # from one row per sentence to beam_size: per-sentence fields are repeated too
-            state = state.index_select(decided.chosen)
-            encoder_out = encoder_out.index_select(decided.chosen)
-        else:
-            state = state.reorder_beams(decided.chosen)
-        if any_done:
-            kept_rows = beams.drop_done()
-            if not beams.sentence_ids:
-                break
-            state, encoder_out = state.index_select(kept_rows), encoder_out.index_select(kept_rows)
-    if greedy_tails:
-        for sentence, hypothesis in _finish_greedy(model, encoded, greedy_tails, finished, limits):
-            finished.add_if_new(sentence, hypothesis)
+    greedy = _GreedyRows.none(int(limits.max()), limits)
+    step = 0
+    while beams.sentence_ids or greedy.count:
+        beam_rows = beams.tokens.shape[0]
+        prev = beams.last_tokens() if not greedy.count else torch.cat([beams.last_tokens(), greedy.last_tokens()])
+        log_probs, state, attention = model.decode_step(prev, state, encoder_out)
+        _forbid_specials(log_probs)
+        if greedy.count:
+            greedy.advance(log_probs[beam_rows:], attention[beam_rows:], finished)
+        kept_rows = None
+        if beams.sentence_ids:
+            decided = beams.advance(log_probs[:beam_rows], attention[:beam_rows], step, penalties)
+            any_finishing, any_greedy_pruned, any_done = decided.flags()
+            if any_finishing:
+                beams.hand_over_finished(finished)
+            if any_greedy_pruned:
+                greedy.pending.append(beams.greedy_tails(state, step))
+            beams.move_on()
+            if step == 0:  # from one row per sentence to beam_size: per-sentence fields are repeated too
+                state, encoder_out = state.index_select(decided.chosen), encoder_out.index_select(decided.chosen)
+            else:
+                state = state.reorder_beams(greedy.after(decided.chosen, beam_rows))
+            beam_rows = beams.tokens.shape[0]
+            kept_rows = beams.drop_done() if any_done else None
+        del log_probs  # [rows, V]: freed before the next step allocates its own
+        if kept_rows is not None or greedy.worth_compacting(bool(beams.sentence_ids)):
+            if kept_rows is None:
+                kept_rows = torch.arange(beam_rows, device=src.device)
+            state, encoder_out = greedy.compact(state, encoder_out, encoded, kept_rows, beam_rows, finished)
+        step += 1
     return finished.best()
 
 
@@ -461,52 +469,151 @@ class _GreedyTails:
     steps: int
 
 
-def _finish_greedy(
-    model: SearchModel,
-    encoded: BatchRows,
-    tails: list[_GreedyTails],
-    finished: _FinishedHypotheses,
-    limits: Tensor,
-) -> list[tuple[int, Hypothesis]]:
-    """The greedy hypotheses of the pruned greedy prefixes that could still make their n-best
-    list, continued greedily together in one batch from where beam search left them."""
-    ended, going_on = [], []
-    for tail in tails:
-        last = tail.tokens[:, -1].tolist()
-        caps = limits[tail.sentence_ids].tolist()
-        best_possible = finished.penalties.normalize(tail.scores, limits[tail.sentence_ids]).tolist()
-        for i, sentence in enumerate(tail.sentence_ids):
-            if last[i] == EOS_ID or tail.steps >= caps[i]:
-                ended.append((sentence, tail, i))
+@dataclass
+class _GreedyRows:
+    """Pruned greedy prefixes continued greedily in beam search's own batch, as the rows after the beams'.
+
+    Row j belongs to input sentence ``sentence_ids[j]``; ``tokens`` ``[m, T]`` and ``attention``
+    ``[m, T, S]`` hold its first ``lengths[j]`` steps (T: the longest length cap), ``scores`` ``[m]``
+    its total log-probability, ``caps`` ``[m]`` its length cap. A row that has ended (EOS or its cap;
+    its hypothesis is then handed over) or can no longer make its sentence's n-best list is no longer
+    ``alive``; it stays in the batch until the batch is next compacted. Newly pruned prefixes wait in
+    ``pending`` until then too: joining copies the batch's rows, which compacting does anyway.
+    """
+
+    sentence_ids: list[int]
+    tokens: Tensor
+    attention: Tensor | None  # made at the first join, like the beams' attention
+    lengths: Tensor
+    scores: Tensor
+    caps: Tensor
+    alive: Tensor
+    limits: Tensor  # [B] every input sentence's length cap
+    pending: list[_GreedyTails]
+    alive_count: int = 0
+
+    @classmethod
+    def none(cls, longest: int, limits: Tensor) -> _GreedyRows:
+        """No rows yet, for steps of at most ``longest`` tokens and the sentences' length caps ``limits``."""
+        empty = limits.new_empty(0)
+        return cls([], limits.new_empty(0, longest), None, empty, empty.float(), empty, empty.bool(), limits, [])
+
+    @property
+    def count(self) -> int:
+        """Rows in the batch, alive or not."""
+        return len(self.sentence_ids)
+
+    def last_tokens(self) -> Tensor:
+        """The token each row feeds to the next step ``[m]``."""
+        return self.tokens.gather(1, (self.lengths - 1).unsqueeze(1)).squeeze(1)
+
+    def after(self, beam_rows: Tensor, beam_count: int) -> Tensor:
+        """``beam_rows`` followed by these rows, which follow ``beam_count`` rows of beams in the batch."""
+        if not self.count:
+            return beam_rows
+        return torch.cat([beam_rows, beam_count + torch.arange(self.count, device=beam_rows.device)])
+
+    def advance(self, log_probs: Tensor, attention: Tensor, finished: _FinishedHypotheses) -> None:
+        """Extend every row by its most probable token (``log_probs`` ``[m, V]``, ``attention`` ``[m, S]``);
+        hand over the rows that end and stop those that can no longer make their n-best list."""
+        assert self.attention is not None
+        best_score, best = row_argmax(log_probs)
+        rows = torch.arange(self.count, device=best.device)
+        position = self.lengths.clamp(max=self.tokens.shape[1] - 1)  # a row no longer alive may be full
+        self.tokens[rows, position] = best
+        self.attention[rows, position] = attention
+        self.scores += best_score.masked_fill(~self.alive, 0.0).to(self.scores.dtype)
+        self.lengths += self.alive.long()
+        ended = self.alive & ((best == EOS_ID) | (self.lengths >= self.caps))
+        thresholds = [finished.threshold(sentence) for sentence in self.sentence_ids]
+        best_possible = finished.penalties.normalize(self.scores, self.caps)
+        lost = best_possible <= torch.tensor(thresholds, dtype=torch.float64, device=best.device)
+        self.alive &= ~ended & ~lost
+        ending, self.alive_count = torch.stack([ended.any(), self.alive.sum()]).tolist()
+        if ending:
+            self._hand_over(ended.nonzero()[:, 0], finished)
+
+    def worth_compacting(self, beams_left: bool) -> bool:
+        """Whether to compact when the beams do not: once they are all done, for pending prefixes or
+        when a quarter of the rows are no longer alive (compacting copies the state)."""
+        return not beams_left and (bool(self.pending) or 4 * (self.count - self.alive_count) >= max(self.count, 1))
+
+    def compact(
+        self,
+        state: BatchRows,
+        encoder_out: BatchRows,
+        encoded: BatchRows,
+        kept_beams: Tensor,
+        beam_count: int,
+        finished: _FinishedHypotheses,
+    ) -> tuple[BatchRows, BatchRows]:
+        """The batch's ``state`` and ``encoder_out`` with the beam rows ``kept_beams`` (of ``beam_count``),
+        these rows that are still alive, and the pending prefixes that can still make their n-best list."""
+        alive = self.alive.nonzero()[:, 0]
+        self._keep(alive)
+        rows = torch.cat([kept_beams, beam_count + alive])
+        state, encoder_out = state.index_select(rows), encoder_out.index_select(rows)
+        joining = [part for tails in self.pending for part in self._joining(tails, finished)]
+        self.pending = []
+        if joining:
+            sentences = torch.tensor([sentence for _, _, sentence in joining], device=rows.device)
+            state = BatchRows.cat([state, *(tails.state.index_select(picked) for tails, picked, _ in joining)])
+            encoder_out = BatchRows.cat([encoder_out, encoded.index_select(sentences)])
+            self._join(joining)
+        return state, encoder_out
+
+    def _joining(self, tails: _GreedyTails, finished: _FinishedHypotheses) -> list[tuple[_GreedyTails, Tensor, int]]:
+        """The prefixes of ``tails`` to continue, as (tails, row, sentence); those that already ended
+        are handed over, those that can no longer make their n-best list are dropped."""
+        caps = self.limits[tails.sentence_ids]
+        best_possible = finished.penalties.normalize(tails.scores, caps).tolist()
+        ended = ((tails.tokens[:, -1] == EOS_ID) | (tails.steps >= caps)).tolist()
+        joining = []
+        for i, sentence in enumerate(tails.sentence_ids):
+            if ended[i]:
+                tokens = tails.tokens[i].tolist()
+                score, attention = float(tails.scores[i]), tails.attention[i].cpu()
+                finished.add_if_new(
+                    sentence, Hypothesis(tokens[:-1] if tokens[-1] == EOS_ID else tokens, score, attention)
+                )
             elif best_possible[i] > finished.threshold(sentence):
-                going_on.append((sentence, tail, i))
-    hypotheses = [(sentence, _greedy_hypothesis(tail, i)) for sentence, tail, i in ended]
-    if going_on:
-        sentences = [sentence for sentence, _, _ in going_on]
-        picked = [(tail, torch.tensor([i], device=limits.device)) for _, tail, i in going_on]
-        state = BatchRows.cat([tail.state.index_select(i) for tail, i in picked])
-        prev = torch.cat([tail.tokens[i, -1] for tail, i in picked])
-        scores = torch.cat([tail.scores[i] for tail, i in picked])
-        remaining = limits[sentences] - torch.tensor([tail.steps for tail, _ in picked], device=limits.device)
-        rows = torch.tensor(sentences, device=limits.device)
-        tokens, scores, attention = _greedy_steps(model, encoded.index_select(rows), state, prev, scores, remaining)
-        for k, (sentence, tail, i) in enumerate(going_on):
-            hypotheses.append((sentence, _greedy_hypothesis(tail, i, (tokens[k], float(scores[k]), attention[k]))))
-    return hypotheses
+                joining.append((tails, caps.new_tensor([i]), sentence))
+        return joining
 
+    def _join(self, joining: list[tuple[_GreedyTails, Tensor, int]]) -> None:
+        """Append the rows ``joining``, histories padded to the longest cap."""
+        longest = self.tokens.shape[1]
+        tokens = torch.cat([pad(tails.tokens[i], (0, longest - tails.steps), value=PAD_ID) for tails, i, _ in joining])
+        attention = torch.cat([pad(tails.attention[i], (0, 0, 0, longest - tails.steps)) for tails, i, _ in joining])
+        scores = torch.cat([tails.scores[i] for tails, i, _ in joining])
+        sentences = [sentence for _, _, sentence in joining]
+        if self.attention is None:
+            self.attention, self.scores = attention[:0], scores[:0]
+        self.sentence_ids += sentences
+        self.tokens, self.attention = torch.cat([self.tokens, tokens]), torch.cat([self.attention, attention])
+        self.scores = torch.cat([self.scores, scores])
+        self.lengths = torch.cat([self.lengths, self.lengths.new_tensor([tails.steps for tails, _, _ in joining])])
+        self.caps = torch.cat([self.caps, self.limits[self.limits.new_tensor(sentences)]])
+        self.alive = torch.cat([self.alive, self.alive.new_ones(len(joining))])
+        self.alive_count += len(joining)
 
-def _greedy_hypothesis(tail: _GreedyTails, i: int, rest: tuple[Tensor, float, Tensor] | None = None) -> Hypothesis:
-    """Row ``i`` of ``tail`` as a `Hypothesis`, followed by the greedy continuation ``rest``
-    (tokens ``[T]`` padded after its end, total score, attention ``[T, S]``) where there is one."""
-    tokens, score, attention = tail.tokens[i].tolist(), float(tail.scores[i]), tail.attention[i]
-    if rest is not None:
-        more, score, more_attention = rest
-        length, steps = _ended_length(more.tolist())
-        tokens += more[:length].tolist()
-        attention = torch.cat([attention, more_attention[:steps]])
-    if tokens[-1] == EOS_ID:
-        tokens = tokens[:-1]
-    return Hypothesis(tokens, score, attention.cpu())
+    def _keep(self, rows: Tensor) -> None:
+        """Keep only ``rows``."""
+        self.sentence_ids = [self.sentence_ids[i] for i in rows.tolist()]
+        self.tokens, self.lengths, self.scores = self.tokens[rows], self.lengths[rows], self.scores[rows]
+        self.caps, self.alive = self.caps[rows], self.alive[rows]
+        self.attention = None if self.attention is None else self.attention[rows]
+
+    def _hand_over(self, rows: Tensor, finished: _FinishedHypotheses) -> None:
+        """Give the greedy hypotheses of ``rows``, which just ended, to ``finished``."""
+        assert self.attention is not None
+        lengths, scores = self.lengths[rows].tolist(), self.scores[rows].tolist()
+        tokens, attention = self.tokens[rows].tolist(), self.attention[rows].cpu()
+        for k, row in enumerate(rows.tolist()):
+            length = lengths[k]
+            ids = tokens[k][:length]
+            hypothesis = Hypothesis(ids[:-1] if ids[-1] == EOS_ID else ids, scores[k], attention[k, :length])
+            finished.add_if_new(self.sentence_ids[row], hypothesis)
 
 
 class _FinishedHypotheses:

@@ -315,3 +315,21 @@ def test_a_finished_hypothesis_outranks_longer_ones_only_by_its_normalized_score
         cfg = SearchConfig(beam_size=len(WORDS) ** 4, alpha=alpha, max_len_a=1.0, max_len_b=0)
         best = beam_search(chain, src, lengths, cfg)[0][0]
         assert best.tokens == every_output(chain, 4, alpha)[0][1]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_greedy_prefixes_continued_beside_the_beams_give_what_plain_beam_search_gives(seed):
+    """Small beams over Markov chains with short caps: greedy prefixes are pruned at every step, some
+    with EOS or at the cap (they end as they join), some join the batch and end later, some stop once
+    they cannot make the n-best list, while other sentences' beams are still running."""
+    chain = MarkovChain(seed)
+    src_lengths = torch.tensor([6, 5, 4, 3, 2, 1, 6, 4])
+    src = torch.full((8, 6), 7)
+    for beam_size, alpha, nbest in [(2, 0.0, 1), (2, 1.0, 2), (3, 0.6, 1)]:
+        cfg = SearchConfig(beam_size=beam_size, alpha=alpha, max_len_a=1.0, max_len_b=0, nbest=nbest)
+        for row, found in enumerate(beam_search(chain, src, src_lengths, cfg)):
+            reference = plain_beam_search(chain, src[row], src_lengths[row], cfg)
+            assert [h.tokens for h in found] == [h.tokens for h in reference]
+            assert [h.score for h in found] == pytest.approx([h.score for h in reference], abs=1e-12)
+            for ours, theirs in zip(found, reference):
+                torch.testing.assert_close(ours.attention, theirs.attention, atol=1e-12, rtol=0)
