@@ -368,10 +368,10 @@ def test_a_kernel_that_disagrees_is_not_used(monkeypatch, caplog):
         return done
 
     monkeypatch.setattr(native, "variant_forward", wrong)
-    variant_pointwise._native_checked.cache_clear()
+    variant_pointwise._kernel_checked.cache_clear()
     try:
         with caplog.at_level("WARNING"):
-            assert not variant_pointwise._native_checked()
+            assert not variant_pointwise._kernel_checked(0, torch.device("cpu"), torch.float32)
         assert "disagrees" in caplog.text
         cell = variant_cell(VARIANTS["peepholes"], torch.float32, training=True)
         x, h0, c0 = torch.randn(5, 4, 5), torch.randn(4, 6), torch.randn(4, 6)
@@ -379,4 +379,4 @@ def test_a_kernel_that_disagrees_is_not_used(monkeypatch, caplog):
         expected = reference_layer(cell, x, h0, c0, cell.step_noise(x, None, steps=5), LENGTHS)
         assert close(actual, expected, 1e-5)
     finally:
-        variant_pointwise._native_checked.cache_clear()
+        variant_pointwise._kernel_checked.cache_clear()

@@ -36,6 +36,7 @@ from lstm_mt.errors import LstmMtError
 from lstm_mt.files import atomic_path
 
 __all__ = [
+    "VARIANT_LAYER_NORM",
     "available",
     "backward",
     "block_norm_backward",
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+VARIANT_LAYER_NORM: bool = True  # whether variant_forward/variant_backward take the layer-norm fields
 
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = [CSRC / "lstm_cell.c", CSRC / "lstm_variants.c"]

@@ -6,7 +6,10 @@ over a few hundred kilobytes, so a step is bound by launches, not arithmetic. Th
 take the gates, C and h (and their gradients) in one launch each, with the same
 equations as `lstm_step`. This is the CUDA counterpart of `lstm_mt.lstm.native` (C, CPU) and
 has the same calling convention: `forward` and `backward` return False, touching
-nothing, where they do not apply, and the caller then runs the tensor operations.
+nothing, where they do not apply, and the caller then runs the tensor operations. The cell
+variants' step without layer norm (peepholes, coupled gates, zoneout) is likewise one launch
+each way, `variant_forward` and `variant_backward`, with `native`'s keyword contract; it is
+checked by `lstm_mt.lstm.variant_pointwise` against its tensor operations on first use.
 
 Triton is optional (``pip install 'lstm-mt[gpu]'``); it is imported on first use, and on
 each device the kernels are first run once on random input and checked against PyTorch in
@@ -32,9 +35,22 @@ from torch import Tensor
 
 from lstm_mt.lstm.equations import lstm_step
 
-__all__ = ["DEVICE_TYPES", "agrees_with_torch", "available", "backward", "forward", "only_on", "usable"]
+__all__ = [
+    "VARIANT_LAYER_NORM",
+    "DEVICE_TYPES",
+    "agrees_with_torch",
+    "available",
+    "backward",
+    "forward",
+    "only_on",
+    "usable",
+    "variant_backward",
+    "variant_forward",
+]
 
 log = logging.getLogger(__name__)
+
+VARIANT_LAYER_NORM: bool = False  # whether variant_forward/variant_backward take the layer-norm fields
 
 DEVICE_TYPES = {"cuda"}  # the kernels take tensors on these device types only
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -99,6 +115,104 @@ def backward(
     rows, hidden = dh.shape
     _launch_backward(checked[1], rows, hidden)
     return True
+
+
+def variant_forward(coupled: bool, **tensors: Tensor | None) -> bool:
+    """The cell variants' step without layer norm, with `lstm_mt.lstm.native.variant_forward`'s keyword
+    tensors (layer-norm fields make it refuse). Returns False, touching nothing, where it does not apply."""
+    keep = tensors.get("gates") is not None and tensors.get("tanh_c") is not None
+    layout = _VARIANT_FORWARD if keep else _VARIANT_FORWARD[:-2]
+    checked = _variant_arguments(coupled, tensors, layout, extra=())
+    if checked is None:
+        return False
+    arguments, rows, hidden = checked
+    if rows and hidden:
+        if not keep:
+            arguments = arguments + arguments[-4:]  # any valid pointers: not written without KEEP
+        grid, blocks = _launch_shape(rows, hidden)
+        kernel = _loaded_kernels().variant_forward_kernel
+        kernel[grid](*arguments, rows, hidden, COUPLED=coupled, KEEP=keep, **blocks)
+    return True
+
+
+def variant_backward(coupled: bool, **tensors: Tensor | None) -> bool:
+    """`variant_forward`'s backward, with `lstm_mt.lstm.native.variant_backward`'s keyword tensors (layer-norm
+    fields make it refuse). Returns False, touching nothing, where it does not apply."""
+    checked = _variant_arguments(coupled, tensors, _VARIANT_BACKWARD, extra=("c_tilde",))
+    if checked is None:
+        return False
+    arguments, rows, hidden = checked
+    if rows and hidden:
+        grid, blocks = _launch_shape(rows, hidden)
+        _loaded_kernels().variant_backward_kernel[grid](*arguments, rows, hidden, COUPLED=coupled, **blocks)
+    return True
+
+
+# The variant kernels' tensors in argument order with their widths in units of H (None: a vector of 3H,
+# the peepholes); a matrix of one row is repeated for every sequence.
+_VARIANT_FORWARD = (
+    ("pre", 4),
+    ("c_prev", 1),
+    ("h_prev", 1),
+    ("keep_c", 1),
+    ("keep_h", 1),
+    ("peepholes", None),
+    ("c_tilde", 1),
+    ("c", 1),
+    ("h", 1),
+    ("gates", 4),
+    ("tanh_c", 1),
+)
+_VARIANT_BACKWARD = (
+    ("gates", 4),
+    ("tanh_c", 1),
+    ("c_prev", 1),
+    ("keep_c", 1),
+    ("keep_h", 1),
+    ("peepholes", None),
+    ("dh", 1),
+    ("dc", 1),
+    ("grad_pre", 4),
+    ("dc_prev", 1),
+    ("dh_prev", 1),
+)
+
+
+def _variant_arguments(
+    coupled: bool, tensors: dict[str, Tensor | None], layout: tuple[tuple[str, int | None], ...], extra: tuple[str, ...]
+) -> tuple[_Arguments, int, int] | None:
+    """The variant kernels' arguments if exactly ``layout``'s tensors (and maybe ``extra``, unused) are given, fit
+    ``c_prev``'s ``[rows, H]`` on one device of `DEVICE_TYPES` (the current CUDA device) in one dtype family the
+    kernels take, and the kernels are there; else None."""
+    names = {name for name, _ in layout}
+    given = {name for name, t in tensors.items() if t is not None}
+    if not names <= given or given - names - set(extra):
+        return None
+    state = tensors["c_prev"]
+    assert state is not None
+    device = state.device
+    if device.type not in DEVICE_TYPES or state.dim() != 2 or _kernels() is None:
+        return None
+    rows, hidden = state.shape
+    index = state.get_device()
+    if index >= 0 and index != torch.cuda.current_device():  # Triton launches on the current device
+        return None
+    arguments: _Arguments = []
+    for name, width in layout:
+        t = tensors[name]
+        assert t is not None
+        if t.dtype not in DTYPES or t.get_device() != index:
+            return None
+        if width is None:
+            if t.shape != (3 * hidden,) or t.stride() != (1,):
+                return None
+            arguments.append(t)
+            continue
+        stride = t.stride()
+        if t.dim() != 2 or t.shape[0] not in (rows, 1) or t.shape[1] != width * hidden or stride[-1] != 1:
+            return None
+        arguments += (t, stride[0] if t.shape[0] == rows else 0)
+    return arguments, rows, hidden
 
 
 _Arguments = list  # the kernels' arguments: ``tensor, row stride`` for each tensor

@@ -5,21 +5,24 @@ is element by element, except the layer norms (reductions over each row): with l
 the step also normalizes the recurrent product per gate block (``pre`` is then the input's
 share alone), and C̃_t before tanh. Then come peepholes, coupled gates and zoneout.
 
-The step runs in C (``lstm_variants.c`` through `lstm_mt.lstm.native`, CPU float32) where the
-kernel takes the tensors and agreed with the tensor operations here on first use; otherwise,
-as the reference, in PyTorch tensor operations.
+The step runs in a compiled kernel where one takes the tensors and agreed with the tensor
+operations here on first use (per device and dtype): C (``lstm_variants.c`` through
+`lstm_mt.lstm.native`, CPU float32), or Triton (`lstm_mt.lstm.triton_step`, CUDA, every variant
+but layer norm); otherwise, as the reference, in PyTorch tensor operations.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Iterator
 from functools import cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
-from lstm_mt.lstm import native
+from lstm_mt.lstm import native, triton_step
 from lstm_mt.lstm.variants import LAYER_NORM_EPS, CellVariant
 
 log = logging.getLogger(__name__)
@@ -128,8 +131,10 @@ class VariantPointwise:
         to ``pre``, the input's share (``act`` must then be its own buffer).
         """
         step = _Forward(pre, c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent)
-        if not (_native_checked() and self._native_forward(t, step)):
-            self._tensor_forward(t, step)
+        for kernel in _usable_kernels(c_prev):
+            if self._kernel_forward(kernel, t, step):
+                return
+        self._tensor_forward(t, step)
 
     def backward(
         self,
@@ -157,8 +162,10 @@ class VariantPointwise:
         step = _Backward(
             act, c_tilde, tanh_c, c_prev, dh, dc, grad_pre, dc_prev, dh_prev, c_norm, d_shown, recurrent, grad_rec
         )
-        if not (_native_checked() and self._native_backward(t, step)):
-            self._tensor_backward(t, step)
+        for kernel in _usable_kernels(c_prev):
+            if self._kernel_backward(kernel, t, step):
+                return
+        self._tensor_backward(t, step)
 
     def _keep(self, keep: Tensor | float, t: int, n: int) -> Tensor | float:
         return keep if isinstance(keep, float) else keep[t, :n]
@@ -176,14 +183,14 @@ class VariantPointwise:
             self._neutral[key] = like.new_full((1, width), value)
         return self._neutral[key]
 
-    def _native_forward(self, t: int, step: _Forward) -> bool:
+    def _kernel_forward(self, kernel: VariantKernel, t: int, step: _Forward) -> bool:
         """The step in ``lstm_variants.c``; False (nothing written) where the kernel does not take the tensors."""
         pre, c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent = step
         keep = act is not pre
         H = c_prev.shape[1]
         peepholes = self.peephole_weight if self.peephole_weight is not None else self._constant(0.0, 3 * H, c_prev)[0]
         ln_c = self.ln_c if c_norm is not None else None
-        return native.variant_forward(
+        return kernel.variant_forward(
             self.variant.coupled_gates,
             peepholes=peepholes,
             pre=act if recurrent is not None else pre,
@@ -207,7 +214,7 @@ class VariantPointwise:
             c_rstd=None if c_norm is None else c_norm.rstd,
         )
 
-    def _native_backward(self, t: int, step: _Backward) -> bool:
+    def _kernel_backward(self, kernel: VariantKernel, t: int, step: _Backward) -> bool:
         """The step's backward in ``lstm_variants.c``; False (nothing written) where the kernel does not apply."""
         act, c_tilde, tanh_c, c_prev, dh, dc, grad_pre, dc_prev, dh_prev, c_norm, d_shown, recurrent, grad_rec = step
         H = c_prev.shape[1]
@@ -215,7 +222,7 @@ class VariantPointwise:
         ln_c = c_norm is not None and self.ln_c is not None
         if ln_c and d_shown is None:
             d_shown = torch.empty_like(c_prev)
-        return native.variant_backward(
+        return kernel.variant_backward(
             self.variant.coupled_gates,
             peepholes=peepholes,
             gates=act,
@@ -352,49 +359,95 @@ def _add_scaled(target: Tensor, grad: Tensor, keep: Tensor | float) -> None:
         target.add_(grad, alpha=keep)
 
 
+class VariantKernel(Protocol):
+    """A compiled variant step: `lstm_mt.lstm.native` (C, CPU float32) and `lstm_mt.lstm.triton_step` (Triton,
+    CUDA, without layer norm) are the two; see ``native.variant_forward`` for the contract."""
+
+    VARIANT_LAYER_NORM: bool  # whether it takes the layer-norm fields
+
+    def usable(self, *tensors: Tensor) -> bool: ...
+
+    def variant_forward(self, coupled: bool, **tensors: Tensor | None) -> bool: ...
+
+    def variant_backward(self, coupled: bool, **tensors: Tensor | None) -> bool: ...
+
+
+_KERNELS: tuple[VariantKernel, ...] = (native, triton_step)
+
+
+def _usable_kernels(state: Tensor) -> Iterator[VariantKernel]:
+    """The kernels that may take a step with this state (``[n, H]``): usable here and checked (once per device and dtype)."""
+    for index, kernel in enumerate(_KERNELS):
+        if kernel.usable(state) and _kernel_checked(index, state.device, state.dtype):
+            yield kernel
+
+
+_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 5e-3}
+
+
 @cache
-def _native_checked() -> bool:
-    """Whether the compiled kernel is there and computes what the tensor operations do: forward and
-    backward on random input with every variant on, the gates coupled and not (once per process)."""
-    if not native.available():
+def _kernel_checked(index: int, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``_KERNELS[index]`` computes what the tensor operations do on ``device`` for ``dtype``: forward and
+    backward on random input with every variant it takes on, the gates coupled and not (once per kernel, device and
+    dtype)."""
+    kernel = _KERNELS[index]
+    try:
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            agrees = all(_kernel_agrees(kernel, device, dtype, coupled) for coupled in (False, True))
+    except Exception as error:  # a kernel that fails to compile or launch is not used
+        log.warning(
+            "LSTM variant kernel %s fails on %s for %s (%s); using PyTorch operations", kernel, device, dtype, error
+        )
         return False
-    with torch.no_grad(), torch.autocast("cpu", enabled=False):
-        agrees = all(_kernel_agrees(coupled) for coupled in (False, True))
     if not agrees:
-        log.warning("compiled LSTM variant kernel disagrees with PyTorch on this machine; using PyTorch operations")
+        log.warning(
+            "LSTM variant kernel %s disagrees with PyTorch on %s for %s; using PyTorch operations",
+            kernel,
+            device,
+            dtype,
+        )
     return agrees
 
 
-def _kernel_agrees(coupled: bool, tolerance: float = 1e-4) -> bool:
-    """One step forward and backward with every variant on, in C and in tensor operations, equal to ``tolerance``."""
+def _kernel_agrees(kernel: VariantKernel, device: torch.device, dtype: torch.dtype, coupled: bool) -> bool:
+    """One step forward and backward in ``kernel`` (inputs in ``dtype``) and in tensor operations (the same
+    values in float32), equal to ``dtype``'s tolerance."""
     generator = torch.Generator().manual_seed(0)
-    rows, H = 70, 61  # rows * H >= 4096: the kernel splits rows among threads
+    rows, H = 70, 61  # rows * H >= 4096: the C kernel splits rows among threads
+    layer_norm = kernel.VARIANT_LAYER_NORM
 
     def randn(*shape: int, scale: float = 1.0) -> Tensor:
-        return torch.randn(*shape, generator=generator) * scale
+        return (torch.randn(*shape, generator=generator) * scale).to(device, dtype)
 
-    variant = CellVariant(layer_norm=True, zoneout_c=0.5, zoneout_h=0.5, peepholes=True, coupled_gates=coupled)
-    keep = [torch.rand(1, rows, H, generator=generator).round() for _ in range(2)]
-    rule = VariantPointwise(variant, randn(3 * H), randn(4 * H), randn(H), randn(H), *keep)
+    variant = CellVariant(layer_norm, zoneout_c=0.5, zoneout_h=0.5, peepholes=True, coupled_gates=coupled)
+    keep = [torch.rand(1, rows, H, generator=generator).round().to(device, dtype) for _ in range(2)]
+    peepholes, gains = randn(3 * H), (randn(4 * H), randn(H), randn(H))
     pre, product = randn(rows, 4 * H), randn(rows, 4 * H, scale=3.0)
-    c_prev, h_prev, dh, dc = (randn(rows, H) for _ in range(4))
+    inputs = [pre, product, *(randn(rows, H) for _ in range(4))]  # and c_prev, h_prev, dh, dc
     results = []
-    for kernel in (True, False):
-        act, grad_pre, grad_rec = (torch.zeros(rows, 4 * H) for _ in range(3))
-        c_tilde, tanh_c, c, h, d_shown = (torch.zeros(rows, H) for _ in range(5))
-        dc_prev, dh_prev = torch.ones(rows, H), torch.ones(rows, H)
-        recurrent = RecurrentNorm(product, torch.zeros(rows, 4 * H), torch.zeros(rows, 4))
-        c_norm = CellNorm(torch.zeros(rows, H), torch.zeros(rows, 1))
+    for in_kernel in (True, False):
+        like = dtype if in_kernel else torch.float32
+        gain_hh, gain_c, bias_c = (g.to(like) if layer_norm else None for g in gains)
+        rule = VariantPointwise(variant, peepholes.to(like), gain_hh, gain_c, bias_c, *(k.to(like) for k in keep))
+        pre, product, c_prev, h_prev, dh, dc = (t.to(like) for t in inputs)
+        zeros = functools.partial(torch.zeros, device=device, dtype=like)
+
+        act, grad_pre, grad_rec = zeros(rows, 4 * H), zeros(rows, 4 * H), zeros(rows, 4 * H)
+        c_tilde, tanh_c, c, h, d_shown = (zeros(rows, H) for _ in range(5))
+        dc_prev, dh_prev = zeros(rows, H) + 1, zeros(rows, H) + 1
+        recurrent = RecurrentNorm(product, zeros(rows, 4 * H), zeros(rows, 4)) if layer_norm else None
+        c_norm = CellNorm(zeros(rows, H), zeros(rows, 1)) if layer_norm else None
         step = _Forward(pre.clone(), c_prev, h_prev, act, c_tilde, tanh_c, c, h, c_norm, recurrent)
         back = _Backward(
             act, c_tilde, tanh_c, c_prev, dh, dc, grad_pre, dc_prev, dh_prev, c_norm, d_shown, recurrent, grad_rec
         )
-        if kernel and not (rule._native_forward(0, step) and rule._native_backward(0, back)):
+        if in_kernel and not (rule._kernel_forward(kernel, 0, step) and rule._kernel_backward(kernel, 0, back)):
             return False
-        if not kernel:
+        if not in_kernel:
             rule._tensor_forward(0, step)
             rule._tensor_backward(0, back)
-        results.append(
-            [act, c_tilde, tanh_c, c, h, *recurrent[1:], *c_norm, grad_pre, grad_rec, d_shown, dc_prev, dh_prev]
-        )
-    return all(torch.allclose(a, b, rtol=tolerance, atol=tolerance) for a, b in zip(*results))
+        results.append([act, c_tilde, tanh_c, c, h, grad_pre, dc_prev, dh_prev])
+        if recurrent is not None and c_norm is not None:
+            results[-1] += [recurrent.hat, recurrent.rstd, *c_norm, grad_rec, d_shown]
+    tolerance = _TOLERANCE[dtype]
+    return all(torch.allclose(a.float(), b, rtol=tolerance, atol=tolerance) for a, b in zip(*results))
