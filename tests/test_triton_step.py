@@ -14,11 +14,10 @@ from collections.abc import Iterator
 import pytest
 import torch
 from test_cell import max_diff, outputs_and_grads
-from test_variants import LENGTHS, assert_layer_equals_float64_reference, variant_cell
+from test_variants import LENGTHS, VARIANTS, assert_layer_equals_float64_reference, variant_cell
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstm_mt.lstm import LSTM, LSTMCell, lstm_step, native, triton_step
-from lstm_mt.lstm.variants import CellVariant
+from lstm_mt.lstm import LSTM, LSTMCell, lstm_step, native, triton_step, variant_pointwise
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
@@ -250,26 +249,32 @@ def test_the_first_use_may_come_inside_no_grad_or_autocast(device, context):
         triton_step._works_on.cache_clear()
 
 
-@pytest.mark.parametrize(
-    "variant",
-    [
-        CellVariant(recurrent_dropout=0.3, zoneout_c=0.3, zoneout_h=0.2, peepholes=True, coupled_gates=True),
-        CellVariant(zoneout_c=0.2, peepholes=True),
-    ],
-    ids=["all-but-layer-norm", "peepholes-zoneout"],
-)
-def test_variant_kernels_match_the_written_out_step(device, variant, monkeypatch):
-    """The cell variants' Triton step (all but layer norm) through a padded layer, training: outputs and all
-    gradients equal `variant_step` in float64, to float32 tolerance."""
+@pytest.mark.parametrize("name", ["all", "layer_norm", "zoneout", "coupled_gates"])
+def test_variant_kernels_match_the_written_out_step(device, name, monkeypatch):
+    """The cell variants' Triton step through a padded layer, training: outputs and all gradients equal
+    `variant_step` in float64, to float32 tolerance."""
     monkeypatch.setattr(native, "_library", lambda: None)
     launched: set[str] = set()
-    for name in ("variant_forward", "variant_backward"):
-        kernel = getattr(triton_step, name)
-        monkeypatch.setattr(triton_step, name, lambda *a, _f=kernel, _n=name, **k: _f(*a, **k) and not launched.add(_n))
-    cell = variant_cell(variant, torch.float32, training=True).to(device)
+    for function in ("variant_forward", "variant_backward"):
+        kernel = getattr(triton_step, function)
+        monkeypatch.setattr(
+            triton_step, function, lambda *a, _f=kernel, _n=function, **k: _f(*a, **k) and not launched.add(_n)
+        )
+    cell = variant_cell(VARIANTS[name], torch.float32, training=True).to(device)
     x = torch.randn(5, 4, 5, device=device, requires_grad=True)
     h0 = torch.randn(4, 6, device=device, requires_grad=True)
     c0 = torch.randn(4, 6, device=device, requires_grad=True)
     noise = cell.step_noise(x, cell.sequence_noise(x), steps=5)
     assert_layer_equals_float64_reference(cell, x, h0, c0, noise, LENGTHS.to(device))
     assert launched == {"variant_forward", "variant_backward"}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_variant_kernels_pass_their_check_in_half_precision(device, dtype):
+    """The first-use check of the variant kernels (every variant, coupled gates and not) in bf16 and fp16 passes:
+    float32 arithmetic inside, within each format's rounding of the tensor operations in float32."""
+    variant_pointwise._kernel_checked.cache_clear()
+    try:
+        assert variant_pointwise._kernel_checked(variant_pointwise._KERNELS.index(triton_step), device, dtype)
+    finally:
+        variant_pointwise._kernel_checked.cache_clear()

@@ -7,9 +7,10 @@ take the gates, C and h (and their gradients) in one launch each, with the same
 equations as `lstm_step`. This is the CUDA counterpart of `lstm_mt.lstm.native` (C, CPU) and
 has the same calling convention: `forward` and `backward` return False, touching
 nothing, where they do not apply, and the caller then runs the tensor operations. The cell
-variants' step without layer norm (peepholes, coupled gates, zoneout) is likewise one launch
-each way, `variant_forward` and `variant_backward`, with `native`'s keyword contract; it is
-checked by `lstm_mt.lstm.variant_pointwise` against its tensor operations on first use.
+variants' step (peepholes, coupled gates, zoneout, layer norm with a whole row per program) is
+likewise one launch each way, `variant_forward` and `variant_backward`, with `native`'s keyword
+contract; it is checked by `lstm_mt.lstm.variant_pointwise` against its tensor operations on
+first use.
 
 Triton is optional (``pip install 'lstm-mt[gpu]'``); it is imported on first use, and on
 each device the kernels are first run once on random input and checked against PyTorch in
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor
 
 from lstm_mt.lstm.equations import lstm_step
+from lstm_mt.lstm.variants import LAYER_NORM_EPS
 
 __all__ = [
     "VARIANT_LAYER_NORM",
@@ -50,7 +52,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VARIANT_LAYER_NORM: bool = False  # whether variant_forward/variant_backward take the layer-norm fields
+VARIANT_LAYER_NORM: bool = True  # whether variant_forward/variant_backward take the layer-norm fields
 
 DEVICE_TYPES = {"cuda"}  # the kernels take tensors on these device types only
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -118,101 +120,113 @@ def backward(
 
 
 def variant_forward(coupled: bool, **tensors: Tensor | None) -> bool:
-    """The cell variants' step without layer norm, with `lstm_mt.lstm.native.variant_forward`'s keyword
-    tensors (layer-norm fields make it refuse). Returns False, touching nothing, where it does not apply."""
-    keep = tensors.get("gates") is not None and tensors.get("tanh_c") is not None
-    layout = _VARIANT_FORWARD if keep else _VARIANT_FORWARD[:-2]
-    checked = _variant_arguments(coupled, tensors, layout, extra=())
+    """The cell variants' step, with `lstm_mt.lstm.native.variant_forward`'s keyword tensors (with layer norm
+    ``pre`` is not written). Returns False, touching nothing, where it does not apply."""
+    checked = _variant_arguments(tensors, _VARIANT_FORWARD, ignored=())
     if checked is None:
         return False
-    arguments, rows, hidden = checked
+    arguments, flags, rows, hidden = checked
     if rows and hidden:
-        if not keep:
-            arguments = arguments + arguments[-4:]  # any valid pointers: not written without KEEP
-        grid, blocks = _launch_shape(rows, hidden)
+        grid, blocks = _launch_shape(rows, hidden, whole_rows=flags["LN_HH"] or flags["LN_C"])
         kernel = _loaded_kernels().variant_forward_kernel
-        kernel[grid](*arguments, rows, hidden, COUPLED=coupled, KEEP=keep, **blocks)
+        kernel[grid](*arguments, rows, hidden, COUPLED=coupled, EPS=LAYER_NORM_EPS, **flags, **blocks)
     return True
 
 
 def variant_backward(coupled: bool, **tensors: Tensor | None) -> bool:
-    """`variant_forward`'s backward, with `lstm_mt.lstm.native.variant_backward`'s keyword tensors (layer-norm
-    fields make it refuse). Returns False, touching nothing, where it does not apply."""
-    checked = _variant_arguments(coupled, tensors, _VARIANT_BACKWARD, extra=("c_tilde",))
+    """`variant_forward`'s backward, with `lstm_mt.lstm.native.variant_backward`'s keyword tensors. Returns False,
+    touching nothing, where it does not apply."""
+    checked = _variant_arguments(tensors, _VARIANT_BACKWARD, ignored=("c_tilde",))
     if checked is None:
         return False
-    arguments, rows, hidden = checked
+    arguments, flags, rows, hidden = checked
     if rows and hidden:
-        grid, blocks = _launch_shape(rows, hidden)
-        _loaded_kernels().variant_backward_kernel[grid](*arguments, rows, hidden, COUPLED=coupled, **blocks)
+        grid, blocks = _launch_shape(rows, hidden, whole_rows=flags["LN_HH"] or flags["LN_C"])
+        _loaded_kernels().variant_backward_kernel[grid](*arguments, rows, hidden, COUPLED=coupled, **flags, **blocks)
     return True
 
 
-# The variant kernels' tensors in argument order with their widths in units of H (None: a vector of 3H,
-# the peepholes); a matrix of one row is repeated for every sequence.
-_VARIANT_FORWARD = (
-    ("pre", 4),
-    ("c_prev", 1),
-    ("h_prev", 1),
-    ("keep_c", 1),
-    ("keep_h", 1),
-    ("peepholes", None),
-    ("c_tilde", 1),
-    ("c", 1),
-    ("h", 1),
-    ("gates", 4),
-    ("tanh_c", 1),
-)
-_VARIANT_BACKWARD = (
-    ("gates", 4),
-    ("tanh_c", 1),
-    ("c_prev", 1),
-    ("keep_c", 1),
-    ("keep_h", 1),
-    ("peepholes", None),
-    ("dh", 1),
-    ("dc", 1),
-    ("grad_pre", 4),
-    ("dc_prev", 1),
-    ("dh_prev", 1),
-)
+_Field = tuple[str, int, int | None]  # name, width in units of H, plus a constant (None: a vector of width·H)
+# The variant kernels' tensors in argument order, in groups that come whole or not at all (the flag a group
+# sets, None for the group always given); a matrix of one row is repeated for every sequence.
+_VARIANT_FORWARD: list[tuple[str | None, list[_Field]]] = [
+    (
+        None,
+        [("pre", 4, 0), ("c_prev", 1, 0), ("h_prev", 1, 0), ("keep_c", 1, 0), ("keep_h", 1, 0), ("peepholes", 3, None)]
+        + [("c_tilde", 1, 0), ("c", 1, 0), ("h", 1, 0)],
+    ),
+    ("KEEP", [("gates", 4, 0), ("tanh_c", 1, 0)]),
+    ("LN_HH", [("x_in", 4, 0), ("rec", 4, 0), ("rec_hat", 4, 0), ("rec_rstd", 0, 4), ("gain_hh", 4, None)]),
+    ("LN_C", [("c_hat", 1, 0), ("c_rstd", 0, 1), ("gain_c", 1, None), ("bias_c", 1, None)]),
+]
+_VARIANT_BACKWARD: list[tuple[str | None, list[_Field]]] = [
+    (
+        None,
+        [
+            ("gates", 4, 0),
+            ("tanh_c", 1, 0),
+            ("c_prev", 1, 0),
+            ("keep_c", 1, 0),
+            ("keep_h", 1, 0),
+            ("peepholes", 3, None),
+        ]
+        + [("dh", 1, 0), ("dc", 1, 0), ("grad_pre", 4, 0), ("dc_prev", 1, 0), ("dh_prev", 1, 0)],
+    ),
+    ("LN_HH", [("rec_hat", 4, 0), ("rec_rstd", 0, 4), ("gain_hh", 4, None), ("grad_rec", 4, 0)]),
+    ("LN_C", [("c_hat", 1, 0), ("c_rstd", 0, 1), ("gain_c", 1, None), ("d_shown", 1, 0)]),
+]
+MAX_WHOLE_ROW = 8192  # layer norm needs a whole row per program: wider rows are left to the tensor operations
 
 
 def _variant_arguments(
-    coupled: bool, tensors: dict[str, Tensor | None], layout: tuple[tuple[str, int | None], ...], extra: tuple[str, ...]
-) -> tuple[_Arguments, int, int] | None:
-    """The variant kernels' arguments if exactly ``layout``'s tensors (and maybe ``extra``, unused) are given, fit
-    ``c_prev``'s ``[rows, H]`` on one device of `DEVICE_TYPES` (the current CUDA device) in one dtype family the
-    kernels take, and the kernels are there; else None."""
-    names = {name for name, _ in layout}
+    tensors: dict[str, Tensor | None], layout: list[tuple[str | None, list[_Field]]], ignored: tuple[str, ...]
+) -> tuple[_Arguments, dict[str, bool], int, int] | None:
+    """The variant kernels' arguments and flags, if each group of ``layout`` is given whole or not at all (and
+    nothing else but ``ignored``), fits ``c_prev``'s ``[rows, H]`` on one device of `DEVICE_TYPES` (the current
+    CUDA device) in dtypes the kernels take, and the kernels are there; else None. A group left out gets
+    placeholders (``c`` or ``c_prev`` and the peepholes), never read."""
     given = {name for name, t in tensors.items() if t is not None}
-    if not names <= given or given - names - set(extra):
+    known = {field[0] for _, fields in layout for field in fields}
+    state = tensors.get("c_prev")
+    if given - known - set(ignored) or state is None or state.dim() != 2:
         return None
-    state = tensors["c_prev"]
-    assert state is not None
     device = state.device
-    if device.type not in DEVICE_TYPES or state.dim() != 2 or _kernels() is None:
+    if device.type not in DEVICE_TYPES or _kernels() is None:
         return None
     rows, hidden = state.shape
     index = state.get_device()
     if index >= 0 and index != torch.cuda.current_device():  # Triton launches on the current device
         return None
     arguments: _Arguments = []
-    for name, width in layout:
-        t = tensors[name]
-        assert t is not None
-        if t.dtype not in DTYPES or t.get_device() != index:
+    flags: dict[str, bool] = {}
+    for flag, fields in layout:
+        present = [name in given for name, _, _ in fields]
+        if flag is None and not all(present) or any(present) and not all(present):
             return None
-        if width is None:
-            if t.shape != (3 * hidden,) or t.stride() != (1,):
+        if flag is not None:
+            flags[flag] = all(present)
+        for name, per_hidden, extra in fields:
+            t = tensors.get(name) if all(present) else (tensors["peepholes"] if extra is None else state)
+            assert t is not None
+            if t.dtype not in DTYPES or t.get_device() != index:
                 return None
-            arguments.append(t)
-            continue
-        stride = t.stride()
-        if t.dim() != 2 or t.shape[0] not in (rows, 1) or t.shape[1] != width * hidden or stride[-1] != 1:
-            return None
-        arguments += (t, stride[0] if t.shape[0] == rows else 0)
-    return arguments, rows, hidden
+            if extra is None:
+                if t is not tensors["peepholes"] and (t.shape != (per_hidden * hidden,) or t.stride() != (1,)):
+                    return None
+                arguments.append(t)
+                continue
+            stride = t.stride()
+            width = per_hidden * hidden + extra if all(present) else hidden
+            if t.dim() != 2 or t.shape[0] not in (rows, 1) or t.shape[1] != width or stride[-1] != 1:
+                return None
+            arguments += (t, stride[0] if t.shape[0] == rows else 0)
+    peepholes = tensors["peepholes"]
+    assert peepholes is not None
+    if peepholes.shape != (3 * hidden,) or peepholes.stride() != (1,):
+        return None
+    if (flags.get("LN_HH") or flags.get("LN_C")) and _next_power_of_two(hidden) > MAX_WHOLE_ROW:
+        return None
+    return arguments, flags, rows, hidden
 
 
 _Arguments = list  # the kernels' arguments: ``tensor, row stride`` for each tensor
@@ -262,10 +276,11 @@ def _arguments(
     return device, arguments
 
 
-def _launch_shape(rows: int, hidden: int) -> tuple[tuple[int, int], dict[str, int]]:
-    """Tiles of about `TILE` elements, whole rows where H allows: the grid and the block sizes."""
-    block_h = min(_next_power_of_two(hidden), TILE)
-    block_r = min(TILE // block_h, _next_power_of_two(rows))
+def _launch_shape(rows: int, hidden: int, whole_rows: bool = False) -> tuple[tuple[int, int], dict[str, int]]:
+    """Tiles of about `TILE` elements, whole rows where H allows (or always, ``whole_rows``): the grid and the
+    block sizes."""
+    block_h = _next_power_of_two(hidden) if whole_rows else min(_next_power_of_two(hidden), TILE)
+    block_r = max(1, min(TILE // block_h, _next_power_of_two(rows)))
     grid = (-(-rows // block_r), -(-hidden // block_h))
     return grid, {"BLOCK_R": block_r, "BLOCK_H": block_h}
 
