@@ -22,9 +22,11 @@ from torch import Tensor, nn
 from lstm_mt.attention import Attention
 from lstm_mt.encoder import PER_SENTENCE, BatchRows, Bridge, EncoderOutput, TokenEmbedding
 from lstm_mt.lstm import LSTMCell
+from lstm_mt.lstm.fastpath import StepWeights
 from lstm_mt.lstm.variants import CellNoise, CellVariant
 
 LayerNoise = list[CellNoise | None]  # per layer: one sequence's dropout masks (variant cells in training)
+LayerWeights = list[StepWeights]  # per layer: the weights prepared once for all steps of a sequence
 
 
 @dataclasses.dataclass
@@ -70,13 +72,21 @@ class StackedLSTMCells(nn.Module):
         noise = [cell.sequence_noise(like.new_empty(like.shape[0], cell.input_size)) for cell in cells]
         return None if all(n is None for n in noise) else noise
 
+    def step_weights(self, device_type: str) -> LayerWeights:
+        """Each layer's weights prepared once for all steps of a sequence (`LSTMCell.step_weights`)."""
+        return [cast(LSTMCell, cell).step_weights(device_type) for cell in self.layers]
+
     def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor], noise: LayerNoise | None = None
+        self,
+        x: Tensor,
+        state: tuple[Tensor, Tensor],
+        noise: LayerNoise | None = None,
+        weights: LayerWeights | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Step ``x`` ``[B, input]`` from ``state`` ``(h, c)``, each ``[B, layers, H]``.
 
         Returns the top layer's output ``[B, H]`` and the new ``(h, c)``. ``noise``: the
-        sequences' masks from `sequence_noise`, the same at every step.
+        sequences' masks from `sequence_noise`, the same at every step; ``weights``: from `step_weights`.
         """
         h_prev, c_prev = state
         hs, cs = [], []
@@ -84,7 +94,9 @@ class StackedLSTMCells(nn.Module):
         for index, cell in enumerate(self.layers):
             if index > 0:
                 layer_input = self.dropout(layer_input)
-            h, c = cell(layer_input, (h_prev[:, index], c_prev[:, index]), None if noise is None else noise[index])
+            layer_state = (h_prev[:, index], c_prev[:, index])
+            layer_noise = None if noise is None else noise[index]
+            h, c = cell(layer_input, layer_state, layer_noise, None if weights is None else weights[index])
             hs.append(h)
             cs.append(c)
             layer_input = h
@@ -141,8 +153,19 @@ class Decoder(nn.Module):
         attention weights ``[B, S]``. ``noise``: the sequences' dropout masks (variant cells
         in training; `StackedLSTMCells.sequence_noise`).
         """
-        x = torch.cat([self.embedding(prev_tokens), state.attentional], dim=1)
-        top, (hidden, cell) = self.cells(x, (state.hidden, state.cell), noise)
+        return self._step_embedded(self.embedding(prev_tokens), state, encoder_out, noise)
+
+    def _step_embedded(
+        self,
+        embedded: Tensor,
+        state: DecoderState,
+        encoder_out: EncoderOutput,
+        noise: LayerNoise | None = None,
+        cell_weights: LayerWeights | None = None,
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """`step` for the previous tokens' embeddings ``[B, emb]``, with the cells' prepared weights."""
+        x = torch.cat([embedded, state.attentional], dim=1)
+        top, (hidden, cell) = self.cells(x, (state.hidden, state.cell), noise, cell_weights)
         context, weights = self.attention(top, state.keys, encoder_out.memory, encoder_out.mask)
         attentional = self.dropout(torch.tanh(self.combine(torch.cat([context, top], dim=1))))
         return attentional, DecoderState(hidden, cell, attentional, state.keys), weights
@@ -151,12 +174,16 @@ class Decoder(nn.Module):
         """Teacher forcing over ``tgt_in`` ``[B, T]`` (BOS-prefixed targets).
 
         Returns h̃ for every position ``[B, T, out_size]`` and the attention ``[B, T, S]``.
+        What every step shares is made once for the whole sequence: the embeddings of all
+        targets (and their dropout), the cells' dropout masks and their (cast) weights.
         """
         state = self.init_state(encoder_out)
         noise = self.cells.sequence_noise(state.attentional)  # one mask per sequence, for every step
+        cell_weights = self.cells.step_weights(tgt_in.device.type)
+        embedded = self.embedding(tgt_in)
         outputs, attention = [], []
         for t in range(tgt_in.shape[1]):
-            attentional, state, weights = self.step(tgt_in[:, t], state, encoder_out, noise)
+            attentional, state, weights = self._step_embedded(embedded[:, t], state, encoder_out, noise, cell_weights)
             outputs.append(attentional)
             attention.append(weights)
         return torch.stack(outputs, dim=1), torch.stack(attention, dim=1)

@@ -140,6 +140,53 @@ def test_teacher_forcing_equals_stepping_token_by_token(attention):
         torch.testing.assert_close(weights, attention_weights[:, t], rtol=0, atol=1e-12)
 
 
+def test_teacher_forcing_gradients_equal_stepping_token_by_token():
+    """Teacher forcing embeds all targets and prepares the cells' weights once; every gradient is as if stepped."""
+    model = tiny_model()
+    model.eval()
+    src, src_lengths = padded_batch([4, 6, 2])
+    tgt_in, _ = padded_batch([5, 5, 5], seed=2)
+    reduction = torch.randn(3, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+
+    def gradients(hidden: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.autograd.grad((hidden * reduction).sum(), list(model.parameters()), allow_unused=True))
+
+    forced = gradients(model.decoder(tgt_in, model.encode(src, src_lengths))[0])
+    encoder_out = model.encode(src, src_lengths)
+    state, outputs = model.init_decoder_state(encoder_out), []
+    for t in range(tgt_in.shape[1]):
+        hidden, state, _ = model.decoder.step(tgt_in[:, t], state, encoder_out)
+        outputs.append(hidden)
+    stepped = gradients(torch.stack(outputs, dim=1))
+    for (name, _), a, b in zip(model.named_parameters(), forced, stepped):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_bf16_teacher_forcing_casts_each_decoder_weight_once_per_batch():
+    """Under bf16 autocast the decoder's LSTM weights are cast once for all steps, not once per step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    model = tiny_model().float()
+    cells = model.decoder.cells.layers
+    weight_shapes = {tuple(w.shape) for cell in cells for w in (cell.weight_ih, cell.weight_hh)}
+
+    class CountWeightCasts(TorchDispatchMode):
+        casts = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and tuple(args[0].shape) in weight_shapes:
+                CountWeightCasts.casts += 1
+            return func(*args, **(kwargs or {}))
+
+    src, src_lengths = padded_batch([4, 6, 2])
+    tgt_in, _ = padded_batch([9, 9, 9], seed=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16), CountWeightCasts():
+        model.decoder(tgt_in, model.encode(src, src_lengths))
+    assert CountWeightCasts.casts == 2 * len(cells)  # W_ih and W_hh of each layer, whatever the 9 steps
+
+
 def test_attention_never_looks_at_source_padding():
     model = tiny_model()
     src, src_lengths = padded_batch([4, 6, 2])

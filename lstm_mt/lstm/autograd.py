@@ -23,10 +23,18 @@ from lstm_mt.lstm.onednn import Product
 
 
 class CellStep(torch.autograd.Function):
-    """One step of `LSTMCell`: ``(x, h_prev, c_prev, weight_ih, weight_hh, bias) -> (h, c)``."""
+    """One step of `LSTMCell`: ``(x, h_prev, c_prev, weight_ih, weight_hh, bias, compute) -> (h, c)``.
+
+    ``compute``: None, or copies of ``(weight_ih, weight_hh, bias)`` in the dtype of ``x``
+    (made once for many steps, `lstm_mt.lstm.fastpath.StepWeights`) that the step multiplies
+    with instead; the weights' gradients are then returned in that dtype and autograd converts
+    them to the weights' own dtype, as it would after a cast.
+    """
 
     @staticmethod
-    def forward(ctx, x, h_prev, c_prev, weight_ih, weight_hh, bias):
+    def forward(ctx, x, h_prev, c_prev, weight_ih, weight_hh, bias, compute=None):
+        if compute is not None:
+            weight_ih, weight_hh, bias = compute
         pre = Product(weight_hh).add_to(Product(weight_ih)(x, bias), h_prev)
         training = any(ctx.needs_input_grad)
         act = torch.empty_like(pre) if training else pre
@@ -52,6 +60,7 @@ class CellStep(torch.autograd.Function):
             grad_pre.t().mm(x) if need[3] else None,
             grad_pre.t().mm(h_prev) if need[4] else None,
             grad_pre.sum(0) if ctx.has_bias and need[5] else None,
+            None,
         )
 
 

@@ -29,6 +29,7 @@ added to `cell_step`/`run_layer` below.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -42,12 +43,49 @@ from lstm_mt.lstm.variant_pointwise import VariantPointwise
 from lstm_mt.lstm.variants import CellNoise, VariantWeights
 
 
+@dataclass(frozen=True)
+class StepWeights:
+    """A plain cell's weights as `cell_step` takes them, prepared once for all steps of a sequence.
+
+    ``bias`` is ``b_ih + b_hh``. Under autocast, ``compute`` holds detached copies of the three
+    in the autocast ``dtype``, which the steps multiply with: the cast of ``[4H, I + H]``
+    weights then happens once per sequence instead of once per step. Gradients still reach the
+    parameters, in their own dtype (see `CellStep`).
+    """
+
+    weight_ih: Tensor
+    weight_hh: Tensor
+    bias: Tensor | None
+    dtype: torch.dtype | None  # the autocast dtype they were prepared for; None outside autocast
+    compute: tuple[Tensor, Tensor, Tensor | None] | None
+
+
+def step_weights(cell: VariantWeights, device_type: str) -> StepWeights:
+    """``cell``'s weights for `cell_step`, under the autocast state of ``device_type`` now.
+
+    (The variant routes take the cell's parameters as they are and leave these unused.)
+    """
+    bias = cell.combined_bias()
+    dtype = _autocast_dtype(device_type)
+    compute = None
+    if dtype is not None:
+        low_bias = None if bias is None else bias.detach().to(dtype)
+        compute = (cell.weight_ih.detach().to(dtype), cell.weight_hh.detach().to(dtype), low_bias)
+    return StepWeights(cell.weight_ih, cell.weight_hh, bias, dtype, compute)
+
+
 def cell_step(
-    cell: VariantWeights, x: Tensor, h_prev: Tensor, c_prev: Tensor, noise: CellNoise | None = None
+    cell: VariantWeights,
+    x: Tensor,
+    h_prev: Tensor,
+    c_prev: Tensor,
+    noise: CellNoise | None = None,
+    weights: StepWeights | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One step of ``cell`` for a batch: ``x`` ``[B, I]``, states ``[B, H]``; returns ``(h, c)``.
 
     ``noise``: a variant cell's masks and zoneout for this step (`CellNoise`, zoneout ``[B, H]``).
+    ``weights``: the cell's `step_weights`, prepared once for many steps (else prepared here).
     """
     if not _runs_plain(cell, noise):
         noise = noise or CellNoise()
@@ -56,9 +94,12 @@ def cell_step(
         return hs[0], cs[0]
     if inference.applies(cell, x, h_prev, c_prev):
         return inference.cell_step(cell, x, h_prev, c_prev)
-    inputs = _autocast_inputs(x, h_prev, c_prev, cell.weight_ih, cell.weight_hh, cell.combined_bias())
+    device_type = x.device.type
+    if weights is None or weights.dtype != _autocast_dtype(device_type):
+        weights = step_weights(cell, device_type)
+    inputs = _autocast_inputs(x, h_prev, c_prev)
     with _autocast_off(x):
-        return CellStep.apply(*inputs)
+        return CellStep.apply(*inputs, weights.weight_ih, weights.weight_hh, weights.bias, weights.compute)
 
 
 def run_layer(
@@ -137,12 +178,16 @@ def _one_step(keep: Tensor | float) -> Tensor | float:
     return keep.unsqueeze(0) if isinstance(keep, Tensor) else keep
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device_type`` now, or None where it is off."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
 def _autocast_inputs(first: Tensor, *tensors: Tensor | float | None) -> list[Tensor | float | None]:
     """Under autocast, the recurrence runs wholly in the autocast dtype (as cuDNN's LSTM does)."""
-    device_type = first.device.type
-    if not torch.is_autocast_enabled(device_type):
+    dtype = _autocast_dtype(first.device.type)
+    if dtype is None:
         return [first, *tensors]
-    dtype = torch.get_autocast_dtype(device_type)
     return [t.to(dtype) if isinstance(t, Tensor) else t for t in (first, *tensors)]
 
 

@@ -93,11 +93,16 @@ class LSTMCell(nn.Module):
         return None if self.bias_ih is None else self.bias_ih + self.bias_hh
 
     def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, noise: CellNoise | None = None
+        self,
+        x: Tensor,
+        state: tuple[Tensor, Tensor] | None = None,
+        noise: CellNoise | None = None,
+        weights: fastpath.StepWeights | None = None,
     ) -> tuple[Tensor, Tensor]:
         """One step for a batch: ``x`` is ``[batch, input]``; returns ``(h, c)``, each ``[batch, hidden]``.
 
         ``noise``: the sequence's dropout masks from `sequence_noise` (variant cells in training).
+        ``weights``: `step_weights` prepared once for all steps of a sequence (saves a cast per step under autocast).
         """
         noise = self.step_noise(x, noise)
         recorder = active_recorder()
@@ -106,7 +111,14 @@ class LSTMCell(nn.Module):
             recorder.record_step(self, gates, c, h)
             return h, c
         h_prev, c_prev = self._state_or_zeros(x, state)
-        return fastpath.cell_step(self, x, h_prev, c_prev, noise)
+        return fastpath.cell_step(self, x, h_prev, c_prev, noise, weights)
+
+    def step_weights(self, device_type: str | None = None) -> fastpath.StepWeights:
+        """The weights as every step of a sequence uses them, for ``forward(..., weights=...)``.
+
+        Made under the current autocast state of ``device_type`` (default: the weights' device).
+        """
+        return fastpath.step_weights(self, device_type or self.weight_ih.device.type)
 
     def step_with_gates(
         self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, noise: CellNoise | None = None
