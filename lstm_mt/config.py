@@ -46,6 +46,8 @@ class TrainConfig:
     ``num_threads``: torch.set_num_threads (0: PyTorch's default). ``fused_loss``: the generator
     and the loss taken together a chunk of tokens at a time (`lstm_mt.loss.generator_loss`);
     false computes the full ``[B, T, V]`` logits first (the reference, same results to rounding).
+    ``fused_optimizer``: PyTorch's fused Adam/AdamW kernel (one call for all parameters); false:
+    its per-parameter loop (same updates to float rounding).
     ``nonfinite``: what an update whose loss (or, without loss scaling, gradient norm) is NaN or
     infinite does: ``stop`` the run with an error before applying it, or ``skip`` it (counted in
     the log records as ``skipped_updates``); such a model is never saved.
@@ -80,6 +82,7 @@ class TrainConfig:
     precision: str = "auto"
     num_threads: int = bounded(0, ge=0)
     fused_loss: bool = True
+    fused_optimizer: bool = True
     quiet: bool = False
     log_every: int = bounded(100, ge=1)
     tensorboard: bool = False

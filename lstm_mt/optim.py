@@ -11,11 +11,13 @@ ReduceLROnPlateau counts), never taking the rate below ``min_lr``.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch.autograd.graph import increment_version
 
 from lstm_mt.config import TrainConfig
 from lstm_mt.errors import LstmMtError
@@ -24,13 +26,39 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULES = ("plateau", "inverse_sqrt", "linear", "constant")
 METRIC_MODES = {"bleu": "max", "loss": "min"}  # how each validation metric improves
 
+log = logging.getLogger(__name__)
+
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW over ``parameters`` with ``train.lr``, ``train.betas``, ``train.weight_decay``."""
+    """Adam or AdamW over ``parameters`` with ``train.lr``, ``train.betas``, ``train.weight_decay``.
+
+    With ``train.fused_optimizer`` it is PyTorch's fused kernel (all parameters in one call, a single
+    pass over each, on CPU as on CUDA), where the parameters' device and dtype have one; else the
+    per-parameter loop. Both give the same update up to float rounding.
+    """
     check_optimizer(cfg)
-    return OPTIMIZERS[cfg.optimizer](
-        parameters, lr=cfg.lr, betas=(float(cfg.betas[0]), float(cfg.betas[1])), weight_decay=cfg.weight_decay
+    parameters = list(parameters)
+    options: dict[str, Any] = dict(
+        lr=cfg.lr, betas=(float(cfg.betas[0]), float(cfg.betas[1])), weight_decay=cfg.weight_decay
     )
+    if cfg.fused_optimizer:
+        try:
+            optimizer = OPTIMIZERS[cfg.optimizer](parameters, **options, fused=True)
+        except RuntimeError as error:  # a device or dtype without the fused kernel
+            log.info("train.fused_optimizer: %s; using the per-parameter loop", str(error).splitlines()[0])
+        else:
+            optimizer.register_step_post_hook(_mark_parameters_changed)
+            return optimizer
+    return OPTIMIZERS[cfg.optimizer](parameters, **options)
+
+
+def _mark_parameters_changed(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Bump the version counter of every parameter after a fused step, which writes them without doing so.
+
+    Caches keyed by the version counter (`lstm_mt.lstm.onednn.packed`, the LSTM's weights in oneDNN's
+    layout) would otherwise keep serving the weights from before the update.
+    """
+    increment_version([p for group in optimizer.param_groups for p in group["params"]])
 
 
 def check_optimizer(cfg: TrainConfig) -> None:
