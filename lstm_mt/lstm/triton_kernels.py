@@ -34,6 +34,29 @@ def _tile(rows, H, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr):
 
 
 @triton.jit
+def _store_gates(gates, gates_stride, tanh_c, tanh_c_stride, r, j, mask, H, i, f, g, o, tc):
+    """Keep a step's gates (laid out like ``pre``) and tanh for the backward pass, in the buffers' dtypes."""
+    out = gates + r * gates_stride + j
+    tl.store(out, i.to(gates.dtype.element_ty), mask=mask)
+    tl.store(out + H, f.to(gates.dtype.element_ty), mask=mask)
+    tl.store(out + 2 * H, g.to(gates.dtype.element_ty), mask=mask)
+    tl.store(out + 3 * H, o.to(gates.dtype.element_ty), mask=mask)
+    tl.store(tanh_c + r * tanh_c_stride + j, tc.to(tanh_c.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _load_gates(gates, gates_stride, tanh_c, tanh_c_stride, r, j, mask, H):
+    """A step's kept i, f, C̃, o and tanh, in float32."""
+    g_in = gates + r * gates_stride + j
+    i = tl.load(g_in, mask=mask, other=0.0).to(tl.float32)
+    f = tl.load(g_in + H, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(g_in + 2 * H, mask=mask, other=0.0).to(tl.float32)
+    o = tl.load(g_in + 3 * H, mask=mask, other=0.0).to(tl.float32)
+    tc = tl.load(tanh_c + r * tanh_c_stride + j, mask=mask, other=0.0).to(tl.float32)
+    return i, f, g, o, tc
+
+
+@triton.jit
 def lstm_forward_kernel(
     pre,
     pre_stride,
@@ -67,12 +90,7 @@ def lstm_forward_kernel(
     tl.store(c + r * c_stride + j, c_new.to(c.dtype.element_ty), mask=mask)
     tl.store(h + r * h_stride + j, (o * tanh_c_new).to(h.dtype.element_ty), mask=mask)
     if KEEP:
-        out = gates + r * gates_stride + j
-        tl.store(out, i.to(gates.dtype.element_ty), mask=mask)
-        tl.store(out + H, f.to(gates.dtype.element_ty), mask=mask)
-        tl.store(out + 2 * H, g.to(gates.dtype.element_ty), mask=mask)
-        tl.store(out + 3 * H, o.to(gates.dtype.element_ty), mask=mask)
-        tl.store(tanh_c + r * tanh_c_stride + j, tanh_c_new.to(tanh_c.dtype.element_ty), mask=mask)
+        _store_gates(gates, gates_stride, tanh_c, tanh_c_stride, r, j, mask, H, i, f, g, o, tanh_c_new)
 
 
 @triton.jit
@@ -105,12 +123,7 @@ def lstm_backward_kernel(
     writes dL/dpre to ``grad_pre`` and adds dC · f, the gradient reaching C_prev, to ``dc_prev``.
     """
     r, j, mask = _tile(rows, H, BLOCK_R, BLOCK_H)
-    g_in = gates + r * gates_stride + j
-    i = tl.load(g_in, mask=mask, other=0.0).to(tl.float32)
-    f = tl.load(g_in + H, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(g_in + 2 * H, mask=mask, other=0.0).to(tl.float32)
-    o = tl.load(g_in + 3 * H, mask=mask, other=0.0).to(tl.float32)
-    tc = tl.load(tanh_c + r * tanh_c_stride + j, mask=mask, other=0.0).to(tl.float32)
+    i, f, g, o, tc = _load_gates(gates, gates_stride, tanh_c, tanh_c_stride, r, j, mask, H)
     cp = tl.load(c_prev + r * c_prev_stride + j, mask=mask, other=0.0).to(tl.float32)
     dh_r = tl.load(dh + r * dh_stride + j, mask=mask, other=0.0).to(tl.float32)
     dC = tl.load(dc + r * dc_stride + j, mask=mask, other=0.0).to(tl.float32) + dh_r * o * (1.0 - tc * tc)
@@ -146,53 +159,30 @@ def _normalize_backward(x_hat, rstd, d_hat, mask, H):
 
 @triton.jit
 def _recurrent_block(
-    x_in,
-    x_in_stride,
-    rec,
-    rec_stride,
-    rec_hat,
-    rec_hat_stride,
-    rec_rstd,
-    rec_rstd_stride,
-    gain_hh,
-    r,
-    j,
-    mask,
-    rows,
-    H,
-    k,
-    EPS: tl.constexpr,
-):
-    """Gate block ``k``'s pre-activation with layer norm, ``x_in + γ_h·LN(rec)``, keeping LN(rec) and 1/σ."""
+    x_in, x_in_stride, rec, rec_stride, rec_hat, rec_hat_stride, rec_rstd, rec_rstd_stride, gain_hh, pre, pre_stride,
+    r, j, mask, rows, H, k, EPS: tl.constexpr
+):  # fmt: skip
+    """Gate block ``k``'s pre-activation with layer norm, ``x_in + γ_h·LN(rec)``, into ``pre``, keeping LN(rec)
+    and 1/σ."""
     x = tl.load(rec + r * rec_stride + k * H + j, mask=mask, other=0.0).to(tl.float32)
     x_hat, rstd = _normalize(x, mask, H, EPS)
     tl.store(rec_hat + r * rec_hat_stride + k * H + j, x_hat.to(rec_hat.dtype.element_ty), mask=mask)
     tl.store(rec_rstd + r * rec_rstd_stride + k, rstd.to(rec_rstd.dtype.element_ty), mask=r < rows)
     gain = tl.load(gain_hh + k * H + j, mask=j < H, other=0.0).to(tl.float32)
-    return tl.load(x_in + r * x_in_stride + k * H + j, mask=mask, other=0.0).to(tl.float32) + gain * x_hat
+    x_share = tl.load(x_in + r * x_in_stride + k * H + j, mask=mask, other=0.0).to(tl.float32)
+    tl.store(pre + r * pre_stride + k * H + j, (x_share + gain * x_hat).to(pre.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _recurrent_block_backward(
-    rec_hat,
-    rec_hat_stride,
-    rec_rstd,
-    rec_rstd_stride,
-    gain_hh,
-    grad_rec,
-    grad_rec_stride,
-    d_pre,
-    r,
-    j,
-    mask,
-    rows,
-    H,
-    k,
-):
+    rec_hat, rec_hat_stride, rec_rstd, rec_rstd_stride, gain_hh, grad_pre, grad_pre_stride, grad_rec, grad_rec_stride,
+    r, j, mask, rows, H, k
+):  # fmt: skip
     """Gate block ``k``'s dL/d(W_h·h_in) from its dL/dpre, through ``γ_h·LN(·)``."""
     x_hat = tl.load(rec_hat + r * rec_hat_stride + k * H + j, mask=mask, other=0.0).to(tl.float32)
     rstd = tl.load(rec_rstd + r * rec_rstd_stride + k, mask=r < rows, other=0.0).to(tl.float32)
     gain = tl.load(gain_hh + k * H + j, mask=j < H, other=0.0).to(tl.float32)
+    d_pre = tl.load(grad_pre + r * grad_pre_stride + k * H + j, mask=mask, other=0.0).to(tl.float32)
     grad = _normalize_backward(x_hat, rstd, d_pre * gain, mask, H)
     tl.store(grad_rec + r * grad_rec_stride + k * H + j, grad.to(grad_rec.dtype.element_ty), mask=mask)
 
@@ -258,85 +248,18 @@ def variant_forward_kernel(
     norms' normalized values and 1/σ for the backward pass."""
     r, j, mask = _tile(rows, H, BLOCK_R, BLOCK_H)
     units = j < H
-    if LN_HH:
-        pre_i = _recurrent_block(
-            x_in,
-            x_in_stride,
-            rec,
-            rec_stride,
-            rec_hat,
-            rec_hat_stride,
-            rec_rstd,
-            rec_rstd_stride,
-            gain_hh,
-            r,
-            j,
-            mask,
-            rows,
-            H,
-            0,
-            EPS,
-        )
-        pre_f = _recurrent_block(
-            x_in,
-            x_in_stride,
-            rec,
-            rec_stride,
-            rec_hat,
-            rec_hat_stride,
-            rec_rstd,
-            rec_rstd_stride,
-            gain_hh,
-            r,
-            j,
-            mask,
-            rows,
-            H,
-            1,
-            EPS,
-        )
-        pre_g = _recurrent_block(
-            x_in,
-            x_in_stride,
-            rec,
-            rec_stride,
-            rec_hat,
-            rec_hat_stride,
-            rec_rstd,
-            rec_rstd_stride,
-            gain_hh,
-            r,
-            j,
-            mask,
-            rows,
-            H,
-            2,
-            EPS,
-        )
-        pre_o = _recurrent_block(
-            x_in,
-            x_in_stride,
-            rec,
-            rec_stride,
-            rec_hat,
-            rec_hat_stride,
-            rec_rstd,
-            rec_rstd_stride,
-            gain_hh,
-            r,
-            j,
-            mask,
-            rows,
-            H,
-            3,
-            EPS,
-        )
-    else:
-        p = pre + r * pre_stride + j
-        pre_i = tl.load(p, mask=mask, other=0.0).to(tl.float32)
-        pre_f = tl.load(p + H, mask=mask, other=0.0).to(tl.float32)
-        pre_g = tl.load(p + 2 * H, mask=mask, other=0.0).to(tl.float32)
-        pre_o = tl.load(p + 3 * H, mask=mask, other=0.0).to(tl.float32)
+    if LN_HH:  # pre = x_in + γ_h·LN(rec), written block by block (as the C kernel does), then read as given
+        for k in tl.static_range(4):
+            _recurrent_block(
+                x_in, x_in_stride, rec, rec_stride, rec_hat, rec_hat_stride, rec_rstd, rec_rstd_stride, gain_hh,
+                pre, pre_stride, r, j, mask, rows, H, k, EPS
+            )  # fmt: skip
+        tl.debug_barrier()
+    p = pre + r * pre_stride + j
+    pre_i = tl.load(p, mask=mask, other=0.0).to(tl.float32)
+    pre_f = tl.load(p + H, mask=mask, other=0.0).to(tl.float32)
+    pre_g = tl.load(p + 2 * H, mask=mask, other=0.0).to(tl.float32)
+    pre_o = tl.load(p + 3 * H, mask=mask, other=0.0).to(tl.float32)
     cp = tl.load(c_prev + r * c_prev_stride + j, mask=mask, other=0.0).to(tl.float32)
     w_ci = tl.load(peepholes + j, mask=units, other=0.0).to(tl.float32)
     w_cf = tl.load(peepholes + H + j, mask=units, other=0.0).to(tl.float32)
@@ -365,12 +288,7 @@ def variant_forward_kernel(
     tl.store(c + r * c_stride + j, (kc * cp + (1.0 - kc) * ct).to(c.dtype.element_ty), mask=mask)
     tl.store(h + r * h_stride + j, (kh * hp + (1.0 - kh) * (o * tc)).to(h.dtype.element_ty), mask=mask)
     if KEEP:
-        out = gates + r * gates_stride + j
-        tl.store(out, i.to(gates.dtype.element_ty), mask=mask)
-        tl.store(out + H, f.to(gates.dtype.element_ty), mask=mask)
-        tl.store(out + 2 * H, g.to(gates.dtype.element_ty), mask=mask)
-        tl.store(out + 3 * H, o.to(gates.dtype.element_ty), mask=mask)
-        tl.store(tanh_c + r * tanh_c_stride + j, tc.to(tanh_c.dtype.element_ty), mask=mask)
+        _store_gates(gates, gates_stride, tanh_c, tanh_c_stride, r, j, mask, H, i, f, g, o, tc)
 
 
 @triton.jit
@@ -423,12 +341,7 @@ def variant_backward_kernel(
     zoneout) h_prev to ``dc_prev`` and ``dh_prev``."""
     r, j, mask = _tile(rows, H, BLOCK_R, BLOCK_H)
     units = j < H
-    g_in = gates + r * gates_stride + j
-    i = tl.load(g_in, mask=mask, other=0.0).to(tl.float32)
-    f = tl.load(g_in + H, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(g_in + 2 * H, mask=mask, other=0.0).to(tl.float32)
-    o = tl.load(g_in + 3 * H, mask=mask, other=0.0).to(tl.float32)
-    tc = tl.load(tanh_c + r * tanh_c_stride + j, mask=mask, other=0.0).to(tl.float32)
+    i, f, g, o, tc = _load_gates(gates, gates_stride, tanh_c, tanh_c_stride, r, j, mask, H)
     cp = tl.load(c_prev + r * c_prev_stride + j, mask=mask, other=0.0).to(tl.float32)
     kc = tl.load(keep_c + r * keep_c_stride + j, mask=mask, other=0.0).to(tl.float32)
     kh = tl.load(keep_h + r * keep_h_stride + j, mask=mask, other=0.0).to(tl.float32)
@@ -469,67 +382,9 @@ def variant_backward_kernel(
     total_h = tl.load(dhp, mask=mask, other=0.0).to(tl.float32) + kh * dh_in
     tl.store(dhp, total_h.to(dh_prev.dtype.element_ty), mask=mask)
     if LN_HH:
-        _recurrent_block_backward(
-            rec_hat,
-            rec_hat_stride,
-            rec_rstd,
-            rec_rstd_stride,
-            gain_hh,
-            grad_rec,
-            grad_rec_stride,
-            d_i,
-            r,
-            j,
-            mask,
-            rows,
-            H,
-            0,
-        )
-        _recurrent_block_backward(
-            rec_hat,
-            rec_hat_stride,
-            rec_rstd,
-            rec_rstd_stride,
-            gain_hh,
-            grad_rec,
-            grad_rec_stride,
-            d_f,
-            r,
-            j,
-            mask,
-            rows,
-            H,
-            1,
-        )
-        _recurrent_block_backward(
-            rec_hat,
-            rec_hat_stride,
-            rec_rstd,
-            rec_rstd_stride,
-            gain_hh,
-            grad_rec,
-            grad_rec_stride,
-            d_g,
-            r,
-            j,
-            mask,
-            rows,
-            H,
-            2,
-        )
-        _recurrent_block_backward(
-            rec_hat,
-            rec_hat_stride,
-            rec_rstd,
-            rec_rstd_stride,
-            gain_hh,
-            grad_rec,
-            grad_rec_stride,
-            d_o,
-            r,
-            j,
-            mask,
-            rows,
-            H,
-            3,
-        )
+        tl.debug_barrier()  # dL/dpre is read back block by block
+        for k in tl.static_range(4):
+            _recurrent_block_backward(
+                rec_hat, rec_hat_stride, rec_rstd, rec_rstd_stride, gain_hh, grad_pre, grad_pre_stride, grad_rec,
+                grad_rec_stride, r, j, mask, rows, H, k
+            )  # fmt: skip

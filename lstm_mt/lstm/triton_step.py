@@ -121,7 +121,7 @@ def backward(
 
 def variant_forward(coupled: bool, **tensors: Tensor | None) -> bool:
     """The cell variants' step, with `lstm_mt.lstm.native.variant_forward`'s keyword tensors (with layer norm
-    ``pre`` is not written). Returns False, touching nothing, where it does not apply."""
+    ``pre`` is written, as there). Returns False, touching nothing, where it does not apply."""
     checked = _variant_arguments(tensors, _VARIANT_FORWARD, ignored=())
     if checked is None:
         return False
@@ -190,13 +190,10 @@ def _variant_arguments(
     state = tensors.get("c_prev")
     if given - known - set(ignored) or state is None or state.dim() != 2:
         return None
-    device = state.device
-    if device.type not in DEVICE_TYPES or _kernels() is None:
+    index = _device_index(state)
+    if index is None or _kernels() is None:
         return None
     rows, hidden = state.shape
-    index = state.get_device()
-    if index >= 0 and index != torch.cuda.current_device():  # Triton launches on the current device
-        return None
     arguments: _Arguments = []
     flags: dict[str, bool] = {}
     for flag, fields in layout:
@@ -260,20 +257,26 @@ def _arguments(
     ``[rows, H]`` (`_fits`) on the device of ``state``, whose type is in `DEVICE_TYPES` (and which is the
     current CUDA device); else None.
     The kernels trust these shapes. (Per step, so written for few tensor attribute calls.)"""
-    device = state.device
-    if device.type not in DEVICE_TYPES or state.dim() != 2:
+    index = _device_index(state)
+    if index is None or state.dim() != 2:
         return None
     rows, hidden = state.shape
-    index = state.get_device()
-    if index >= 0 and index != torch.cuda.current_device():  # Triton launches on the current device
-        return None
     arguments: _Arguments = []
     for t, width in zip(tensors, widths):
         stride = t.stride()
         if t.shape != (rows, width * hidden) or stride[-1] != 1 or t.dtype not in DTYPES or t.get_device() != index:
             return None
         arguments += (t, stride[0])
-    return device, arguments
+    return state.device, arguments
+
+
+def _device_index(state: Tensor) -> int | None:
+    """``state``'s device index (-1 on CPU) where the kernels may launch: a device type in `DEVICE_TYPES`, and
+    for CUDA the current device (Triton launches there); else None."""
+    if state.device.type not in DEVICE_TYPES:
+        return None
+    index = state.get_device()
+    return None if index >= 0 and index != torch.cuda.current_device() else index
 
 
 def _launch_shape(rows: int, hidden: int, whole_rows: bool = False) -> tuple[tuple[int, int], dict[str, int]]:
