@@ -47,9 +47,11 @@ class VocabularyBlocks:
             top, flat = (bias.unsqueeze(2) + values).view(n, groups * width).topk(k, dim=1)
             return top, flat // width, flat % width
         blocks = self.maxima.shape[1]
-        chosen = (bias.unsqueeze(2) + self.maxima.view(n, groups, blocks)).view(n, groups * blocks).topk(k, dim=1)
-        group, block = chosen.indices // blocks, chosen.indices % blocks
+        chosen, real = _top_indices((bias.unsqueeze(2) + self.maxima.view(n, groups, blocks)).view(n, -1), k)
+        group, block = chosen // blocks, chosen % blocks
         tokens, candidates = self._block_values(group + groups * torch.arange(n, device=bias.device)[:, None], block)
+        if real is not None:
+            candidates = candidates.masked_fill(~real.unsqueeze(2), float("-inf"))
         sums = (bias.gather(1, group).unsqueeze(2) + candidates).view(n, k * BLOCK)
         top, picked = sums.topk(k, dim=1)
         return top, group.gather(1, picked // BLOCK), tokens.view(n, k * BLOCK).gather(1, picked)
@@ -86,6 +88,22 @@ class VocabularyBlocks:
 def row_argmax(values: Tensor) -> tuple[Tensor, Tensor]:
     """The maximum of each row of ``values`` ``[R, V]`` and the index of its first occurrence: ``values.max(dim=1)``."""
     return VocabularyBlocks(values).argmax()
+
+
+def _top_indices(values: Tensor, k: int) -> tuple[Tensor, Tensor | None]:
+    """Where the ``k`` largest of each row of ``values`` ``[n, W]`` are, and which of them are real.
+
+    On CPU, ``torch.topk`` sorts partially only from ``64 * k`` elements a row (ATen's TopKImpl;
+    below that, nth_element, ~3x slower for 625 block maxima and k = 10), so shorter rows are
+    padded with -inf. A padding position is chosen only where fewer than ``k`` values exceed -inf;
+    it comes back as the row's last position, marked not real (None: all are real).
+    """
+    width = values.shape[1]
+    if values.device.type != "cpu" or width >= 64 * k:
+        return values.topk(k, dim=1).indices, None
+    padded = torch.cat([values, values.new_full((values.shape[0], 64 * k - width), float("-inf"))], dim=1)
+    chosen = padded.topk(k, dim=1).indices
+    return chosen.clamp(max=width - 1), chosen < width
 
 
 def _block_maxima(values: Tensor) -> Tensor:
