@@ -336,6 +336,8 @@ class _Beams:
         # At most one EOS per prefix among the 2K candidates, so at least K of them go on.
         going_on = (rank + ends.long() * tokens.shape[1]).argsort(dim=1)[:, : self.size]
         finished_now = penalties.normalize(scores, step + 1).masked_fill(~finishing, float("-inf"))
+        # Not above the nbest-th best finished so far: can never make the n-best list (ties go to the earlier).
+        handed = finishing & (finished_now > self.kept[:, -1:])
         self.kept = torch.cat([self.kept, finished_now], dim=1).topk(self.kept.shape[1], dim=1).values
         next_scores = scores.gather(1, going_on)
         best_possible = penalties.normalize(next_scores[:, 0], self.limits)
@@ -345,6 +347,7 @@ class _Beams:
             tokens=tokens,
             scores=scores,
             finishing=finishing,
+            handed=handed,
             chosen=parents.gather(1, going_on).view(-1),
             next_tokens=tokens.gather(1, going_on).view(-1, 1),
             next_scores=next_scores,
@@ -370,14 +373,14 @@ class _Beams:
         self.greedy = torch.where(follows, goes_on.long().argmax(dim=1), -1)
 
     def hand_over_finished(self, finished: _FinishedHypotheses) -> None:
-        """Give the step's finishing candidates, with their histories, to ``finished``."""
+        """Give the step's finishing candidates that could make the n-best list, with their histories, to ``finished``."""
         step = self.step
         assert step is not None
-        rows = step.parents[step.finishing]
-        histories = torch.cat([self.tokens[rows], step.tokens[step.finishing].unsqueeze(1)], dim=1).tolist()
+        rows = step.parents[step.handed]
+        histories = torch.cat([self.tokens[rows], step.tokens[step.handed].unsqueeze(1)], dim=1).tolist()
         attentions = self._attention_with(rows, step.attention).cpu()
-        sentences = step.finishing.nonzero()[:, 0].tolist()
-        scores = step.scores[step.finishing].tolist()
+        sentences = step.handed.nonzero()[:, 0].tolist()
+        scores = step.scores[step.handed].tolist()
         for index, (sentence, history, score) in enumerate(zip(sentences, histories, scores)):
             if history[-1] == EOS_ID:
                 history = history[:-1]
@@ -431,8 +434,8 @@ class _Beams:
 
 @dataclass
 class _Step:
-    """One step's decisions: per candidate ``[n, 2K]`` its row, token, score and whether it
-    finishes; the rows the beams go on from ``[n*K]`` with their new tokens and scores; per
+    """One step's decisions: per candidate ``[n, 2K]`` its row, token, score, whether it
+    finishes and whether it is handed over (finishes above the sentence's n-best so far); the rows the beams go on from ``[n*K]`` with their new tokens and scores; per
     sentence ``[n]`` whether it is done, and the greedy prefix's extension and fate."""
 
     attention: Tensor
@@ -440,6 +443,7 @@ class _Step:
     tokens: Tensor
     scores: Tensor
     finishing: Tensor
+    handed: Tensor
     chosen: Tensor
     next_tokens: Tensor
     next_scores: Tensor
@@ -450,10 +454,10 @@ class _Step:
     greedy_score: Tensor | None = None
 
     def flags(self) -> tuple[bool, bool, bool]:
-        """Whether anything finishes, any greedy prefix is pruned, any sentence is done: one host sync."""
+        """Whether anything is handed over, any greedy prefix is pruned, any sentence is done: one host sync."""
         pruned = self.greedy_pruned if self.greedy_pruned is not None else self.done.new_zeros(())
-        finishing, any_pruned, done = torch.stack([self.finishing.any(), pruned.any(), self.done.any()]).tolist()
-        return finishing, any_pruned, done
+        handed, any_pruned, done = torch.stack([self.handed.any(), pruned.any(), self.done.any()]).tolist()
+        return handed, any_pruned, done
 
 
 @dataclass
