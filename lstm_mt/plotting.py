@@ -8,7 +8,8 @@ is drawn, with the Agg backend, so no display is needed.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +26,15 @@ def save_attention_heatmap(
     path: Path, attention: Tensor, src_labels: Sequence[str], tgt_labels: Sequence[str], title: str = ""
 ) -> Path:
     """Draw ``attention`` ``[T, S]`` (row t: where target piece t looked) into the PNG ``path``."""
-    plt = _pyplot("attention_plots")
     rows, columns = attention.shape
-    figure, axes = plt.subplots(figsize=(max(4.0, 0.35 * columns + 2), max(3.0, 0.3 * rows + 1.5)))
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Gg]lyph.*missing")  # CJK, emoji: boxes, not noise
-            axes.imshow(attention.float().numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
-            axes.set_xticks(range(columns), labels=list(src_labels), rotation=90, fontsize=8)
-            axes.set_yticks(range(rows), labels=list(tgt_labels), fontsize=8)
-            axes.set_xlabel("source")
-            axes.set_ylabel("translation")
-            if title:
-                axes.set_title(title, fontsize=9)
-            figure.tight_layout()
-            figure.savefig(path, dpi=100)
-    finally:
-        plt.close(figure)
+    size = (max(4.0, 0.35 * columns + 2), max(3.0, 0.3 * rows + 1.5))
+    with warnings.catch_warnings(), _drawing(path, "attention_plots", size, title) as axes:
+        warnings.filterwarnings("ignore", message=".*[Gg]lyph.*missing")  # CJK, emoji: boxes, not noise
+        axes.imshow(attention.float().numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+        axes.set_xticks(range(columns), labels=list(src_labels), rotation=90, fontsize=8)
+        axes.set_yticks(range(rows), labels=list(tgt_labels), fontsize=8)
+        axes.set_xlabel("source")
+        axes.set_ylabel("translation")
     return path
 
 
@@ -70,22 +63,29 @@ def save_attention_plots(
 
 def save_quality_plot(path: Path, curves: Mapping[str, Sequence[tuple[float, float]]], title: str = "") -> Path:
     """Draw val BLEU (y) against training minutes (x), one line per named run, into the PNG ``path``."""
-    plt = _pyplot("the quality plot")
-    figure, axes = plt.subplots(figsize=(7.0, 4.5))
-    try:
+    with _drawing(path, "the quality plot", (7.0, 4.5), title) as axes:
         for label, points in curves.items():
             axes.plot([minutes for minutes, _ in points], [bleu for _, bleu in points], marker=".", label=label)
         axes.set_xlabel("training minutes (wall clock)")
         axes.set_ylabel("val BLEU (greedy)")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
+    return path
+
+
+@contextmanager
+def _drawing(path: Path, what: str, size: tuple[float, float], title: str) -> Iterator[Any]:
+    """The axes of a new figure, titled, laid out and saved as the PNG ``path`` when the block ends."""
+    plt = _pyplot(what)
+    figure, axes = plt.subplots(figsize=size)
+    try:
+        yield axes
         if title:
             axes.set_title(title, fontsize=9)
         figure.tight_layout()
         figure.savefig(path, dpi=100)
     finally:
         plt.close(figure)
-    return path
 
 
 def _pyplot(what: str) -> Any:
