@@ -152,6 +152,13 @@ def padded_backward(sizes: Tensor, *saved_and_grads: Tensor) -> tuple[Tensor | N
     return recurrence_backward(tuple(saved), dh, dc, full, False, need_dh0=True, need_weight=True)
 
 
+@contextmanager
+def outside_autograd() -> Iterator[None]:
+    """Neither recording autograd nor in inference mode: where a graph's buffers are made and written."""
+    with torch.no_grad(), torch.inference_mode(False):
+        yield
+
+
 class CapturedGraph:
     """``fn`` recorded as a CUDA graph over static input buffers (``statics``, which give the bucket's shapes).
 
@@ -161,7 +168,8 @@ class CapturedGraph:
 
     def __init__(self, fn: Callable[..., tuple[Tensor | None, ...]], statics: list[Tensor]) -> None:
         self.statics = statics
-        self.outputs = self._record(fn)
+        with outside_autograd():  # the buffers are ordinary tensors, whatever mode the first call came in
+            self.outputs = self._record(fn)
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor | None, ...]:
         for static, given in zip(self.statics, inputs):
@@ -173,7 +181,7 @@ class CapturedGraph:
         """Warm up on a side stream, then capture ``fn`` on the statics; returns its (static) outputs."""
         device = self.statics[0].device
         stream = _side_stream(device)
-        with torch.cuda.device(device), torch.no_grad(), torch.inference_mode(False):
+        with torch.cuda.device(device):
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):
                 for _ in range(WARMUP):
@@ -268,22 +276,23 @@ def run_layer(
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     if not graph_cache().wanted(("forward", keep, *_signature(x_proj, weight_hh, shape))):
         return None
-    return PaddedRecurrence.apply(x_proj, weight_hh, h0, c0, batch_sizes)
+    return PaddedRecurrence.apply(x_proj, weight_hh, h0, c0, batch_sizes, keep)
 
 
 class PaddedRecurrence(torch.autograd.Function):
     """`LayerRecurrence` over the padded bucket (`padded_forward`, `padded_backward`), each pass replayed
-    from a graph on CUDA; same inputs (without ``h0_is_zero``) and outputs."""
+    from a graph on CUDA; same inputs and outputs, except ``keep`` for ``h0_is_zero``: whether a backward
+    pass will follow (the caller knows; ``ctx.needs_input_grad`` tells which inputs require grad, which
+    parameters do under no_grad and inference_mode too)."""
 
     @staticmethod
-    def forward(ctx, x_proj, weight_hh, h0, c0, batch_sizes):
+    def forward(ctx, x_proj, weight_hh, h0, c0, batch_sizes, keep):
         steps, batch, _ = x_proj.shape
         shape = padded_shape(steps, batch)
         assert shape is not None, "run_layer checks the shape"
         T, B = shape
         H = weight_hh.shape[1]
         sizes = _device_sizes(tuple(batch_sizes), T, x_proj.device)
-        keep = any(ctx.needs_input_grad[:4])
         kept = _run(
             ("forward", keep, *_signature(x_proj, weight_hh, shape)),
             partial(padded_forward, keep=keep),
@@ -313,7 +322,7 @@ class PaddedRecurrence(torch.autograd.Function):
             [tuple(sizes.shape), tuple(weight_hh.shape), *(tuple(t.shape) for t in saved), hs.shape, hs.shape],
             partial(_copies, shapes=[shape if need else None for shape, need in zip(shapes, ctx.needs_input_grad)]),
         )
-        return grad_pre, grad_w_hh, dh0, dc0, None
+        return grad_pre, grad_w_hh, dh0, dc0, None, None
 
 
 _T = TypeVar("_T")
