@@ -242,8 +242,8 @@ def beam_search(
         kept_rows = None
         if beams.sentence_ids:
             decided = beams.advance(log_probs[:beam_rows], attention[:beam_rows], step, penalties)
-            any_finishing, any_greedy_pruned, any_done = decided.flags()
-            if any_finishing:
+            any_handed, any_greedy_pruned, any_done = decided.flags()
+            if any_handed:
                 beams.hand_over_finished(finished)
             if any_greedy_pruned:
                 greedy.pending.append(beams.greedy_tails(state, step))
@@ -373,7 +373,8 @@ class _Beams:
         self.greedy = torch.where(follows, goes_on.long().argmax(dim=1), -1)
 
     def hand_over_finished(self, finished: _FinishedHypotheses) -> None:
-        """Give the step's finishing candidates that could make the n-best list, with their histories, to ``finished``."""
+        """Give the step's finishing candidates that could make the n-best list, with their histories,
+        to ``finished``."""
         step = self.step
         assert step is not None
         rows = step.parents[step.handed]
@@ -435,8 +436,9 @@ class _Beams:
 @dataclass
 class _Step:
     """One step's decisions: per candidate ``[n, 2K]`` its row, token, score, whether it
-    finishes and whether it is handed over (finishes above the sentence's n-best so far); the rows the beams go on from ``[n*K]`` with their new tokens and scores; per
-    sentence ``[n]`` whether it is done, and the greedy prefix's extension and fate."""
+    finishes and whether it is handed over (it finishes above the sentence's n-best so far);
+    the rows the beams go on from ``[n*K]`` with their new tokens and scores; per sentence
+    ``[n]`` whether it is done, and the greedy prefix's extension and fate."""
 
     attention: Tensor
     parents: Tensor
@@ -533,9 +535,10 @@ class _GreedyRows:
         best_possible = finished.penalties.normalize(self.scores, self.caps)
         lost = best_possible <= torch.tensor(thresholds, dtype=torch.float64, device=best.device)
         self.alive &= ~ended & ~lost
-        ending, self.alive_count = torch.stack([ended.any(), self.alive.sum()]).tolist()
-        if ending:
-            self._hand_over(ended.nonzero()[:, 0], finished)
+        handed = ended & ~lost  # lost: not even its score now over lp at the cap beats the n-best
+        any_handed, self.alive_count = torch.stack([handed.any(), self.alive.sum()]).tolist()
+        if any_handed:
+            self._hand_over(handed.nonzero()[:, 0], finished)
 
     def worth_compacting(self, beams_left: bool) -> bool:
         """Whether to compact when the beams do not: once they are all done, for pending prefixes or
