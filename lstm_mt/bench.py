@@ -360,7 +360,8 @@ def bench_variants(shape: Shape, device: torch.device, repeats: int) -> dict[str
     """Per variant: training step and inference (evaluation mode) of the plain LSTM and the variant's, interleaved.
 
     One layer, one direction (of ``shape``'s sizes). For layer norm also ``reference_train``: a
-    training step of `variant_step` looped over the steps.
+    training step of `variant_step` looped over the steps. Where CUDA graphs run, also the variant's
+    without them (``variant_train_eager``, ``variant_infer_eager``).
     """
     shape = dataclasses.replace(shape, layers=1, bidirectional=False)
     x = torch.randn(shape.length, shape.batch, shape.input, device=device)
@@ -383,10 +384,14 @@ def bench_variants(shape: Shape, device: torch.device, repeats: int) -> dict[str
     for name, variant in VARIANTS.items():
         ours = build(variant)
         train = {"plain_train": training_step(plain.train(), x), "variant_train": training_step(ours.train(), x)}
+        inference = {"plain_infer": infer(plain), "variant_infer": infer(ours)}
         if variant.layer_norm:
             train["reference_train"] = _step_by_step_training(ours.cells()[0][0], x)
+        if graphs_run(device):
+            train["variant_train_eager"] = without_graphs(train["variant_train"])
+            inference["variant_infer_eager"] = without_graphs(inference["variant_infer"])
         t = interleaved(train, device, repeats)
-        t.update(interleaved({"plain_infer": infer(plain), "variant_infer": infer(ours)}, device, repeats))
+        t.update(interleaved(inference, device, repeats))
         plain.train(), ours.train()
         results[name] = t
     return results
@@ -412,19 +417,17 @@ def print_variants(shape: Shape, device: torch.device, repeats: int) -> None:
     shape = dataclasses.replace(shape, layers=1, bidirectional=False)
     print(f"\nCell variants, {shape.label()}, against the plain cell in the same run (training in train mode,")
     print("inference in eval mode); layer norm also against its equations as a PyTorch loop (variant_step):\n")
-    print(
-        "| variant | train plain | train variant | ratio | infer plain | infer variant | ratio | train PyTorch loop | ours / loop |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    graphs = graphs_run(device)
+    eager = " | variant, no graphs" if graphs else ""
+    columns = f"train plain | train variant | ratio{eager} | infer plain | infer variant | ratio{eager}"
+    print(f"| variant | {columns} | train PyTorch loop | ours / loop |")
+    print("|---" * (9 + 2 * graphs) + "|")
     for name, t in bench_variants(shape, device, repeats).items():
-        cells = [
-            f"{t['plain_train']:.1f}",
-            f"{t['variant_train']:.1f}",
-            f"{t['variant_train'] / t['plain_train']:.2f}×",
-            f"{t['plain_infer']:.1f}",
-            f"{t['variant_infer']:.1f}",
-            f"{t['variant_infer'] / t['plain_infer']:.2f}×",
-        ]
+        cells = []
+        for kind in ("train", "infer"):
+            cells += [f"{t[f'plain_{kind}']:.1f}", f"{t[f'variant_{kind}']:.1f}"]
+            cells.append(f"{t[f'variant_{kind}'] / t[f'plain_{kind}']:.2f}×")
+            cells += [f"{t[f'variant_{kind}_eager']:.1f}"] if graphs else []
         loop = t.get("reference_train")
         cells += ["-", "-"] if loop is None else [f"{loop:.1f}", f"{t['variant_train'] / loop:.2f}×"]
         print(f"| {name} | {' | '.join(cells)} |", flush=True)

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from lstm_mt import bench
 from lstm_mt.data import MIRROR_ENV
-from lstm_mt.lstm import native, triton_step
+from lstm_mt.lstm import cuda_graphs, native, onednn, triton_step
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get(MIRROR_ENV) or REPO.parent / "shared" / "data")
@@ -40,6 +41,26 @@ def test_quick_bench_prints_ratios_and_cpu_peak_memory(monkeypatch, capsys):
     if sys.platform.startswith("linux"):
         peaks = rows[0].rstrip(" |").split("|")[-2:]
         assert all(re.fullmatch(r"\s*\d+\s*", cell) for cell in peaks), rows[0]  # measured, not n/a; sizes: next test
+
+
+def test_the_variants_table_times_graphed_variants_also_without_graphs(monkeypatch, capsys):
+    """Where graphs run (CPU with the stand-in for a CUDA graph here), each variant row has its times without
+    graphs beside the graphed ones, for training and inference, and the variants ran through graphs."""
+    from test_cuda_graphs import ReplayedOnCpu
+
+    monkeypatch.setattr(cuda_graphs, "DEVICE_TYPES", {"cpu"})
+    monkeypatch.setattr(cuda_graphs, "CapturedGraph", ReplayedOnCpu)
+    monkeypatch.setattr(onednn, "usable", lambda weight: False)  # float32 inference reaches graphs, as on CUDA
+    shape = bench.Shape(hidden=16, layers=1, bidirectional=False, length=5, batch=4, input=8)
+    bench.print_variants(shape, torch.device("cpu"), repeats=2)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("| variant"))
+    assert header.count("no graphs") == 2
+    rows = [line for line in lines if line.startswith("| ") and line.split("|")[1].strip() in bench.VARIANTS]
+    assert len(rows) == len(bench.VARIANTS)
+    assert all(row.count("|") == header.count("|") for row in rows)
+    kinds = {key[0] for key in cuda_graphs.graph_cache().graphs}
+    assert {"variant forward", "variant backward"} <= kinds
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -3,7 +3,8 @@
 On CPU: the buckets, the padding (the padded recurrence, run without a graph, against the eager
 `LayerRecurrence`: outputs and every gradient), the graph cache, the switches, and that the CPU
 path never reaches the graphs. With CUDA: the graphed LSTM against the eager one (graphs off),
-in fp32, bf16 autocast and inference, several batches sharing a bucket, and the LRU bound.
+in fp32, bf16 autocast and inference, several batches sharing a bucket, and the LRU bound; and the
+variant cells' graphed layers against their eager loops (each variant, training and evaluation).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from conftest import use_point_wise
 from test_cell import max_diff, outputs_and_grads
 
 from lstm_mt.errors import LstmMtError
-from lstm_mt.lstm import LSTM, cuda_graphs, onednn, padding, triton_step
+from lstm_mt.lstm import LSTM, LSTMCell, cuda_graphs, onednn, padding, triton_step
 from lstm_mt.lstm.autograd import LayerRecurrence
+from lstm_mt.lstm.variants import CellVariant
 
 
 def test_buckets_pad_at_most_a_quarter_and_are_few():
@@ -240,22 +242,27 @@ def device(request, monkeypatch) -> torch.device:
     return torch.device(request.param)
 
 
-def lstm_case(seed: int, steps: int, lengths: list[int], device: torch.device):
+def lstm_case(seed: int, steps: int, lengths: list[int], device: torch.device, dtype: torch.dtype = torch.float32):
     """A 2-layer bidirectional LSTM's input, lengths, initial state and loss weights (all of one batch)."""
     torch.manual_seed(seed)
     batch = len(lengths)
-    x = torch.randn(steps, batch, 6, device=device, requires_grad=True)
-    h0 = torch.randn(4, batch, 8, device=device, requires_grad=True)
-    c0 = torch.randn(4, batch, 8, device=device, requires_grad=True)
-    weights = [torch.randn(steps, batch, 16, device=device), torch.randn(4, batch, 8, device=device)]
+    x = torch.randn(steps, batch, 6, device=device, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(4, batch, 8, device=device, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(4, batch, 8, device=device, dtype=dtype, requires_grad=True)
+    weights = [
+        torch.randn(steps, batch, 16, device=device, dtype=dtype),
+        torch.randn(4, batch, 8, device=device, dtype=dtype),
+    ]
     return x, torch.tensor(lengths), (h0, c0), weights + [torch.randn_like(weights[1])]
 
 
-def graphed_and_eager(lstm: LSTM, case, precision: torch.dtype | None = None):
-    """``(outputs, grads)`` of the LSTM on ``case`` with graphs on, then off (``precision``: autocast dtype)."""
+def graphed_and_eager(lstm: LSTM, case, precision: torch.dtype | None = None, seed: int = 0):
+    """``(outputs, grads)`` of the LSTM on ``case`` with graphs on, then off (``precision``: autocast dtype;
+    ``seed``: the random state each run starts from, so that a variant cell draws the same masks in both)."""
     x, lengths, state, weights = case
     results = []
     for graphs in (True, False):
+        torch.manual_seed(seed)
         with torch.autocast(x.device.type, dtype=precision or torch.bfloat16, enabled=precision is not None):
             with contextlib.nullcontext() if graphs else cuda_graphs.off():
                 results.append(outputs_and_grads(lstm, lambda m: m(x, lengths, state), [x, *state], weights))
@@ -332,4 +339,83 @@ def test_switched_off_by_the_environment(device, monkeypatch):
     x = torch.randn(7, 3, 6, device=device)
     for _ in range(3):
         lstm(x)[0].sum().backward()
+    assert cuda_graphs._cache is None or not cuda_graphs._cache.graphs
+
+
+# --- variant cells (`cuda_graphs.run_variant_layer`) ---------------------------------------------------
+
+VARIANTS = {
+    "layer_norm": CellVariant(layer_norm=True),
+    "zoneout": CellVariant(zoneout_c=0.3, zoneout_h=0.2),
+    "dropout": CellVariant(recurrent_dropout=0.3, input_dropout=0.2),
+    "peepholes_cifg": CellVariant(peepholes=True, coupled_gates=True),
+    "all": CellVariant(True, 0.3, 0.0, 0.3, 0.2, True, True),
+}
+# float64 (tensor operations): graphed equals eager to rounding (< 1e-12 measured). float32 (the C kernel
+# on CPU, Triton on CUDA): products over more rows round differently, and layer norm's 1/σ of an 8-unit
+# block with little spread magnifies that (up to 3e-4 of the largest gradient measured, all variants at once)
+VARIANT_CASES = {"cpu": [("tensor", torch.float64, 1e-10), ("native", torch.float32, 1e-3)]}
+VARIANT_CASES["cuda"] = [("tensor", torch.float32, 1e-3), ("triton", torch.float32, 1e-3)]
+
+
+def relative_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """`max_diff` over the largest magnitude in ``b`` (at least 1)."""
+    return max_diff(a, b) / max(1.0, max(t.abs().max().item() for t in b))
+
+
+def variant_lstm(name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> LSTM:
+    """A 2-layer bidirectional LSTM with the variant, its gains and biases moved off their initial values."""
+    torch.manual_seed(1)
+    lstm = LSTM(6, 8, 2, bidirectional=True, variant=VARIANTS[name]).to(device, dtype)
+    with torch.no_grad():
+        for parameter in lstm.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+    return lstm
+
+
+@pytest.mark.parametrize("case", [0, 1])
+@pytest.mark.parametrize("name", VARIANTS)
+def test_graphed_variant_lstm_equals_eager(device, name, case, monkeypatch):
+    """Training (masks and zoneout drawn alike for both runs) over batches in two buckets, each met twice
+    (the graphs' buffers then hold an earlier batch's data): outputs and every gradient (the variant's gains,
+    biases and peepholes too) equal to the eager loop's, through variant graphs; then evaluation (zoneout's
+    expectation), also through graphs. On CPU oneDNN is off, so that float32 inference reaches the graphs,
+    as on CUDA."""
+    point_wise, dtype, tolerance = VARIANT_CASES[device.type][case]
+    if device.type == "cpu":
+        use_point_wise(point_wise, monkeypatch)
+        monkeypatch.setattr(onednn, "usable", lambda weight: False)
+    lstm = variant_lstm(name, device, dtype)
+    cases = [(14, [14, 9, 14, 1, 7, 3, 2, 5, 11, 6]), (13, [13, 2, 5, 13, 1, 8, 4, 4, 12]), (14, [3, 14, 2, 9, 1, 6])]
+    with triton_step.only_on(*((device.type,) if point_wise == "triton" else ())):
+        for seed, (steps, lengths) in enumerate(cases * 2):
+            (out, grads), (eager_out, eager_grads) = graphed_and_eager(
+                lstm, lstm_case(seed, steps, lengths, device, dtype), seed=seed
+            )
+            assert relative_diff(out, eager_out) < tolerance
+            assert relative_diff(grads, eager_grads) < tolerance
+        kinds = {key[:2] for key in cuda_graphs.graph_cache().graphs}
+        assert {kind for kind, _ in kinds} == {"variant forward", "variant backward"}
+        assert ("variant forward", True) in kinds
+        lstm.eval()
+        for seed, (steps, lengths) in enumerate(cases * 2):
+            x, lengths, state, _ = lstm_case(seed, steps, lengths, device, dtype)
+            with torch.no_grad():
+                graphed = lstm(x, lengths, state)
+                with cuda_graphs.off():
+                    eager = lstm(x, lengths, state)
+            assert relative_diff([graphed[0], *graphed[1]], [eager[0], *eager[1]]) < tolerance
+    inference = [key for key in cuda_graphs.graph_cache().graphs if key[:2] == ("variant forward", False)]
+    assert bool(inference) == (name != "dropout"), "dropout-only cells run the plain cell in evaluation"
+
+
+def test_the_decoder_steps_of_a_variant_cell_are_not_graphed(device):
+    """`LSTMCell` steps (the decoder's) run eagerly, as the plain cell's: a graph per step would cost more
+    in copies than it saves."""
+    cell = LSTMCell(6, 8, variant=VARIANTS["all"]).to(device)
+    x, h, c = (torch.randn(4, n, device=device) for n in (6, 8, 8))
+    noise = cell.sequence_noise(x)
+    for _ in range(4):
+        h, c = cell(x, (h, c), noise)
+    (h + c).sum().backward()
     assert cuda_graphs._cache is None or not cuda_graphs._cache.graphs

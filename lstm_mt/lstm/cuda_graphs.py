@@ -29,18 +29,24 @@ key runs the eager loop. The same padded functions run without a graph on CPU te
 
 ``LSTM_MT_CUDA_GRAPHS=0`` switches graphs off; ``LSTM_MT_CUDA_GRAPHS_MAX`` (default 32) bounds
 how many are kept (`GraphCache`: a shape dropped and captured three times then stays eager).
-Only a plain cell's layer recurrence is graphed (`fastpath.run_layer`), not the decoder's single
-steps.
+A variant cell's layer recurrence (`lstm_mt.lstm.variant_autograd`'s loops) is graphed the same
+way (`run_variant_layer`), with its dropout mask and zoneout's 0/1 tensors as graph inputs. Its
+padding differs: layer norm and zoneout would not keep a shut position at zero, so every row runs
+from zero state at its padded positions, whose h and C are zeroed after each step, and gradients
+arriving there are dropped (`variant_forward`'s ``padding``). Whole layers only (`fastpath.run_layer`),
+not the decoder's single steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache, lru_cache, partial
 from typing import Any, TypeVar, cast
 
@@ -50,8 +56,21 @@ from torch import Tensor
 from lstm_mt.errors import LstmMtError
 from lstm_mt.lstm import pointwise
 from lstm_mt.lstm.autograd import recurrence_backward, recurrence_forward
+from lstm_mt.lstm.variant_autograd import variant_backward, variant_forward
+from lstm_mt.lstm.variant_pointwise import VariantPointwise
+from lstm_mt.lstm.variants import CellVariant
 
-__all__ = ["GraphCache", "bucket_size", "graph_cache", "enabled", "max_graphs", "off", "padded_shape", "run_layer"]
+__all__ = [
+    "GraphCache",
+    "bucket_size",
+    "graph_cache",
+    "enabled",
+    "max_graphs",
+    "off",
+    "padded_shape",
+    "run_layer",
+    "run_variant_layer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +149,17 @@ def padded_forward(
     and with ``keep`` the gates and tanh(C) (else None), and the initial state as used, rows the
     bucket added zeroed (`recurrence_forward` and the module docstring).
     """
-    mask = padding_mask(sizes, x_proj.shape[1])
-    added_rows = mask[0].unsqueeze(1)  # every sequence runs at step 0, so these are the rows the bucket added
-    h0, c0 = h0.masked_fill(added_rows, 0), c0.masked_fill(added_rows, 0)
-    full = [x_proj.shape[1]] * x_proj.shape[0]
+    mask, h0, c0, full = _bucket_start(sizes, x_proj, h0, c0)
     hs, cs, gates, tanh_cs = recurrence_forward(shut_gates(x_proj, mask), weight_hh, h0, c0, full, False, keep)
     return hs, cs, gates, tanh_cs, h0, c0
+
+
+def _bucket_start(sizes: Tensor, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+    """For a run over the bucket of ``x`` ``[T, B, ·]``: the `padding_mask`, the initial state with the rows the
+    bucket added zeroed, and the batch sizes of a run of every row at every step."""
+    mask = padding_mask(sizes, x.shape[1])
+    added_rows = mask[0].unsqueeze(1)  # every sequence runs at step 0, so these are the rows the bucket added
+    return mask, h0.masked_fill(added_rows, 0), c0.masked_fill(added_rows, 0), [x.shape[1]] * x.shape[0]
 
 
 def padded_backward(sizes: Tensor, *saved_and_grads: Tensor) -> tuple[Tensor | None, ...]:
@@ -323,6 +347,154 @@ class PaddedRecurrence(torch.autograd.Function):
             partial(_copies, shapes=[shape if need else None for shape, need in zip(shapes, ctx.needs_input_grad)]),
         )
         return grad_pre, grad_w_hh, dh0, dc0, None, None
+
+
+def run_variant_layer(
+    x_in: Tensor,
+    weight_hh: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    *optional: Tensor | float | None,
+    variant: CellVariant,
+    batch_sizes: list[int],
+) -> tuple[Tensor, Tensor] | None:
+    """`VariantRecurrence` through CUDA graphs (same inputs: ``optional`` holds ``peephole_weight, ln_weight_hh,
+    ln_weight_c, ln_bias_c, h_mask, keep_c, keep_h``); None where graphs do not apply, as `run_layer`.
+
+    The masks and zoneout's 0/1 tensors are graph inputs, copied in as the state is; absent parameters and
+    zoneout's evaluation probability are fixed in the graph (part of its key). Padded positions run from zero
+    state and are zeroed after each step (`variant_forward`'s ``padding``): layer norm and zoneout would not
+    leave a shut position at zero as the plain cell's gates do.
+    """
+    tensors = [x_in, weight_hh, h0, c0, *(t for t in optional if isinstance(t, Tensor))]
+    if not _takes(x_in) or (x_in.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return None
+    if any(t.dtype != x_in.dtype or t.device != x_in.device for t in tensors):
+        return None
+    shape = padded_shape(x_in.shape[0], x_in.shape[1])
+    if shape is None:
+        return None
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    layout = _VariantLayout(variant, tuple(_GIVEN if isinstance(t, Tensor) else t for t in optional))
+    if not graph_cache().wanted(("variant forward", keep, *_signature(x_in, weight_hh, shape), layout.key())):
+        return None
+    return PaddedVariantRecurrence.apply(x_in, weight_hh, h0, c0, *optional, variant, batch_sizes, keep)
+
+
+_GIVEN = "given"  # a `_VariantLayout` slot filled by a graph input
+
+
+@dataclass
+class _VariantLayout:
+    """Which of a variant run's optional inputs are graph inputs (``_GIVEN``), and the others' fixed values
+    (None: absent; a float: zoneout's probability)."""
+
+    variant: CellVariant
+    slots: tuple[object, ...]
+
+    def key(self) -> Hashable:
+        return dataclasses.astuple(self.variant), self.slots
+
+    def fill(self, given: Sequence[Tensor]) -> list[Any]:
+        """The optional inputs in order, ``given`` in the graph-input slots."""
+        rest = iter(given)
+        return [next(rest) if slot == _GIVEN else slot for slot in self.slots]
+
+    def rule(self, given: Sequence[Tensor]) -> tuple[VariantPointwise, Tensor | None]:
+        """The point-wise rule over these inputs, and the recurrent dropout mask."""
+        peephole, ln_hh, ln_c, ln_bias_c, h_mask, keep_c, keep_h = self.fill(given)
+        return VariantPointwise(self.variant, peephole, ln_hh, ln_c, ln_bias_c, keep_c, keep_h), h_mask
+
+
+def padded_variant_forward(
+    x_in: Tensor, sizes: Tensor, weight_hh: Tensor, h0: Tensor, c0: Tensor, *given: Tensor, layout: _VariantLayout
+) -> tuple[Tensor | None, ...]:
+    """`variant_forward` over a padded batch, every row at every step (what a variant forward graph records).
+    Returns ``hs, cs, gates, tanh_cs, c_tildes``, the layer norms' buffers and the initial state as used."""
+    rule, h_mask = layout.rule(given)
+    mask, h0, c0, full = _bucket_start(sizes, x_in, h0, c0)
+    _, _, saved = variant_forward(x_in, weight_hh, h0, c0, h_mask, rule, full, False, padding=mask)
+    run, norm = saved[3:8], saved[9:]  # hs, cs, gates, tanh_cs, c_tildes; the layer norms' buffers
+    return (*run, *norm, h0, c0)
+
+
+def padded_variant_backward(
+    sizes: Tensor, weight_hh: Tensor, *rest: Tensor, layout: _VariantLayout
+) -> tuple[Tensor | None, ...]:
+    """`variant_backward` over a padded batch (what a variant backward graph records). ``rest``: what
+    `padded_variant_forward` returned, the optional graph inputs, then the gradients reaching ``hs`` and ``cs``
+    (those at padded positions dropped). Returns the eight gradients of `variant_backward`."""
+    *forward, h0, c0 = rest[:11]
+    *given, grad_hs, grad_cs = rest[11:]
+    rule, h_mask = layout.rule(given)
+    mask = padding_mask(sizes, grad_hs.shape[1]).unsqueeze(-1)
+    dh, dc = grad_hs.masked_fill(mask, 0), grad_cs.masked_fill(mask, 0)
+    hs, cs, gates, tanh_cs, c_tildes, *norm = forward
+    saved = [weight_hh, h0, c0, hs, cs, gates, tanh_cs, c_tildes, h_mask, *norm]
+    peephole, ln_hh, ln_c, ln_bias_c = layout.fill(given)[:4]
+    needs = (True, True, True, True, *(t is not None for t in (peephole, ln_hh, ln_c, ln_bias_c)))
+    full = [grad_hs.shape[1]] * grad_hs.shape[0]
+    return variant_backward(saved, rule, dh, dc, full, False, needs)
+
+
+class PaddedVariantRecurrence(torch.autograd.Function):
+    """`VariantRecurrence` over the padded bucket (`padded_variant_forward`, `padded_variant_backward`),
+    each pass replayed from a graph on CUDA; same inputs and outputs, with ``keep`` for ``h0_is_zero``
+    (as `PaddedRecurrence`)."""
+
+    @staticmethod
+    def forward(ctx, x_in, weight_hh, h0, c0, *rest):
+        *optional, variant, batch_sizes, keep = rest
+        steps, batch, _ = x_in.shape
+        shape = padded_shape(steps, batch)
+        assert shape is not None, "run_variant_layer checks the shape"
+        T, B = shape
+        H = weight_hh.shape[1]
+        layout = _VariantLayout(variant, tuple(_GIVEN if isinstance(t, Tensor) else t for t in optional))
+        given = [t for t in optional if isinstance(t, Tensor)]
+        given_shapes = [_bucket_of(t, steps, batch, T, B) for t in given]
+        sizes = _device_sizes(tuple(batch_sizes), T, x_in.device)
+        kept = _run(
+            ("variant forward", keep, *_signature(x_in, weight_hh, shape), layout.key()),
+            partial(padded_variant_forward, layout=layout),
+            [x_in, sizes, weight_hh, h0, c0, *given],
+            [(T, B, 4 * H), (T,), tuple(weight_hh.shape), (B, H), (B, H), *given_shapes],
+            partial(_copies, shapes=[()] * 11 if keep else [(steps, batch)] * 2),
+        )
+        hs, cs = kept[0], kept[1]
+        assert hs is not None and cs is not None
+        if not keep:
+            return hs, cs
+        ctx.save_for_backward(sizes, weight_hh, *kept, *given)
+        ctx.layout, ctx.shape, ctx.given_shapes = layout, (steps, batch), given_shapes
+        return _leading(hs, steps, batch), _leading(cs, steps, batch)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_hs, grad_cs):
+        sizes, weight_hh, *saved = ctx.saved_tensors
+        steps, batch = ctx.shape
+        hs = saved[0]
+        forward_shapes = [tuple(t.shape) for t in saved[:11]]
+        real = [(steps, batch), (), (batch,), (batch,), (), (), (), ()]  # the real part of each gradient
+        needs = ctx.needs_input_grad[:8]
+        grads = _run(
+            ("variant backward", *_signature(hs, weight_hh, hs.shape[:2]), ctx.layout.key()),
+            partial(padded_variant_backward, layout=ctx.layout),
+            [sizes, weight_hh, *saved, grad_hs, grad_cs],
+            [tuple(sizes.shape), tuple(weight_hh.shape), *forward_shapes, *ctx.given_shapes, hs.shape, hs.shape],
+            partial(_copies, shapes=[shape if need else None for shape, need in zip(real, needs)]),
+        )
+        return (*grads, *(None,) * (len(ctx.needs_input_grad) - 8))
+
+
+def _bucket_of(t: Tensor, steps: int, batch: int, T: int, B: int) -> tuple[int, ...]:
+    """The bucket's shape for an optional input: ``[steps, batch, ·]`` and ``[batch, ·]`` padded, parameters as they are."""
+    if t.dim() == 3:
+        return (T, B, t.shape[2])
+    if t.dim() == 2:
+        return (B, t.shape[1])
+    return tuple(t.shape)
 
 
 _T = TypeVar("_T")

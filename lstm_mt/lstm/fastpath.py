@@ -11,7 +11,8 @@ only dropout is on and no masks were drawn: evaluation runs the plain routes), w
 are these same two arranged for the variant's extra terms: no-grad CPU float32 through
 `lstm_mt.lstm.inference` with the variant's point-wise rule (unless layer norm or a recurrent
 dropout mask needs the recurrent product on its own), else `VariantRecurrence`
-(`lstm_mt.lstm.variant_autograd`); the single step is a run of length 1. A plain cell's
+(`lstm_mt.lstm.variant_autograd`, replayed from CUDA graphs on CUDA as below); the single step is
+a run of length 1. A plain cell's
 route is untouched by them. For a plain cell, each picks the first route that applies, in this order:
 
 1. inference (no gradients) in float32 on CPU with oneDNN: `lstm_mt.lstm.inference`, one
@@ -118,7 +119,7 @@ def run_layer(
     ``noise``: a variant cell's masks and zoneout (`CellNoise`, zoneout ``[T, B, H]``).
     """
     if not _runs_plain(cell, noise):
-        return _run_variant_layer(cell, x, h0, c0, batch_sizes, h0_is_zero, noise or CellNoise())
+        return _run_variant_layer(cell, x, h0, c0, batch_sizes, h0_is_zero, noise or CellNoise(), graphs=True)
     if inference.applies(cell, x, h0, c0):
         return inference.run_layer(cell, x, h0, c0, batch_sizes, h0_is_zero)
     x_proj = input_projection(cell, x)  # W_x·x_t + b for every step in one product
@@ -140,9 +141,17 @@ def _runs_plain(cell: VariantWeights, noise: CellNoise | None) -> bool:
 
 
 def _run_variant_layer(
-    cell: VariantWeights, x: Tensor, h0: Tensor, c0: Tensor, batch_sizes: list[int], h0_is_zero: bool, noise: CellNoise
+    cell: VariantWeights,
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: list[int],
+    h0_is_zero: bool,
+    noise: CellNoise,
+    graphs: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """`run_layer` for a cell with a variant switched on."""
+    """`run_layer` for a cell with a variant switched on (``graphs``: a whole layer, which CUDA graphs may run,
+    as the plain cell's; the decoder's single steps are not graphed)."""
     variant = cell.variant
     if noise.x_mask is not None:
         x = x * noise.x_mask
@@ -170,7 +179,11 @@ def _run_variant_layer(
         noise.keep_h,
     )
     with _autocast_off(x):
-        return VariantRecurrence.apply(*inputs, variant, batch_sizes, h0_is_zero)
+        state = cast(list[Tensor], inputs[:4])  # x_in, weight_hh, h0, c0 (as cast)
+        graphed = graphs and cuda_graphs.run_variant_layer(
+            *state, *inputs[4:], variant=variant, batch_sizes=batch_sizes
+        )
+        return graphed or VariantRecurrence.apply(*inputs, variant, batch_sizes, h0_is_zero)
 
 
 def _one_step(keep: Tensor | float) -> Tensor | float:

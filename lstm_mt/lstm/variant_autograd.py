@@ -14,6 +14,8 @@ for all steps at once. Both run their element-wise and per-row work in C
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
@@ -102,116 +104,156 @@ class VariantRecurrence(torch.autograd.Function):
         batch_sizes: list[int],
         h0_is_zero: bool,
     ) -> tuple[Tensor, Tensor]:
-        steps, batch, _ = x_in.shape
-        H = weight_hh.shape[1]
         rule = VariantPointwise(variant, peephole_weight, ln_weight_hh, ln_weight_c, ln_bias_c, keep_c, keep_h)
-        recurrent = Product(weight_hh, pack=True)
-        hs, cs, tanh_cs = (x_in.new_empty(steps, batch, H) for _ in range(3))
-        gates = x_in.new_empty(steps, batch, 4 * H)
-        padded = batch_sizes[-1] < batch
-        c_tildes = (x_in.new_zeros if padded else x_in.new_empty)(steps, batch, H) if rule.zoneout_c else cs
-        norm = _LayerNormBuffers.allocate(x_in, variant.layer_norm, padded, h0_is_zero)
-        h_prev, c_prev = h0, c0
-        for t, n in enumerate(batch_sizes):
-            h_in = h_prev[:n] if h_mask is None else h_prev[:n] * h_mask[:n]
-            rec_norm = None
-            if t == 0 and h0_is_zero:
-                pre = x_in[0].clone()  # W_h·0 = 0, and so is its layer norm
-            elif not norm.on:
-                pre = recurrent.add_to(x_in[t, :n], h_in)  # W·[h, x] + b, all four gates
-            else:
-                pre, rec_norm = x_in[t, :n], norm.recurrent(t, n, recurrent(h_in))  # the step adds γ_h·LN(W_h·h_in)
-            rule.forward(
-                t,
-                pre,
-                c_prev[:n],
-                h_prev[:n],
-                gates[t, :n],
-                c_tildes[t, :n],
-                tanh_cs[t, :n],
-                cs[t, :n],
-                hs[t, :n],
-                norm.c_norm(t, n),
-                rec_norm,
-            )
-            if n < batch:
-                hs[t, n:] = 0
-                cs[t, n:] = 0
-            h_prev, c_prev = hs[t], cs[t]
+        hs, cs, saved = variant_forward(x_in, weight_hh, h0, c0, h_mask, rule, batch_sizes, h0_is_zero)
         if any(ctx.needs_input_grad[:8]):
-            ctx.save_for_backward(weight_hh, h0, c0, hs, cs, gates, tanh_cs, c_tildes, h_mask, *norm.saved())
+            ctx.save_for_backward(*saved)
             ctx.rule, ctx.batch_sizes, ctx.h0_is_zero = rule, batch_sizes, h0_is_zero
         return hs, cs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_hs: Tensor, grad_cs: Tensor) -> tuple[Tensor | None, ...]:
-        weight_hh, h0, c0, hs, cs, gates, tanh_cs, c_tildes, h_mask, *norm_saved = ctx.saved_tensors
-        rule: VariantPointwise = ctx.rule
-        norm = _LayerNormBuffers(rule.gain_hh is not None, *norm_saved)
-        batch_sizes, needs = ctx.batch_sizes, ctx.needs_input_grad
-        steps, batch, H = hs.shape
-        through_hh = Product(weight_hh.t().contiguous(), pack=True)  # d ↦ d @ W_hh
+        needs = ctx.needs_input_grad[:8]
+        grads = variant_backward(ctx.saved_tensors, ctx.rule, grad_hs, grad_cs, ctx.batch_sizes, ctx.h0_is_zero, needs)
+        return (*grads, *(None,) * 6)
 
-        grad_pre = gates.new_empty(steps, batch, 4 * H)
-        buffer = torch.zeros_like if batch_sizes[-1] < batch else torch.empty_like  # padded rows stay zero
-        grad_rec = buffer(grad_pre) if norm.on else grad_pre  # dL/d(W_h·h_in)
-        d_shown = buffer(hs) if rule.ln_c is not None else None
-        dh_total, dc_total = grad_hs.clone(), grad_cs.clone()  # from the outputs, plus from step t+1 below
-        dh0, dc0 = torch.zeros_like(h0), torch.zeros_like(c0)
-        for t in range(steps - 1, -1, -1):
-            n = batch_sizes[t]
-            if t > 0:
-                c_prev, dc_prev, dh_prev = cs[t - 1, :n], dc_total[t - 1, :n], dh_total[t - 1, :n]
-            else:
-                c_prev, dc_prev, dh_prev = c0[:n], dc0[:n], dh0[:n]
-            product_taken = not (t == 0 and ctx.h0_is_zero)
-            rule.backward(
-                t,
-                gates[t, :n],
-                c_tildes[t, :n],
-                tanh_cs[t, :n],
-                c_prev,
-                dh_total[t, :n],
-                dc_total[t, :n],
-                grad_pre[t, :n],
-                dc_prev,
-                dh_prev,
-                norm.c_norm(t, n),
-                None if d_shown is None else d_shown[t, :n],
-                norm.recurrent(t, n) if norm.on and product_taken else None,
-                grad_rec[t, :n],
-            )
-            if n < batch:
-                grad_pre[t, n:] = 0
-            if not product_taken:
-                continue
-            if h_mask is None:
-                dh_prev.copy_(through_hh.add_to(dh_prev, grad_rec[t, :n]))
-            else:
-                dh_prev.addcmul_(through_hh(grad_rec[t, :n]), h_mask[:n])
 
-        grad_w_hh = None
-        if needs[1]:
-            # dW_hh = Σ_t dpre_tᵀ · h_in,t-1: one product over all steps after the first.
-            h_ins = hs if h_mask is None else hs * h_mask
-            grad_w_hh = torch.zeros_like(weight_hh)
-            if steps > 1:
-                grad_w_hh.addmm_(grad_rec[1:].flatten(0, 1).t(), h_ins[:-1].flatten(0, 1))
-            if not ctx.h0_is_zero:
-                grad_w_hh.addmm_(grad_rec[0].t(), h0 if h_mask is None else h0 * h_mask)
-        c_prevs = torch.cat([c0.unsqueeze(0), cs[:-1]])
-        return (
-            grad_pre,
-            grad_w_hh,
-            dh0 if needs[2] else None,
-            dc0 if needs[3] else None,
-            _peephole_grad(grad_pre, c_prevs, c_tildes) if needs[4] else None,
-            norm.gain_grad(grad_pre) if needs[5] else None,
-            norm.c_gain_grad(d_shown) if needs[6] and d_shown is not None else None,
-            d_shown.sum((0, 1)) if needs[7] and d_shown is not None else None,
-            *(None,) * 6,
+def variant_forward(
+    x_in: Tensor,
+    weight_hh: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    h_mask: Tensor | None,
+    rule: VariantPointwise,
+    batch_sizes: list[int],
+    h0_is_zero: bool,
+    padding: Tensor | None = None,
+) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+    """`VariantRecurrence`'s forward loop: every step's ``h`` and ``C``, and what `variant_backward` reads
+    (``weight_hh, h0, c0, hs, cs, gates, tanh_cs, c_tildes, h_mask`` and the layer norms' buffers).
+
+    ``padding`` ``[T, B]`` (True where a row is padding), with ``batch_sizes`` all B: every row runs every
+    step and padded positions' h and C are zeroed after it, so that what a padded row computes from then on
+    starts from zero state, finite, and never reaches a real position (`lstm_mt.lstm.cuda_graphs` records it).
+    """
+    steps, batch, _ = x_in.shape
+    H = weight_hh.shape[1]
+    recurrent = Product(weight_hh, pack=True)
+    hs, cs, tanh_cs = (x_in.new_empty(steps, batch, H) for _ in range(3))
+    gates = x_in.new_empty(steps, batch, 4 * H)
+    padded = batch_sizes[-1] < batch
+    c_tildes = (x_in.new_zeros if padded else x_in.new_empty)(steps, batch, H) if rule.zoneout_c else cs
+    norm = _LayerNormBuffers.allocate(x_in, rule.variant.layer_norm, padded, h0_is_zero)
+    h_prev, c_prev = h0, c0
+    for t, n in enumerate(batch_sizes):
+        h_in = h_prev[:n] if h_mask is None else h_prev[:n] * h_mask[:n]
+        rec_norm = None
+        if t == 0 and h0_is_zero:
+            pre = x_in[0].clone()  # W_h·0 = 0, and so is its layer norm
+        elif not norm.on:
+            pre = recurrent.add_to(x_in[t, :n], h_in)  # W·[h, x] + b, all four gates
+        else:
+            pre, rec_norm = x_in[t, :n], norm.recurrent(t, n, recurrent(h_in))  # the step adds γ_h·LN(W_h·h_in)
+        rule.forward(
+            t,
+            pre,
+            c_prev[:n],
+            h_prev[:n],
+            gates[t, :n],
+            c_tildes[t, :n],
+            tanh_cs[t, :n],
+            cs[t, :n],
+            hs[t, :n],
+            norm.c_norm(t, n),
+            rec_norm,
         )
+        if n < batch:
+            hs[t, n:] = 0
+            cs[t, n:] = 0
+        if padding is not None:
+            hs[t].masked_fill_(padding[t].unsqueeze(1), 0)
+            cs[t].masked_fill_(padding[t].unsqueeze(1), 0)
+        h_prev, c_prev = hs[t], cs[t]
+    return hs, cs, [weight_hh, h0, c0, hs, cs, gates, tanh_cs, c_tildes, h_mask, *norm.saved()]
+
+
+def variant_backward(
+    saved: tuple[Tensor | None, ...] | list[Tensor | None],
+    rule: VariantPointwise,
+    grad_hs: Tensor,
+    grad_cs: Tensor,
+    batch_sizes: list[int],
+    h0_is_zero: bool,
+    needs: tuple[bool, ...],
+) -> tuple[Tensor | None, ...]:
+    """`VariantRecurrence`'s backward loop: the gradients of ``x_in, weight_hh, h0, c0, peephole_weight,
+    ln_weight_hh, ln_weight_c, ln_bias_c`` (None where ``needs`` says no) from `variant_forward`'s ``saved``."""
+    weight_hh, h0, c0, hs, cs, gates, tanh_cs, c_tildes, h_mask, *norm_saved = saved
+    assert weight_hh is not None and h0 is not None and c0 is not None and hs is not None and cs is not None
+    assert gates is not None and tanh_cs is not None and c_tildes is not None
+    norm = _LayerNormBuffers(rule.gain_hh is not None, *cast(list[Tensor], norm_saved))
+    steps, batch, H = hs.shape
+    through_hh = Product(weight_hh.t().contiguous(), pack=True)  # d ↦ d @ W_hh
+
+    grad_pre = gates.new_empty(steps, batch, 4 * H)
+    buffer = torch.zeros_like if batch_sizes[-1] < batch else torch.empty_like  # padded rows stay zero
+    grad_rec = buffer(grad_pre) if norm.on else grad_pre  # dL/d(W_h·h_in)
+    d_shown = buffer(hs) if rule.ln_c is not None else None
+    dh_total, dc_total = grad_hs.clone(), grad_cs.clone()  # from the outputs, plus from step t+1 below
+    dh0, dc0 = torch.zeros_like(h0), torch.zeros_like(c0)
+    for t in range(steps - 1, -1, -1):
+        n = batch_sizes[t]
+        if t > 0:
+            c_prev, dc_prev, dh_prev = cs[t - 1, :n], dc_total[t - 1, :n], dh_total[t - 1, :n]
+        else:
+            c_prev, dc_prev, dh_prev = c0[:n], dc0[:n], dh0[:n]
+        product_taken = not (t == 0 and h0_is_zero)
+        rule.backward(
+            t,
+            gates[t, :n],
+            c_tildes[t, :n],
+            tanh_cs[t, :n],
+            c_prev,
+            dh_total[t, :n],
+            dc_total[t, :n],
+            grad_pre[t, :n],
+            dc_prev,
+            dh_prev,
+            norm.c_norm(t, n),
+            None if d_shown is None else d_shown[t, :n],
+            norm.recurrent(t, n) if norm.on and product_taken else None,
+            grad_rec[t, :n],
+        )
+        if n < batch:
+            grad_pre[t, n:] = 0
+        if not product_taken:
+            continue
+        if h_mask is None:
+            dh_prev.copy_(through_hh.add_to(dh_prev, grad_rec[t, :n]))
+        else:
+            dh_prev.addcmul_(through_hh(grad_rec[t, :n]), h_mask[:n])
+
+    grad_w_hh = None
+    if needs[1]:
+        # dW_hh = Σ_t dpre_tᵀ · h_in,t-1: one product over all steps after the first.
+        h_ins = hs if h_mask is None else hs * h_mask
+        grad_w_hh = torch.zeros_like(weight_hh)
+        if steps > 1:
+            grad_w_hh.addmm_(grad_rec[1:].flatten(0, 1).t(), h_ins[:-1].flatten(0, 1))
+        if not h0_is_zero:
+            grad_w_hh.addmm_(grad_rec[0].t(), h0 if h_mask is None else h0 * h_mask)
+    c_prevs = torch.cat([c0.unsqueeze(0), cs[:-1]])
+    return (
+        grad_pre,
+        grad_w_hh,
+        dh0 if needs[2] else None,
+        dc0 if needs[3] else None,
+        _peephole_grad(grad_pre, c_prevs, c_tildes) if needs[4] else None,
+        norm.gain_grad(grad_pre) if needs[5] else None,
+        norm.c_gain_grad(d_shown) if needs[6] and d_shown is not None else None,
+        d_shown.sum((0, 1)) if needs[7] and d_shown is not None else None,
+    )
 
 
 def _peephole_grad(grad_pre: Tensor, c_prevs: Tensor, c_tildes: Tensor) -> Tensor:
