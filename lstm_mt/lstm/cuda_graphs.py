@@ -162,18 +162,24 @@ def _bucket_start(sizes: Tensor, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Ten
     return mask, h0.masked_fill(added_rows, 0), c0.masked_fill(added_rows, 0), [x.shape[1]] * x.shape[0]
 
 
-def padded_backward(sizes: Tensor, *saved_and_grads: Tensor) -> tuple[Tensor | None, ...]:
+def padded_backward(sizes: Tensor, weight_hh: Tensor, *saved_and_grads: Tensor) -> tuple[Tensor | None, ...]:
     """`recurrence_backward` over a padded batch (what a backward graph records).
 
-    ``saved_and_grads``: ``weight_hh, h0, c0, hs, cs, gates, tanh_cs`` from `padded_forward`, then the
-    gradients reaching ``hs`` and ``cs``; those at padded positions are dropped, as the eager loop never
-    reads them. Returns ``dL/dx_proj, dL/dW_hh, dL/dh0, dL/dc0``.
+    ``saved_and_grads``: ``hs, cs, gates, tanh_cs, h0, c0`` from `padded_forward`, then the gradients
+    reaching ``hs`` and ``cs``; those at padded positions are dropped, as the eager loop never reads them.
+    Returns ``dL/dx_proj, dL/dW_hh, dL/dh0, dL/dc0``.
     """
-    *saved, grad_hs, grad_cs = saved_and_grads
+    hs, cs, gates, tanh_cs, h0, c0, grad_hs, grad_cs = saved_and_grads
+    dh, dc, full = _dropped_at_padding(sizes, grad_hs, grad_cs)
+    saved = (weight_hh, h0, c0, hs, cs, gates, tanh_cs)
+    return recurrence_backward(saved, dh, dc, full, False, need_dh0=True, need_weight=True)
+
+
+def _dropped_at_padding(sizes: Tensor, grad_hs: Tensor, grad_cs: Tensor) -> tuple[Tensor, Tensor, list[int]]:
+    """The gradients reaching ``hs`` and ``cs``, zero at padded positions, and the batch sizes of a run of
+    every row at every step."""
     mask = padding_mask(sizes, grad_hs.shape[1]).unsqueeze(-1)
-    full = [grad_hs.shape[1]] * grad_hs.shape[0]
-    dh, dc = grad_hs.masked_fill(mask, 0), grad_cs.masked_fill(mask, 0)
-    return recurrence_backward(tuple(saved), dh, dc, full, False, need_dh0=True, need_weight=True)
+    return grad_hs.masked_fill(mask, 0), grad_cs.masked_fill(mask, 0), [grad_hs.shape[1]] * grad_hs.shape[0]
 
 
 @contextmanager
@@ -289,18 +295,26 @@ def run_layer(
 ) -> tuple[Tensor, Tensor] | None:
     """`LayerRecurrence` through CUDA graphs: every step's ``h`` and ``C`` ``[T, B, H]``, zero on padding;
     None where graphs do not apply (see the module docstring), and the caller runs the eager loop."""
-    tensors = (x_proj, weight_hh, h0, c0)
-    if not _takes(x_proj) or (x_proj.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return None  # graphs off, not CUDA, or inside someone else's capture: the eager loop is recorded there
-    if any(t.dtype != x_proj.dtype or t.device != x_proj.device for t in tensors):
-        return None
-    shape = padded_shape(x_proj.shape[0], x_proj.shape[1])
+    tensors = [x_proj, weight_hh, h0, c0]
+    shape = _bucket_taken(tensors)
     if shape is None:
         return None
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     if not graph_cache().wanted(("forward", keep, *_signature(x_proj, weight_hh, shape))):
         return None
     return PaddedRecurrence.apply(x_proj, weight_hh, h0, c0, batch_sizes, keep)
+
+
+def _bucket_taken(tensors: list[Tensor]) -> tuple[int, int] | None:
+    """The bucket of a layer run over ``tensors`` (the first ``[T, B, ·]``), or None where graphs do not take it:
+    graphs off, not CUDA, inside someone else's capture (the eager loop is recorded there), mixed dtypes or
+    devices, or a shape `padded_shape` refuses."""
+    first = tensors[0]
+    if not _takes(first) or (first.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return None
+    if any(t.dtype != first.dtype or t.device != first.device for t in tensors):
+        return None
+    return padded_shape(first.shape[0], first.shape[1])
 
 
 class PaddedRecurrence(torch.autograd.Function):
@@ -315,36 +329,26 @@ class PaddedRecurrence(torch.autograd.Function):
         shape = padded_shape(steps, batch)
         assert shape is not None, "run_layer checks the shape"
         T, B = shape
-        H = weight_hh.shape[1]
         sizes = _device_sizes(tuple(batch_sizes), T, x_proj.device)
         kept = _run(
             ("forward", keep, *_signature(x_proj, weight_hh, shape)),
             partial(padded_forward, keep=keep),
             [x_proj, sizes, weight_hh, h0, c0],
-            [(T, B, 4 * H), (T,), tuple(weight_hh.shape), (B, H), (B, H)],
+            _state_shapes(T, B, weight_hh),
             partial(_copies, shapes=[()] * 6 if keep else [(steps, batch)] * 2),  # all, or the real hs and cs
         )
-        if not keep:
-            return kept[0], kept[1]  # the real part of hs and cs
-        hs, cs, gates, tanh_cs, h0_used, c0_used = kept
-        assert hs is not None and cs is not None
-        ctx.save_for_backward(sizes, weight_hh, h0_used, c0_used, hs, cs, gates, tanh_cs)
-        ctx.shape = steps, batch
-        return _leading(hs, steps, batch), _leading(cs, steps, batch)
+        return _forward_result(ctx, kept, keep, (steps, batch), [sizes, weight_hh])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_hs, grad_cs):
-        sizes, weight_hh, *saved = ctx.saved_tensors
-        steps, batch = ctx.shape
-        hs = saved[2]
-        shapes = [(steps, batch), (), (batch,), (batch,)]  # the real part of each gradient
+        inputs, shapes = _backward_inputs(ctx, grad_hs, grad_cs)
         grad_pre, grad_w_hh, dh0, dc0 = _run(
-            ("backward", *_signature(hs, weight_hh, hs.shape[:2])),
+            ("backward", *_signature(inputs[2], inputs[1], shapes[2][:2])),
             padded_backward,
-            [sizes, weight_hh, *saved, grad_hs, grad_cs],
-            [tuple(sizes.shape), tuple(weight_hh.shape), *(tuple(t.shape) for t in saved), hs.shape, hs.shape],
-            partial(_copies, shapes=[shape if need else None for shape, need in zip(shapes, ctx.needs_input_grad)]),
+            inputs,
+            shapes,
+            _real_gradients(ctx, 4),
         )
         return grad_pre, grad_w_hh, dh0, dc0, None, None
 
@@ -367,11 +371,7 @@ def run_variant_layer(
     leave a shut position at zero as the plain cell's gates do.
     """
     tensors = [x_in, weight_hh, h0, c0, *(t for t in optional if isinstance(t, Tensor))]
-    if not _takes(x_in) or (x_in.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return None
-    if any(t.dtype != x_in.dtype or t.device != x_in.device for t in tensors):
-        return None
-    shape = padded_shape(x_in.shape[0], x_in.shape[1])
+    shape = _bucket_taken(tensors)
     if shape is None:
         return None
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
@@ -449,7 +449,6 @@ class PaddedVariantRecurrence(torch.autograd.Function):
         shape = padded_shape(steps, batch)
         assert shape is not None, "run_variant_layer checks the shape"
         T, B = shape
-        H = weight_hh.shape[1]
         layout = _VariantLayout(variant, tuple(_GIVEN if isinstance(t, Tensor) else t for t in optional))
         given = [t for t in optional if isinstance(t, Tensor)]
         given_shapes = [_bucket_of(t, steps, batch, T, B) for t in given]
@@ -458,34 +457,67 @@ class PaddedVariantRecurrence(torch.autograd.Function):
             ("variant forward", keep, *_signature(x_in, weight_hh, shape), layout.key()),
             partial(padded_variant_forward, layout=layout),
             [x_in, sizes, weight_hh, h0, c0, *given],
-            [(T, B, 4 * H), (T,), tuple(weight_hh.shape), (B, H), (B, H), *given_shapes],
+            [*_state_shapes(T, B, weight_hh), *given_shapes],
             partial(_copies, shapes=[()] * 11 if keep else [(steps, batch)] * 2),
         )
-        hs, cs = kept[0], kept[1]
-        assert hs is not None and cs is not None
-        if not keep:
-            return hs, cs
-        ctx.save_for_backward(sizes, weight_hh, *kept, *given)
-        ctx.layout, ctx.shape, ctx.given_shapes = layout, (steps, batch), given_shapes
-        return _leading(hs, steps, batch), _leading(cs, steps, batch)
+        ctx.layout, ctx.given_shapes = layout, given_shapes
+        return _forward_result(ctx, kept, keep, (steps, batch), [sizes, weight_hh], given)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_hs, grad_cs):
-        sizes, weight_hh, *saved = ctx.saved_tensors
-        steps, batch = ctx.shape
-        hs = saved[0]
-        forward_shapes = [tuple(t.shape) for t in saved[:11]]
-        real = [(steps, batch), (), (batch,), (batch,), (), (), (), ()]  # the real part of each gradient
-        needs = ctx.needs_input_grad[:8]
+        inputs, shapes = _backward_inputs(ctx, grad_hs, grad_cs)
+        shapes[13 : 13 + len(ctx.given_shapes)] = ctx.given_shapes  # the optional inputs in the bucket, as forward
         grads = _run(
-            ("variant backward", *_signature(hs, weight_hh, hs.shape[:2]), ctx.layout.key()),
+            ("variant backward", *_signature(inputs[2], inputs[1], shapes[2][:2]), ctx.layout.key()),
             partial(padded_variant_backward, layout=ctx.layout),
-            [sizes, weight_hh, *saved, grad_hs, grad_cs],
-            [tuple(sizes.shape), tuple(weight_hh.shape), *forward_shapes, *ctx.given_shapes, hs.shape, hs.shape],
-            partial(_copies, shapes=[shape if need else None for shape, need in zip(real, needs)]),
+            inputs,
+            shapes,
+            _real_gradients(ctx, 8),
         )
         return (*grads, *(None,) * (len(ctx.needs_input_grad) - 8))
+
+
+def _state_shapes(T: int, B: int, weight_hh: Tensor) -> list[tuple[int, ...]]:
+    """The bucket's shapes of a forward pass's ``x_proj, sizes, weight_hh, h0, c0``."""
+    H = weight_hh.shape[1]
+    return [(T, B, 4 * H), (T,), tuple(weight_hh.shape), (B, H), (B, H)]
+
+
+def _forward_result(
+    ctx: Any,
+    kept: list[Tensor | None],
+    keep: bool,
+    real: tuple[int, int],
+    first: list[Tensor],
+    last: Sequence[Tensor] = (),
+) -> tuple[Tensor, Tensor]:
+    """The ``real`` ``[steps, batch]`` part of a padded forward pass's ``hs`` and ``cs`` (``kept``'s first two); with
+    ``keep``, ``first``,
+    all of ``kept`` and ``last`` are saved for the backward pass (in that order, the backward graph's inputs)."""
+    hs, cs = kept[0], kept[1]
+    assert hs is not None and cs is not None
+    if not keep:
+        return hs, cs  # copies of their real part already
+    ctx.save_for_backward(*first, *kept, *last)
+    ctx.shape = steps, batch = real
+    return _leading(hs, steps, batch), _leading(cs, steps, batch)
+
+
+def _backward_inputs(ctx: Any, grad_hs: Tensor, grad_cs: Tensor) -> tuple[list[Tensor], list[tuple[int, ...]]]:
+    """A padded backward pass's inputs, what `_forward_result` saved (``sizes, weight_hh, hs, ...``) and the
+    gradients reaching ``hs`` and ``cs``, with the shapes of each as it is (the gradients: the bucket's)."""
+    saved = list(ctx.saved_tensors)
+    shapes = [tuple(t.shape) for t in saved]
+    return [*saved, grad_hs, grad_cs], shapes + [shapes[2]] * 2
+
+
+def _real_gradients(ctx: Any, count: int) -> Callable[[tuple[Tensor | None, ...]], list[Tensor | None]]:
+    """What a padded backward pass keeps of its first ``count`` gradients (``x_proj``'s, ``weight_hh``'s, ``h0``'s,
+    ``c0``'s, then the parameters'): copies of their real part, None where autograd does not want it."""
+    steps, batch = ctx.shape
+    real = [(steps, batch), (), (batch,), (batch,), *[()] * (count - 4)]
+    return partial(_copies, shapes=[shape if need else None for shape, need in zip(real, ctx.needs_input_grad)])
 
 
 def _bucket_of(t: Tensor, steps: int, batch: int, T: int, B: int) -> tuple[int, ...]:
