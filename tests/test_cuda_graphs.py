@@ -410,6 +410,23 @@ def test_graphed_variant_lstm_equals_eager(device, name, case, monkeypatch):
     assert bool(inference) == (name != "dropout"), "dropout-only cells run the plain cell in evaluation"
 
 
+@pytest.mark.parametrize("name", ["layer_norm", "all"])
+def test_graphed_variant_lstm_under_bf16_autocast(device, name):
+    """bf16 autocast (how the GPU recipes train): the variant's whole recurrence runs in bf16 through the graphs,
+    with the eager loop's outputs and gradients."""
+    lstm = variant_lstm(name, device)
+    cases = [(13, [13, 2, 5, 13, 1, 8, 4, 4, 12]), (14, [14, 9, 14, 1, 7, 3, 2, 5, 11, 6])]
+    for seed, (steps, lengths) in enumerate(cases * 2):
+        case = lstm_case(seed, steps, lengths, device)
+        (out, grads), (eager_out, eager_grads) = graphed_and_eager(lstm, case, torch.bfloat16, seed=seed)
+        assert out[0].dtype == torch.bfloat16
+        assert relative_diff([t.float() for t in out], [t.float() for t in eager_out]) < 2e-2
+        assert relative_diff(grads, eager_grads) < 5e-2
+    assert any(
+        key[:2] == ("variant forward", True) and key[5] == torch.bfloat16 for key in cuda_graphs.graph_cache().graphs
+    )
+
+
 def test_the_decoder_steps_of_a_variant_cell_are_not_graphed(device):
     """`LSTMCell` steps (the decoder's) run eagerly, as the plain cell's: a graph per step would cost more
     in copies than it saves."""
