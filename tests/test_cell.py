@@ -7,7 +7,7 @@ import torch
 from conftest import use_point_wise
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstm_mt.lstm import GATE_NAMES, LSTM, GateRecorder, LSTMCell, lstm_step, native, onednn, pointwise
+from lstm_mt.lstm import GATE_NAMES, LSTM, GateRecorder, LSTMCell, autograd, lstm_step, native, onednn, pointwise
 from lstm_mt.lstm.autograd import LayerRecurrence
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -513,3 +513,26 @@ def test_cell_to_torch_round_trip_and_same_outputs(bias):
     )
     with torch.no_grad():
         assert max_diff(list(ours(x, (h, c))), list(theirs(x, (h, c)))) < 1e-12
+
+
+def test_a_layer_without_gradients_keeps_no_gates(monkeypatch):
+    """Under no_grad (where the parameters still require grad, which an autograd Function's needs_input_grad
+    reports), the layer loop keeps no gates for a backward pass that never comes; with gradients it does.
+    oneDNN is off, so that CPU float32 inference takes the loop, as CUDA and bf16 inference do."""
+    monkeypatch.setattr(onednn, "usable", lambda weight: False)
+    kept: list[bool] = []
+    loop = autograd.recurrence_forward
+
+    def spy(*args, **kwargs):
+        kept.append(bool((*args, *kwargs.values())[-1]))
+        return loop(*args, **kwargs)
+
+    monkeypatch.setattr(autograd, "recurrence_forward", spy)
+    torch.manual_seed(0)
+    lstm = LSTM(4, 6)
+    x, lengths = torch.randn(5, 3, 4), torch.tensor([5, 2, 4])
+    with torch.no_grad():
+        inferred = lstm(x, lengths)[0]
+    trained = lstm(x, lengths)[0]
+    assert kept == [False, True]
+    assert torch.equal(inferred, trained.detach())

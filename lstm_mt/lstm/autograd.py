@@ -7,7 +7,8 @@
   matrix product over all steps, instead of once per step.
 
 The two loops are also functions (`recurrence_forward`, `recurrence_backward`), which
-`lstm_mt.lstm.cuda_graphs` records as CUDA graphs.
+`lstm_mt.lstm.cuda_graphs` records as CUDA graphs; `layer_recurrence` runs the forward loop alone
+where no backward pass follows.
 
 Products go through `lstm_mt.lstm.onednn.Product`, the point-wise part of each step through
 `lstm_mt.lstm.pointwise`.
@@ -98,6 +99,18 @@ class LayerRecurrence(torch.autograd.Function):
             need_weight=need[1],
         )
         return grad_pre, grad_w_hh, dh0, dc0, None, None
+
+
+def layer_recurrence(
+    x_proj: Tensor, weight_hh: Tensor, h0: Tensor, c0: Tensor, batch_sizes: list[int], h0_is_zero: bool
+) -> tuple[Tensor, Tensor]:
+    """`LayerRecurrence` where a backward pass will follow, else its forward loop alone, keeping no gates:
+    inside the Function, ``ctx.needs_input_grad`` cannot tell, as parameters require grad under no_grad too."""
+    tensors = (x_proj, weight_hh, h0, c0)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return LayerRecurrence.apply(*tensors, batch_sizes, h0_is_zero)
+    hs, cs, _, _ = recurrence_forward(*tensors, batch_sizes, h0_is_zero, keep=False)
+    return hs, cs
 
 
 def recurrence_forward(

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from lstm_mt.lstm import cuda_graphs, inference
-from lstm_mt.lstm.autograd import CellStep, LayerRecurrence
+from lstm_mt.lstm.autograd import CellStep, layer_recurrence
 from lstm_mt.lstm.equations import input_projection
 from lstm_mt.lstm.variant_autograd import BlockNorm, VariantRecurrence
 from lstm_mt.lstm.variant_pointwise import VariantPointwise
@@ -126,7 +126,7 @@ def run_layer(
     x_proj, weight_hh, h0, c0 = cast(list[Tensor], _autocast_inputs(x_proj, cell.weight_hh, h0, c0))
     with _autocast_off(x):
         graphed = cuda_graphs.run_layer(x_proj, weight_hh, h0, c0, batch_sizes)
-        return graphed or LayerRecurrence.apply(x_proj, weight_hh, h0, c0, batch_sizes, h0_is_zero)
+        return graphed or layer_recurrence(x_proj, weight_hh, h0, c0, batch_sizes, h0_is_zero)
 
 
 def _runs_plain(cell: VariantWeights, noise: CellNoise | None) -> bool:
