@@ -410,6 +410,34 @@ def test_graphed_variant_lstm_equals_eager(device, name, case, monkeypatch):
     assert bool(inference) == (name != "dropout"), "dropout-only cells run the plain cell in evaluation"
 
 
+def test_graphed_variant_lstm_through_the_triton_kernels_on_cpu(monkeypatch):
+    """All variants at once with the variant step in the Triton kernels (Triton's interpreter on CPU; what
+    CUDA runs inside its graphs): training outputs and every gradient equal to the eager loop's."""
+    if importlib.util.find_spec("triton") is None or os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton's interpreter is not available here")
+    monkeypatch.setattr(cuda_graphs, "DEVICE_TYPES", {"cpu"})
+    monkeypatch.setattr(cuda_graphs, "CapturedGraph", ReplayedOnCpu)
+    use_point_wise("tensor", monkeypatch)
+    launched: list[bool] = []
+    forward = triton_step.variant_forward
+
+    def counted(*args, **kwargs) -> bool:
+        launched.append(forward(*args, **kwargs))
+        return launched[-1]
+
+    monkeypatch.setattr(triton_step, "variant_forward", counted)
+    cpu = torch.device("cpu")
+    with triton_step.only_on("cpu"):
+        lstm = variant_lstm("all", cpu)
+        for seed, (steps, lengths) in enumerate([(13, [13, 2, 5, 13, 1, 8, 4, 4, 12]), (14, [14, 9, 14, 1, 7, 3, 2])]):
+            (out, grads), (eager_out, eager_grads) = graphed_and_eager(
+                lstm, lstm_case(seed, steps, lengths, cpu), seed=seed
+            )
+            assert relative_diff(out, eager_out) < 1e-3 and relative_diff(grads, eager_grads) < 1e-3
+    assert launched and all(launched), "every variant step ran in the Triton kernel"
+    assert {key[0] for key in cuda_graphs.graph_cache().graphs} == {"variant forward", "variant backward"}
+
+
 def test_graphed_variant_lstm_without_an_initial_state(device):
     """No initial state: the eager loop skips the first step's recurrent product and its layer norm, the graph
     normalizes W_h·0 = 0 to 0; outputs and every gradient agree (float64 on CPU: to rounding)."""
