@@ -2,7 +2,8 @@
 
 After a step's matrix product the equations are element by element. They run on the first
 registered kernel that takes the tensors (registered by default: `lstm_mt.lstm.native`, a
-C loop for CPU float32, and `lstm_mt.lstm.triton_step`, Triton kernels for CUDA); where none
+C loop for CPU float32, `lstm_mt.lstm.triton_step`, Triton kernels for CUDA, and
+`lstm_mt.lstm.widening`, the C loop for CPU bf16/fp16 through float32 copies); where none
 does, on a few PyTorch tensor operations, with tanh computed as 2σ(2x) − 1 so that all four
 gates take one sigmoid kernel.
 
@@ -19,7 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from lstm_mt.lstm import native, triton_step
+from lstm_mt.lstm import native, triton_step, widening
 
 
 class PointwiseKernel(Protocol):
@@ -48,7 +49,7 @@ class PointwiseKernel(Protocol):
         ...
 
 
-_KERNELS: list[PointwiseKernel] = [native, triton_step]
+_KERNELS: list[PointwiseKernel] = [native, triton_step, widening]
 
 
 def register_kernel(kernel: PointwiseKernel) -> None:
