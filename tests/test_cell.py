@@ -310,13 +310,37 @@ def two_cells(seed: int = 11) -> tuple[list[LSTMCell], torch.Tensor]:
     return [LSTMCell(10, 16), LSTMCell(16, 16)], torch.randn(7, 5, 10)
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-def test_weights_prepared_once_step_exactly_as_weights_cast_at_every_step(bf16):
-    """Preparing a sequence's weights once (the bf16 casts, b_ih + b_hh) changes no bit of outputs or gradients."""
+@pytest.mark.parametrize("bf16, tolerance", [(False, 1e-6), (True, 0.01)])
+def test_weights_prepared_once_per_sequence_step_as_weights_prepared_at_every_step(bf16, tolerance):
+    """Prepared once (cast once, the weight gradient one product over all steps) or at every step (the
+    weights' gradient a product per step, summed in float32): the same outputs and input gradients bit
+    for bit, the same weight gradients to rounding (bf16: each step's product rounded to bf16 or the sum's)."""
     cells, xs = two_cells()
     once, every_step = stacked_steps(cells, xs, bf16, prepared=True), stacked_steps(cells, xs, bf16, prepared=False)
-    assert all(torch.equal(a, b) for a, b in zip(once, every_step))
-    assert all(t.dtype == torch.float32 for t in once)  # gradients reach the float32 parameters as float32
+    assert torch.equal(once[0], every_step[0]) and torch.equal(once[1], every_step[1])
+    for a, b in zip(once[2:], every_step[2:]):
+        assert a.dtype == torch.float32  # gradients reach the float32 parameters as float32
+        assert (a - b).norm() <= tolerance * b.norm()  # measured: 1.2e-7 (fp32), 0.23 % (bf16)
+
+
+def test_a_sequence_weight_gradient_is_taken_whole_at_every_backward():
+    """Backward twice through a retained graph accumulates twice the gradient; a backward for the input alone
+    leaves the weights' gradient untaken and the next full backward still right."""
+    cells, xs = two_cells()
+    x = xs.requires_grad_()
+    weights = [cell.step_weights() for cell in cells]
+    states: list = [None, None]
+    for x_t in x:
+        for k, cell in enumerate(cells):
+            states[k] = cell(x_t, states[k], None, weights[k])
+            x_t = states[k][0]
+    loss = states[1][0].sum()
+    torch.autograd.grad(loss, [x], retain_graph=True)
+    assert all(p.grad is None for cell in cells for p in cell.parameters())
+    loss.backward(retain_graph=True)
+    first = [p.grad.clone() for cell in cells for p in cell.parameters()]
+    loss.backward()
+    assert all(torch.equal(p.grad, 2 * g) for p, g in zip([p for cell in cells for p in cell.parameters()], first))
 
 
 def test_bf16_steps_with_prepared_weights_follow_float64_within_bf16_rounding():

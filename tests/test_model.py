@@ -187,6 +187,31 @@ def test_bf16_teacher_forcing_casts_each_decoder_weight_once_per_batch():
     assert CountWeightCasts.casts == 2 * len(cells)  # W_ih and W_hh of each layer, whatever the 9 steps
 
 
+def test_the_decoder_takes_each_weight_gradient_in_one_product_per_batch():
+    """dW_ih and dW_hh of each decoder layer: one product over all steps, not one per step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    model = tiny_model()
+    cells = model.decoder.cells.layers
+    weight_shapes = {tuple(w.shape) for cell in cells for w in (cell.weight_ih, cell.weight_hh)}
+
+    class CountWeightProducts(TorchDispatchMode):
+        products = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten.mm.default and tuple(out.shape) in weight_shapes:
+                CountWeightProducts.products += 1
+            return out
+
+    src, src_lengths = padded_batch([4, 6, 2])
+    tgt_in, _ = padded_batch([9, 9, 9], seed=2)
+    hidden, _ = model.decoder(tgt_in, model.encode(src, src_lengths))
+    with CountWeightProducts():
+        hidden.sum().backward()
+    assert CountWeightProducts.products == 2 * len(cells)
+
+
 def test_attention_never_looks_at_source_padding():
     model = tiny_model()
     src, src_lengths = padded_batch([4, 6, 2])

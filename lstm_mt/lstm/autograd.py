@@ -1,6 +1,7 @@
 """The LSTM's training path: autograd Functions with hand-written backward passes.
 
 - `CellStep`: one step (the decoder's), its backward in fewer, larger kernels than autograd's;
+  with `SequenceWeights`, the weights' gradient for all steps of a sequence as one product;
 - `LayerRecurrence`: a whole layer direction over a length-sorted batch. Forward runs the
   recurrence in a tight loop over preallocated buffers that skips padded positions; backward
   runs only the dh/dC recurrence step by step and computes the weight gradient once, as one
@@ -24,18 +25,17 @@ from lstm_mt.lstm.onednn import Product
 
 
 class CellStep(torch.autograd.Function):
-    """One step of `LSTMCell`: ``(x, h_prev, c_prev, weight_ih, weight_hh, bias, compute) -> (h, c)``.
+    """One step of `LSTMCell`: ``(x, h_prev, c_prev, weight_ih, weight_hh, bias, token, gradient) -> (h, c)``.
 
-    ``compute``: None, or copies of ``(weight_ih, weight_hh, bias)`` in the dtype of ``x``
-    (made once for many steps, `lstm_mt.lstm.fastpath.StepWeights`) that the step multiplies
-    with instead; the weights' gradients are then returned in that dtype and autograd converts
-    them to the weights' own dtype, as it would after a cast.
+    The weights are multiplied with as given (in ``x``'s dtype). Without ``gradient`` the step
+    returns their gradients itself. With a `WeightGradient` (and ``token``, the output of
+    `SequenceWeights` for it), the weights are detached copies and the step instead hands its
+    share of their gradient to ``gradient``, which `SequenceWeights` turns into the weights'
+    gradients for all steps of the sequence at once.
     """
 
     @staticmethod
-    def forward(ctx, x, h_prev, c_prev, weight_ih, weight_hh, bias, compute=None):
-        if compute is not None:
-            weight_ih, weight_hh, bias = compute
+    def forward(ctx, x, h_prev, c_prev, weight_ih, weight_hh, bias, token=None, gradient=None):
         pre = Product(weight_hh).add_to(Product(weight_ih)(x, bias), h_prev)
         training = any(ctx.needs_input_grad)
         act = torch.empty_like(pre) if training else pre
@@ -43,7 +43,8 @@ class CellStep(torch.autograd.Function):
         pointwise.forward_step(pre, c_prev, act, c, tanh_c, h)
         if training:
             ctx.save_for_backward(x, h_prev, c_prev, weight_ih, weight_hh, act, tanh_c)
-            ctx.has_bias = bias is not None
+            ctx.has_bias, ctx.gradient = bias is not None, gradient
+            ctx.step = None if gradient is None else gradient.new_step()
         return h, c
 
     @staticmethod
@@ -54,6 +55,8 @@ class CellStep(torch.autograd.Function):
         grad_c_prev = torch.zeros_like(c_prev)
         pointwise.backward_step(act, tanh_c, c_prev, grad_h, grad_c, grad_pre, grad_c_prev)
         need = ctx.needs_input_grad
+        if ctx.gradient is not None and need[6]:
+            ctx.gradient.add(ctx.step, grad_pre, x, h_prev)
         return (
             grad_pre.mm(weight_ih) if need[0] else None,
             grad_pre.mm(weight_hh) if need[1] else None,
@@ -61,6 +64,70 @@ class CellStep(torch.autograd.Function):
             grad_pre.t().mm(x) if need[3] else None,
             grad_pre.t().mm(h_prev) if need[4] else None,
             grad_pre.sum(0) if ctx.has_bias and need[5] else None,
+            grad_pre.new_zeros(0) if need[6] else None,
+            None,
+        )
+
+
+class WeightGradient:
+    """A cell's weight gradient in pieces: each `CellStep` of a sequence adds its dL/dpre and inputs.
+
+    A piece is kept under its step's number, so a backward pass that runs a step again (a
+    retained graph, or an earlier ``autograd.grad`` for other inputs that never reached the
+    weights) replaces it rather than adding it twice.
+    """
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.pieces: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def new_step(self) -> int:
+        """A number for the next step of the sequence."""
+        self.steps += 1
+        return self.steps - 1
+
+    def add(self, step: int, grad_pre: Tensor, x: Tensor, h_prev: Tensor) -> None:
+        """Step ``step``'s share."""
+        self.pieces[step] = (grad_pre, x, h_prev)
+
+    def take(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """All steps' ``dpre``, ``x`` and ``h_prev``, each joined along the rows in step order (None: no step
+        added any); empties it."""
+        if not self.pieces:
+            return None
+        pieces = [self.pieces[step] for step in sorted(self.pieces)]
+        self.pieces = {}
+        grad_pre, x, h_prev = (torch.cat(parts) for parts in zip(*pieces))
+        return grad_pre, x, h_prev
+
+
+class SequenceWeights(torch.autograd.Function):
+    """``(weight_ih, weight_hh, bias, gradient) -> token``: a cell's weights, as all steps of a sequence use them.
+
+    The token (an empty tensor) is an input of every `CellStep` of the sequence, so this
+    backward runs after all of theirs, when ``gradient`` holds every step's share; the
+    weights' gradients are then one product each over all steps, ``dW_ih = Σ_t dpre_tᵀ x_t``,
+    ``dW_hh = Σ_t dpre_tᵀ h_{t-1}``, ``db = Σ_t dpre_t`` (the encoder's `LayerRecurrence` does the
+    same), instead of a product, a conversion and an accumulation per step.
+    """
+
+    @staticmethod
+    def forward(ctx, weight_ih, weight_hh, bias, gradient):
+        ctx.gradient, ctx.has_bias = gradient, bias is not None
+        return weight_ih.new_empty(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, _):
+        pieces = ctx.gradient.take()
+        if pieces is None:
+            return None, None, None, None
+        grad_pre, x, h_prev = pieces
+        need = ctx.needs_input_grad
+        return (
+            grad_pre.t().mm(x) if need[0] else None,
+            grad_pre.t().mm(h_prev) if need[1] else None,
+            grad_pre.sum(0) if ctx.has_bias and need[2] else None,
             None,
         )
 

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from lstm_mt.lstm import cuda_graphs, inference
-from lstm_mt.lstm.autograd import CellStep, layer_recurrence
+from lstm_mt.lstm.autograd import CellStep, SequenceWeights, WeightGradient, layer_recurrence
 from lstm_mt.lstm.equations import input_projection
 from lstm_mt.lstm.variant_autograd import BlockNorm, VariantRecurrence
 from lstm_mt.lstm.variant_pointwise import VariantPointwise
@@ -48,31 +48,38 @@ from lstm_mt.lstm.variants import CellNoise, VariantWeights
 class StepWeights:
     """A plain cell's weights as `cell_step` takes them, prepared once for all steps of a sequence.
 
-    ``bias`` is ``b_ih + b_hh``. Under autocast, ``compute`` holds detached copies of the three
-    in the autocast ``dtype``, which the steps multiply with: the cast of ``[4H, I + H]``
-    weights then happens once per sequence instead of once per step. Gradients still reach the
-    parameters, in their own dtype (see `CellStep`).
+    ``weight_ih``, ``weight_hh`` and ``bias`` (``b_ih + b_hh``) are detached copies in the
+    dtype the steps compute in (under autocast, its dtype: cast once per sequence instead of
+    once per step). ``token`` and ``gradient`` (where gradients are wanted) tie the steps to
+    the parameters through `SequenceWeights`, which takes the weights' gradient once for all
+    steps (see `CellStep`).
     """
 
     weight_ih: Tensor
     weight_hh: Tensor
     bias: Tensor | None
     dtype: torch.dtype | None  # the autocast dtype they were prepared for; None outside autocast
-    compute: tuple[Tensor, Tensor, Tensor | None] | None
+    token: Tensor | None
+    gradient: WeightGradient | None
 
 
 def step_weights(cell: VariantWeights, device_type: str) -> StepWeights:
-    """``cell``'s weights for `cell_step`, under the autocast state of ``device_type`` now.
+    """``cell``'s weights for `cell_step`, under the autocast and grad mode of ``device_type`` now.
 
     (The variant routes take the cell's parameters as they are and leave these unused.)
     """
     bias = cell.combined_bias()
     dtype = _autocast_dtype(device_type)
-    compute = None
-    if dtype is not None:
-        low_bias = None if bias is None else bias.detach().to(dtype)
-        compute = (cell.weight_ih.detach().to(dtype), cell.weight_hh.detach().to(dtype), low_bias)
-    return StepWeights(cell.weight_ih, cell.weight_hh, bias, dtype, compute)
+    weight_ih, weight_hh, low_bias = (
+        None if t is None else t.detach().to(dtype or t.dtype) for t in (cell.weight_ih, cell.weight_hh, bias)
+    )
+    assert weight_ih is not None and weight_hh is not None
+    token = gradient = None
+    parameters = (cell.weight_ih, cell.weight_hh, bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in parameters):
+        gradient = WeightGradient()
+        token = SequenceWeights.apply(*parameters, gradient)
+    return StepWeights(weight_ih, weight_hh, low_bias, dtype, token, gradient)
 
 
 def cell_step(
@@ -96,11 +103,19 @@ def cell_step(
     if inference.applies(cell, x, h_prev, c_prev):
         return inference.cell_step(cell, x, h_prev, c_prev)
     device_type = x.device.type
-    if weights is None or weights.dtype != _autocast_dtype(device_type):
+    if weights is None or not _prepared_for_now(weights, cell, device_type):
         weights = step_weights(cell, device_type)
     inputs = _autocast_inputs(x, h_prev, c_prev)
     with _autocast_off(x):
-        return CellStep.apply(*inputs, weights.weight_ih, weights.weight_hh, weights.bias, weights.compute)
+        w = weights
+        return CellStep.apply(*inputs, w.weight_ih, w.weight_hh, w.bias, w.token, w.gradient)
+
+
+def _prepared_for_now(weights: StepWeights, cell: VariantWeights, device_type: str) -> bool:
+    """Whether ``weights`` were prepared under the autocast state and (where gradients are wanted) grad mode of now."""
+    if weights.dtype != _autocast_dtype(device_type):
+        return False
+    return weights.token is not None or not (torch.is_grad_enabled() and cell.weight_ih.requires_grad)
 
 
 def run_layer(
