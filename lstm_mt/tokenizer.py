@@ -22,7 +22,7 @@ import sentencepiece as spm
 
 from lstm_mt.errors import LstmMtError
 from lstm_mt.files import write_bytes_atomic
-from lstm_mt.ranges import bounded
+from lstm_mt.ranges import bounded, check_ranges
 from lstm_mt.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 log = logging.getLogger(__name__)
@@ -274,9 +274,9 @@ def _check_settings(cfg: SubwordConfig) -> None:
 
 
 def check_sampling(cfg: SubwordConfig) -> None:
-    """`LstmMtError` naming the key when ``sample_alpha``/``sample_nbest`` cannot sample anything."""
-    if not 0 <= cfg.sample_alpha <= 1:
-        raise LstmMtError(f"data.spm.sample_alpha={cfg.sample_alpha}: must be in [0, 1] (0: no sampling)")
+    """`LstmMtError` naming the key when ``sample_alpha``/``sample_nbest`` are out of their declared
+    ranges (`lstm_mt.ranges`, for configs built in Python) or cannot sample anything."""
+    check_ranges(cfg, "data.spm.")
     if cfg.sample_alpha > 0 and cfg.sample_nbest in (0, 1):
         raise LstmMtError(
             f"data.spm.sample_nbest={cfg.sample_nbest}: sampling needs -1 (all segmentations) or at least 2"
