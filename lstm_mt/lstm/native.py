@@ -39,6 +39,7 @@ __all__ = [
     "VARIANT_LAYER_NORM",
     "available",
     "backward",
+    "bernoulli16_fill",
     "block_norm_backward",
     "block_norm_forward",
     "column_dot",
@@ -164,10 +165,22 @@ def column_dot(a: Tensor, b: Tensor, out: Tensor) -> bool:
     return _call_plain("lstm_column_dot", a.shape[0], a.shape[1], a, b, out)
 
 
+def bernoulli16_fill(out: Tensor, p: float, seed: int) -> bool:
+    """Fill contiguous CPU float32 ``out`` with 0/1, each 1 with probability round(p·2¹⁶)/2¹⁶, from ``seed``
+    (a counter-based hash: the same seed gives the same mask on any thread count).
+
+    Returns False, touching nothing, where the kernel does not take the tensor.
+    """
+    if not _contiguous(out):
+        return False
+    return _call_plain("lstm_bernoulli16_fill", out.numel(), seed % 2**64, round(p * 2**16), out)
+
+
 _PLAIN_ARGUMENTS = {  # the whole-buffer functions: sizes, then pointers to contiguous tensors
     "lstm_block_norm_forward": 3 * [ctypes.c_int64] + 6 * [ctypes.c_void_p],
     "lstm_block_norm_backward": 3 * [ctypes.c_int64] + 5 * [ctypes.c_void_p],
     "lstm_column_dot": 2 * [ctypes.c_int64] + 3 * [ctypes.c_void_p],
+    "lstm_bernoulli16_fill": [ctypes.c_int64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p],
 }
 
 

@@ -297,3 +297,24 @@ void lstm_column_dot(int64_t rows, int64_t width, const float *a, const float *b
         }
     }
 }
+
+/* Zoneout's d (and any Bernoulli mask): out[i] = 1 where a 16-bit lane of a counter-based hash
+ * (splitmix64's finalizer of seed + word index) is below threshold = round(p * 2^16), else 0.
+ * Four units share a 64-bit word. Counter-based, so the result does not depend on the thread count. */
+static inline uint64_t mix64(uint64_t seed, int64_t word) {
+    uint64_t z = seed + (uint64_t)(word + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void lstm_bernoulli16_fill(int64_t n, uint64_t seed, int64_t threshold, float *out) {
+    const int64_t full = n / 4;
+#pragma omp parallel for simd if (n >= 65536)
+    for (int64_t w = 0; w < full; ++w) {
+        const uint64_t z = mix64(seed, w);
+        for (int k = 0; k < 4; ++k) out[4 * w + k] = (int64_t)((z >> (16 * k)) & 0xFFFF) < threshold ? 1.0f : 0.0f;
+    }
+    uint64_t z = mix64(seed, full);
+    for (int64_t i = 4 * full; i < n; ++i, z >>= 16) out[i] = (int64_t)(z & 0xFFFF) < threshold ? 1.0f : 0.0f;
+}
