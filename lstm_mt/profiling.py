@@ -60,7 +60,7 @@ _PRODUCT_OPS = {
     "mkldnn::_linear_pointwise.binary",
 }
 _CAST_OPS = {"aten::_to_copy", "aten::to", "aten::_autocast_to_reduced_precision"}
-_LSTM_SCOPES = ("CellStep", "LayerRecurrence")
+_LSTM_SCOPES = ("CellStep", "LayerRecurrence", "VariantCellStep", "VariantRecurrence", "BlockNorm")
 _LOSS_SCOPES = ("GeneratorLoss",)
 _LOSS_OPS = (
     "aten::log_softmax",

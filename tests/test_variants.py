@@ -147,6 +147,38 @@ def test_decoder_step_equals_the_written_out_step(name, point_wise):
 
 
 @pytest.mark.parametrize("name", VARIANTS)
+def test_decoder_steps_with_weights_prepared_once_equal_the_written_out_steps(name, point_wise):
+    """Two stacked cells stepped four times as the decoder steps them (weights prepared once per sequence,
+    `VariantCellStep` without layer norm: the weights' gradient one product for all steps): outputs and the
+    gradients of the inputs and every parameter equal `variant_step` on float64 copies, to float32 tolerance."""
+    torch.manual_seed(5)
+    cells = [variant_cell(VARIANTS[name], torch.float32, True, seed=k, sizes=(5 if k == 0 else 6, 6)) for k in (0, 1)]
+    references = [copy.deepcopy(cell).double() for cell in cells]
+    xs = torch.randn(4, 3, 5, requires_grad=True)
+    noises = [cell.sequence_noise(xs[0, :, : cell.input_size]) for cell in cells]
+    steps = [[cell.step_noise(xs[0], noise) for cell, noise in zip(cells, noises)] for _ in range(4)]
+    weights = [cell.step_weights() for cell in cells]
+    xs64 = xs.detach().double().requires_grad_()
+    actual, expected = [], []
+    states, states64 = [(torch.zeros(3, 6),) * 2] * 2, [(torch.zeros(3, 6, dtype=torch.float64),) * 2] * 2
+    for t in range(4):
+        x, x64 = xs[t], xs64[t]
+        for k in (0, 1):
+            states[k] = fastpath.cell_step(cells[k], x, *states[k], steps[t][k], weights[k])
+            h64, c64, _ = variant_step(references[k], x64, *states64[k], in_float64(steps[t][k]))
+            states64[k] = (h64, c64)
+            x, x64 = states[k][0], h64
+        actual.append(x)
+        expected.append(x64)
+    assert close(actual, expected, 1e-5)
+    reduction = [torch.randn_like(t) for t in expected]
+    parameters = [p for cell in cells for p in cell.parameters()]
+    parameters64 = [p for cell in references for p in cell.parameters()]
+    found = grads(actual, reduction, [xs, *parameters])
+    assert close(found, grads(expected, reduction, [xs64, *parameters64]), 5e-5)  # eight steps of float32
+
+
+@pytest.mark.parametrize("name", VARIANTS)
 def test_gradcheck_through_the_fast_path(name):
     """float64 layer run with padding (with and without an initial state) and a decoder step, numerically."""
     cell = variant_cell(VARIANTS[name], torch.float64, training=True, sizes=(2, 3))
@@ -258,6 +290,53 @@ def test_zoneout_evaluation_is_deterministic_and_the_expectation():
         assert torch.equal(lstm(xs)[0], lstm(xs)[0])
     lstm.train()
     assert not torch.equal(lstm(xs)[0], lstm(xs)[0])  # training draws d afresh
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.9])
+def test_zoneout_training_draws_are_bernoulli_p(p, compiled, monkeypatch):
+    """Training's d on CPU (the compiled fill, or torch's generator in 16-bit lanes): only 0s and 1s, a
+    fraction p of 1s (within 5 standard deviations over 240k units), the same units at no two steps,
+    and the same draw again from the same seed."""
+    if not compiled:
+        monkeypatch.setattr(native, "bernoulli16_fill", lambda *args: False)
+    elif not native.available():
+        pytest.skip("no compiled kernel on this machine")
+    cell = variant_cell(CellVariant(zoneout_c=p, zoneout_h=p), torch.float32, training=True)
+    x = torch.randn(4, 5)
+    torch.manual_seed(11)
+    noise = cell.step_noise(x, None, steps=10_000)
+    torch.manual_seed(11)
+    again = cell.step_noise(x, None, steps=10_000)
+    for keep in (noise.keep_c, noise.keep_h):
+        assert keep.shape == (10_000, 4, 6) and keep.dtype == torch.float32
+        assert torch.equal(keep, keep.clamp(0, 1).round())
+        assert abs(keep.mean().item() - p) < 5 * (p * (1 - p) / keep.numel()) ** 0.5
+        assert not torch.equal(keep[0], keep[1])
+    assert not torch.equal(noise.keep_c, noise.keep_h)  # C and h draw their own d
+    assert torch.equal(noise.keep_c, again.keep_c) and torch.equal(noise.keep_h, again.keep_h)
+
+
+def test_compiled_bernoulli_fill_is_splitmix64_in_16_bit_lanes():
+    """The compiled fill against the hash written out in Python (splitmix64's finalizer of seed + word
+    index, four 16-bit lanes per word, lowest first), over 4 full words and a partial one."""
+    if not native.available():
+        pytest.skip("no compiled kernel on this machine")
+    mask64 = 2**64 - 1
+
+    def mix(seed: int, word: int) -> int:
+        z = (seed + (word + 1) * 0x9E3779B97F4A7C15) & mask64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask64
+        return z ^ (z >> 31)
+
+    seed, p = 2**63 + 12345, 0.4
+    threshold = round(p * 2**16)
+    expected = [float((mix(seed, i // 4) >> (16 * (i % 4))) & 0xFFFF < threshold) for i in range(18)]
+    out = torch.empty(18)
+    assert native.bernoulli16_fill(out, p, seed)
+    assert out.tolist() == expected
+    assert 0 < sum(expected) < 18
 
 
 def test_layer_norm_equals_torch_layer_norm_and_lstm_cell_equations():

@@ -12,7 +12,8 @@ are these same two arranged for the variant's extra terms: no-grad CPU float32 t
 `lstm_mt.lstm.inference` with the variant's point-wise rule (unless layer norm or a recurrent
 dropout mask needs the recurrent product on its own), else `VariantRecurrence`
 (`lstm_mt.lstm.variant_autograd`, replayed from CUDA graphs on CUDA as below); the single step is
-a run of length 1. A plain cell's
+a run of length 1 (in training without layer norm `VariantCellStep`, with the plain step's
+per-sequence weights and weight gradient). A plain cell's
 route is untouched by them. For a plain cell, each picks the first route that applies, in this order:
 
 1. inference (no gradients) in float32 on CPU with oneDNN: `lstm_mt.lstm.inference`, one
@@ -39,7 +40,7 @@ from torch import Tensor
 from lstm_mt.lstm import cuda_graphs, inference
 from lstm_mt.lstm.autograd import CellStep, SequenceWeights, WeightGradient, layer_recurrence
 from lstm_mt.lstm.equations import input_projection
-from lstm_mt.lstm.variant_autograd import BlockNorm, VariantRecurrence
+from lstm_mt.lstm.variant_autograd import BlockNorm, VariantCellStep, VariantRecurrence
 from lstm_mt.lstm.variant_pointwise import VariantPointwise
 from lstm_mt.lstm.variants import CellNoise, VariantWeights
 
@@ -98,17 +99,43 @@ def cell_step(
     if not _runs_plain(cell, noise):
         noise = noise or CellNoise()
         per_step = CellNoise(noise.h_mask, noise.x_mask, _one_step(noise.keep_c), _one_step(noise.keep_h))
+        if not cell.variant.layer_norm and _wants_weight_gradient(cell):
+            return _variant_cell_step(cell, x, h_prev, c_prev, per_step, weights)
         hs, cs = _run_variant_layer(cell, x.unsqueeze(0), h_prev, c_prev, [x.shape[0]], False, per_step)
         return hs[0], cs[0]
     if inference.applies(cell, x, h_prev, c_prev):
         return inference.cell_step(cell, x, h_prev, c_prev)
-    device_type = x.device.type
-    if weights is None or not _prepared_for_now(weights, cell, device_type):
-        weights = step_weights(cell, device_type)
+    weights = _weights_for_now(cell, x, weights)
     inputs = _autocast_inputs(x, h_prev, c_prev)
     with _autocast_off(x):
         w = weights
         return CellStep.apply(*inputs, w.weight_ih, w.weight_hh, w.bias, w.token, w.gradient)
+
+
+def _wants_weight_gradient(cell: VariantWeights) -> bool:
+    return torch.is_grad_enabled() and cell.weight_ih.requires_grad
+
+
+def _weights_for_now(cell: VariantWeights, x: Tensor, weights: StepWeights | None) -> StepWeights:
+    """``weights`` where they were prepared for the autocast state and grad mode of now, else prepared here."""
+    device_type = x.device.type
+    if weights is None or not _prepared_for_now(weights, cell, device_type):
+        return step_weights(cell, device_type)
+    return weights
+
+
+def _variant_cell_step(
+    cell: VariantWeights, x: Tensor, h_prev: Tensor, c_prev: Tensor, noise: CellNoise, weights: StepWeights | None
+) -> tuple[Tensor, Tensor]:
+    """A variant cell's training step without layer norm (`VariantCellStep`), the weights' gradient once per sequence."""
+    w = _weights_for_now(cell, x, weights)
+    if noise.x_mask is not None:
+        x = x * noise.x_mask
+    inputs = _autocast_inputs(x, h_prev, c_prev, cell.peephole_weight, noise.h_mask, noise.keep_c, noise.keep_h)
+    with _autocast_off(x):
+        return VariantCellStep.apply(
+            *inputs[:3], w.weight_ih, w.weight_hh, w.bias, *inputs[3:], cell.variant, w.token, w.gradient
+        )
 
 
 def _prepared_for_now(weights: StepWeights, cell: VariantWeights, device_type: str) -> bool:

@@ -5,10 +5,12 @@
 the layer norm of each step's recurrent product, and the point-wise rule of
 `lstm_mt.lstm.variant_pointwise`. As there, the backward runs only the dh/dC recurrence
 step by step; the gradients of W_hh, the peephole weights and the layer-norm gains come
-afterwards, each in one pass over all steps. The decoder's single step is a run of length 1.
+afterwards, each in one pass over all steps. The decoder's single step is a run of length 1:
+in training without layer norm `VariantCellStep`, which takes the weights' gradient once per
+sequence as `lstm_mt.lstm.autograd.CellStep` does; otherwise `VariantRecurrence` itself.
 
 `BlockNorm` is the layer norm of the input's share, ``γ_x·LN(W_x·x) + b`` per gate block,
-for all steps at once. Both run their element-wise and per-row work in C
+for all steps at once. All run their element-wise and per-row work in C
 (`lstm_mt.lstm.native`) where it takes the tensors, else in tensor operations.
 """
 
@@ -20,6 +22,7 @@ import torch
 from torch import Tensor
 
 from lstm_mt.lstm import native
+from lstm_mt.lstm.autograd import WeightGradient
 from lstm_mt.lstm.onednn import Product
 from lstm_mt.lstm.variant_pointwise import CellNorm, RecurrentNorm, VariantPointwise, layer_norm_backward
 from lstm_mt.lstm.variants import LAYER_NORM_EPS, CellVariant
@@ -119,6 +122,61 @@ class VariantRecurrence(torch.autograd.Function):
         return (*grads, *(None,) * 6)
 
 
+class VariantCellStep(torch.autograd.Function):
+    """One decoder step of a variant cell without layer norm in training, as `CellStep` is the plain cell's:
+    ``(x, h_prev, c_prev, weight_ih, weight_hh, bias, peephole_weight, h_mask, keep_c, keep_h, variant, token,
+    gradient) -> (h, c)``.
+
+    A run of length 1 of `variant_forward`/`variant_backward` whose weights come from
+    `lstm_mt.lstm.fastpath.StepWeights` (detached, cast once per batch): the step hands its share of
+    the weights' gradient to ``gradient``, and `SequenceWeights` (``token``) makes it one product for
+    all steps of the sequence, instead of two products and two accumulations of [4H, ·] per step.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x: Tensor,
+        h_prev: Tensor,
+        c_prev: Tensor,
+        weight_ih: Tensor,
+        weight_hh: Tensor,
+        bias: Tensor | None,
+        peephole_weight: Tensor | None,
+        h_mask: Tensor | None,
+        keep_c: Tensor | float,
+        keep_h: Tensor | float,
+        variant: CellVariant,
+        token: Tensor,
+        gradient: WeightGradient,
+    ) -> tuple[Tensor, Tensor]:
+        rule = VariantPointwise(variant, peephole_weight, None, None, None, keep_c, keep_h)
+        x_in = Product(weight_ih)(x, bias).unsqueeze(0)
+        rows = [x.shape[0]]
+        hs, cs, saved = variant_forward(x_in, weight_hh, h_prev, c_prev, h_mask, rule, rows, False, pack=False)
+        ctx.save_for_backward(x, weight_ih, *saved)
+        ctx.rule, ctx.gradient, ctx.step = rule, gradient, gradient.new_step()
+        return hs[0], cs[0]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h: Tensor, grad_c: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight_ih, *saved = ctx.saved_tensors
+        h_prev, h_mask = saved[1], saved[8]
+        need = ctx.needs_input_grad
+        needs = (True, False, need[1], need[2], need[6], False, False, False)
+        grad_x_in, _, dh_prev, dc_prev, d_peepholes, *_ = variant_backward(
+            saved, ctx.rule, grad_h.unsqueeze(0), grad_c.unsqueeze(0), [x.shape[0]], False, needs, pack=False
+        )
+        assert grad_x_in is not None
+        grad_pre = grad_x_in[0]
+        if need[11]:
+            ctx.gradient.add(ctx.step, grad_pre, x, h_prev if h_mask is None else h_prev * h_mask)
+        dx = grad_pre.mm(weight_ih) if need[0] else None
+        token_grad = grad_pre.new_zeros(0) if need[11] else None
+        return dx, dh_prev, dc_prev, None, None, None, d_peepholes, None, None, None, None, token_grad, None
+
+
 def variant_forward(
     x_in: Tensor,
     weight_hh: Tensor,
@@ -129,6 +187,7 @@ def variant_forward(
     batch_sizes: list[int],
     h0_is_zero: bool,
     padding: Tensor | None = None,
+    pack: bool = True,
 ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
     """`VariantRecurrence`'s forward loop: every step's ``h`` and ``C``, and what `variant_backward` reads
     (``weight_hh, h0, c0, hs, cs, gates, tanh_cs, c_tildes, h_mask`` and the layer norms' buffers).
@@ -136,10 +195,11 @@ def variant_forward(
     ``padding`` ``[T, B]`` (True where a row is padding), with ``batch_sizes`` all B: every row runs every
     step and padded positions' h and C are zeroed after it, so that what a padded row computes from then on
     starts from zero state, finite, and never reaches a real position (`lstm_mt.lstm.cuda_graphs` records it).
+    ``pack``: multiply with W_hh in oneDNN's packed layout (worth it for many steps, not for one).
     """
     steps, batch, _ = x_in.shape
     H = weight_hh.shape[1]
-    recurrent = Product(weight_hh, pack=True)
+    recurrent = Product(weight_hh, pack=pack)
     hs, cs, tanh_cs = (x_in.new_empty(steps, batch, H) for _ in range(3))
     gates = x_in.new_empty(steps, batch, 4 * H)
     padded = batch_sizes[-1] < batch
@@ -186,15 +246,17 @@ def variant_backward(
     batch_sizes: list[int],
     h0_is_zero: bool,
     needs: tuple[bool, ...],
+    pack: bool = True,
 ) -> tuple[Tensor | None, ...]:
     """`VariantRecurrence`'s backward loop: the gradients of ``x_in, weight_hh, h0, c0, peephole_weight,
-    ln_weight_hh, ln_weight_c, ln_bias_c`` (None where ``needs`` says no) from `variant_forward`'s ``saved``."""
+    ln_weight_hh, ln_weight_c, ln_bias_c`` (None where ``needs`` says no) from `variant_forward`'s ``saved``
+    (``pack`` as there)."""
     weight_hh, h0, c0, hs, cs, gates, tanh_cs, c_tildes, h_mask, *norm_saved = saved
     assert weight_hh is not None and h0 is not None and c0 is not None and hs is not None and cs is not None
     assert gates is not None and tanh_cs is not None and c_tildes is not None
     norm = _LayerNormBuffers(rule.gain_hh is not None, *cast(list[Tensor], norm_saved))
     steps, batch, H = hs.shape
-    through_hh = Product(weight_hh.t().contiguous(), pack=True)  # d ↦ d @ W_hh
+    through_hh = Product(weight_hh.t().contiguous(), pack=pack)  # d ↦ d @ W_hh
 
     grad_pre = gates.new_empty(steps, batch, 4 * H)
     buffer = torch.zeros_like if batch_sizes[-1] < batch else torch.empty_like  # padded rows stay zero
