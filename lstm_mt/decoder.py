@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from lstm_mt.attention import Attention
 from lstm_mt.encoder import PER_SENTENCE, BatchRows, Bridge, EncoderOutput, TokenEmbedding
-from lstm_mt.lstm import LSTMCell
+from lstm_mt.lstm import LSTMCell, masks
 from lstm_mt.lstm.fastpath import StepWeights
 from lstm_mt.lstm.variants import CellNoise, CellVariant
 
@@ -64,7 +64,7 @@ class StackedLSTMCells(nn.Module):
             LSTMCell(input_size if layer == 0 else hidden_size, hidden_size, variant=variant)
             for layer in range(num_layers)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = masks.Dropout(dropout)
 
     def sequence_noise(self, like: Tensor) -> LayerNoise | None:
         """Each layer's dropout masks for the sequences of a batch (rows of ``like``); None when none are needed."""
@@ -131,7 +131,7 @@ class Decoder(nn.Module):
         self.out_size = out_size
         self.cells = StackedLSTMCells(embedding.embedding_dim + out_size, hidden_size, num_layers, dropout, variant)
         self.combine = nn.Linear(memory_size + hidden_size, out_size, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = masks.Dropout(dropout)
 
     def init_state(self, encoder_out: EncoderOutput) -> DecoderState:
         """The state before the first target token: bridged LSTM state, zero h̃, attention keys."""

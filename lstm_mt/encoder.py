@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from lstm_mt.lstm import LSTM
+from lstm_mt.lstm import LSTM, masks
 from lstm_mt.lstm.variants import CellVariant
 
 BRIDGE_KINDS = ("linear", "zeros")
@@ -104,7 +104,7 @@ class TokenEmbedding(nn.Embedding):
 
     def __init__(self, vocab_size: int, emb_size: int, padding_idx: int, dropout: float) -> None:
         super().__init__(vocab_size, emb_size, padding_idx=padding_idx)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = masks.Dropout(dropout)
 
     def reset_parameters(self) -> None:
         """N(0, 1/emb_size), padding row zero."""

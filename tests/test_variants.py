@@ -317,28 +317,6 @@ def test_zoneout_training_draws_are_bernoulli_p(p, compiled, monkeypatch):
     assert torch.equal(noise.keep_c, again.keep_c) and torch.equal(noise.keep_h, again.keep_h)
 
 
-def test_compiled_bernoulli_fill_is_splitmix64_in_16_bit_lanes():
-    """The compiled fill against the hash written out in Python (splitmix64's finalizer of seed + word
-    index, four 16-bit lanes per word, lowest first), over 4 full words and a partial one."""
-    if not native.available():
-        pytest.skip("no compiled kernel on this machine")
-    mask64 = 2**64 - 1
-
-    def mix(seed: int, word: int) -> int:
-        z = (seed + (word + 1) * 0x9E3779B97F4A7C15) & mask64
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask64
-        return z ^ (z >> 31)
-
-    seed, p = 2**63 + 12345, 0.4
-    threshold = round(p * 2**16)
-    expected = [float((mix(seed, i // 4) >> (16 * (i % 4))) & 0xFFFF < threshold) for i in range(18)]
-    out = torch.empty(18)
-    assert native.bernoulli16_fill(out, p, seed)
-    assert out.tolist() == expected
-    assert 0 < sum(expected) < 18
-
-
 def test_layer_norm_equals_torch_layer_norm_and_lstm_cell_equations():
     """An independent LN-LSTM from torch.nn.LayerNorm (one per gate block) and torch.nn.LSTMCell's weights."""
     cell = variant_cell(CellVariant(layer_norm=True), torch.float64, training=True, seed=3)

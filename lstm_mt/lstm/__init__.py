@@ -14,6 +14,7 @@ Modules, in the order a reader meets them:
     onednn.py      oneDNN products and packed-weight cache (PyTorch private ops)
     native.py      the point-wise steps compiled from C (csrc/lstm_cell.c, csrc/lstm_variants.c), CPU float32
     widening.py    the float32 C step for CPU bf16/fp16 tensors: widened in, rounded back out
+    masks.py       random 0/1 masks for dropout and zoneout, fast on CPU (compiled hash, else 16-bit lanes)
     variants.py    cell variants (layer norm, dropout, zoneout, peepholes, CIFG): equations, variant_step
     variant_autograd.py   their layer recurrence with hand-written backward; the input's block layer norm
     variant_pointwise.py  their point-wise step: the C kernel, else tensor operations (the reference)

@@ -13,11 +13,10 @@ from collections.abc import Iterable, Iterator
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from lstm_mt.lstm import fastpath, native, padding
+from lstm_mt.lstm import fastpath, masks, padding
 from lstm_mt.lstm.equations import GATE_NAMES, GateActivations, lstm_step, preactivations
 from lstm_mt.lstm.recording import active_recorder
 from lstm_mt.lstm.variants import CellNoise, CellVariant, variant_step
@@ -276,7 +275,7 @@ class LSTM(nn.Module):
         layer_input = x
         for layer, cells in enumerate(self.cells()):
             if layer > 0 and self.dropout > 0 and self.training:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
+                layer_input = masks.dropout(layer_input, self.dropout)
             outputs = []
             for direction, cell in enumerate(cells):
                 k = layer * self.num_directions + direction
@@ -396,39 +395,15 @@ def _dropout_mask(p: float, shape: tuple[int, ...], like: Tensor) -> Tensor | No
     """Bernoulli(1 − p) / (1 − p) of ``shape`` (None for p = 0): kept units scaled to keep the expectation."""
     if p == 0:
         return None
-    return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
+    return masks.bernoulli(1 - p, shape, like).div_(1 - p)
 
 
 def _zoneout_keep(p: float, shape: tuple[int, ...], like: Tensor, training: bool) -> Tensor | float:
-    """Zoneout's d: Bernoulli(p) per unit in training, its expectation p in evaluation (0.0: off).
-
-    On CPU, p is rounded to a multiple of 2⁻¹⁶ (`bernoulli_16`).
-    """
+    """Zoneout's d: Bernoulli(p) per unit in training (`masks.bernoulli`), its expectation p in evaluation
+    (0.0: off)."""
     if p == 0 or not training:
         return float(p)
-    if like.device.type == "cpu":
-        return bernoulli_16(p, shape, like.dtype)
-    return torch.rand(shape, dtype=like.dtype, device=like.device).lt_(p)
-
-
-def bernoulli_16(p: float, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """0/1 of ``shape`` in ``dtype`` on CPU, each 1 with probability round(p·2¹⁶)/2¹⁶, from torch's generator.
-
-    Why: zoneout draws d for every unit of every step ([T, B, H] per layer run, twice), and torch's
-    CPU generator fills floats one at a time on one thread (``rand``: ~5 ms per million). In float32
-    the compiled kernel (`native.bernoulli16_fill`) hashes a seed drawn from torch's generator (~0.1 ms);
-    elsewhere each 64-bit draw of torch's serves four units as 16-bit lanes, U < p·2¹⁶ (~2 ms).
-    """
-    out = torch.empty(shape, dtype=dtype)
-    if dtype == torch.float32 and native.bernoulli16_fill(out, p, int(_random_int64(1))):
-        return out
-    lanes = _random_int64((out.numel() + 3) // 4).view(torch.int16)[: out.numel()]  # each uniform on [−2¹⁵, 2¹⁵)
-    return lanes.lt(round(p * 2**16) - 2**15).view(shape).to(dtype)
-
-
-def _random_int64(count: int) -> Tensor:
-    """``count`` draws of all 64 bits from torch's CPU generator."""
-    return torch.empty(count, dtype=torch.int64).random_(-(2**63), None)
+    return masks.bernoulli(p, shape, like)
 
 
 def _copy_parameters(ours: Iterable[tuple[str, nn.Parameter]], theirs: nn.Module, to_torch: bool) -> None:
