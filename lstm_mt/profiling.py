@@ -165,6 +165,21 @@ def _ancestors(event: Any) -> list[str]:
     return names
 
 
+def product_flop_counter() -> Any:
+    """A `torch.utils.flop_counter.FlopCounterMode` (not displayed) that also counts the in-place products
+    (``addmm_``, ``baddbmm_``), which the LSTM's backward accumulates with and torch's table leaves out."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def in_place(self_shape: Any, a_shape: Any, b_shape: Any, *args: Any, **kwargs: Any) -> int:
+        *batch, m, k = a_shape
+        n = b_shape[-1]
+        return 2 * m * n * k * (batch[0] if batch else 1)
+
+    aten = torch.ops.aten
+    return FlopCounterMode(display=False, custom_mapping={aten.addmm_: in_place, aten.baddbmm_: in_place})
+
+
 def format_table(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table with right-aligned columns."""
     table = [header, *rows]

@@ -22,6 +22,11 @@ test_2016_flickr, greedy and beam 5) with the same thread count and device.
 where their time went, by category (`lstm_mt.profiling`: products, point-wise LSTM, casts,
 output layer, backward bookkeeping, optimizer, data, ...), then the largest operations.
 
+``--flops`` then runs the timed updates' batches once more under torch.utils.flop_counter (with
+PyTorch's own products standing in for oneDNN's, whose FLOPs it cannot see) and reports the
+matrix products' GFLOP/s of the timed run: the rate to hold against the product rate a CPU
+reaches alone (``python ../shared/notes/scripts/bf16_probe.py``).
+
 ``--with-validation N`` then validates on the first N valid sentences (0: all) and saves a
 checkpoint, as a run does after an epoch, and reports the peak RSS of the whole run, not
 only of the updates (``peak RSS +valid``), and where the heap stands at the end (glibc).
@@ -50,6 +55,7 @@ from lstm_mt import profiling
 from lstm_mt.config import TrainJobConfig, register_configs
 from lstm_mt.configuring import typed_config
 from lstm_mt.hydra_app import CONFIG_DIR
+from lstm_mt.lstm import onednn
 from lstm_mt.runtime import Distributed, StopSignals, select_device
 from lstm_mt.train import Trainer, first_examples, update_groups
 
@@ -65,6 +71,7 @@ class Row:
     peak_mib: float
     peak_with_validation_mib: float | None = None
     profile: profiling.Breakdown | None = None
+    product_flops: float | None = None  # of the timed updates' matrix products (--flops)
 
     def cells(self) -> list[str]:
         return [
@@ -76,6 +83,7 @@ class Row:
             f"{self.seconds / self.updates:.2f}",
             f"{self.peak_mib:.0f}",
             "-" if self.peak_with_validation_mib is None else f"{self.peak_with_validation_mib:.0f}",
+            "-" if self.product_flops is None else f"{self.product_flops / self.seconds / 1e9:.0f}",
         ]
 
 
@@ -88,6 +96,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, fp16 (default fp32)")
     parser.add_argument("--decode", action="store_true", help="also time decoding (scripts/bench_decode.py)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N more updates by category")
+    parser.add_argument("--flops", action="store_true", help="count the timed updates' product FLOPs: GFLOP/s")
     parser.add_argument(
         "--with-validation",
         type=int,
@@ -146,18 +155,30 @@ def bench(args: argparse.Namespace, precision: str, overrides: list[str]) -> tup
         for _ in range(args.warmup):
             trainer.update(next(groups))
         sync(device)
+        timed = [next(groups) for _ in range(args.steps)]
         tokens, start = 0.0, time.perf_counter()
-        for _ in range(args.steps):
-            tokens += trainer.update(next(groups)).tokens
+        for group in timed:
+            tokens += trainer.update(group).tokens
         sync(device)
         seconds = time.perf_counter() - start
         row = Row(precision, args.steps, tokens, seconds, peak_memory_mib(device))
+        if args.flops:
+            row.product_flops = product_flops(trainer, timed)
         if args.profile:
             row.profile = profile_updates(trainer, groups, args.profile, device)
         if args.with_validation is not None:
             validate_and_save(trainer, args.with_validation)
             row.peak_with_validation_mib = peak_memory_mib(device)
     return row, trainer
+
+
+def product_flops(trainer: Trainer, groups: list) -> float:
+    """FLOPs of the matrix products of one update per group (forward and backward), counted by
+    torch.utils.flop_counter with PyTorch's products standing in for oneDNN's (the same arithmetic)."""
+    with onednn.off(), profiling.product_flop_counter() as counter:
+        for group in groups:
+            trainer.update(group)
+    return float(counter.get_total_flops())
 
 
 def profile_updates(trainer: Trainer, groups, updates: int, device: torch.device) -> profiling.Breakdown:
@@ -220,6 +241,7 @@ def current_rss_mib() -> float:
 def print_table(rows: list[Row], device: torch.device) -> None:
     memory = "peak CUDA alloc MiB" if device.type == "cuda" else "peak RSS MiB"
     header = ["precision", "updates", "tgt tokens", "seconds", "tgt tok/s", "s/update", memory, f"{memory} +valid"]
+    header.append("product GFLOP/s")
     print(profiling.format_table(header, [row.cells() for row in rows]))
 
 

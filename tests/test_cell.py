@@ -7,6 +7,7 @@ import torch
 from conftest import use_point_wise
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from lstm_mt import profiling
 from lstm_mt.lstm import GATE_NAMES, LSTM, GateRecorder, LSTMCell, autograd, lstm_step, native, onednn, pointwise
 from lstm_mt.lstm.autograd import LayerRecurrence
 
@@ -160,6 +161,23 @@ def test_rejects_bad_lengths():
         lstm(torch.randn(5, 2, 3), torch.tensor([6, 2]))
     with pytest.raises(ValueError, match="lengths"):
         lstm(torch.randn(5, 2, 3), torch.tensor([0, 2]))
+
+
+def test_products_off_onednn_are_seen_by_the_flop_counter():
+    """Under `onednn.off` a layer's products run as PyTorch's, which `profiling.product_flop_counter` counts
+    (in-place accumulations included): a training
+    step of one direction over T steps from a zero state does 3 products of each kind (forward, input gradient,
+    weight gradient), 2·B·4H·I FLOPs per step for the input and 2·B·4H·H per step after the first for the
+    recurrence: 24·H·B·(T·I + (T − 1)·H) in all. Outside the block oneDNN is as it was."""
+    T, B, In, H = 7, 3, 5, 4
+    lstm = LSTM(In, H)
+    x = torch.randn(T, B, In, requires_grad=True)
+    was = onednn.usable(torch.zeros(1))
+    with onednn.off(), profiling.product_flop_counter() as counter:
+        assert not onednn.usable(torch.zeros(1))
+        lstm(x)[0].sum().backward()
+    assert counter.get_total_flops() == 24 * H * B * (T * In + (T - 1) * H)
+    assert onednn.usable(torch.zeros(1)) == was
 
 
 @pytest.mark.parametrize("use_onednn", [True, False])

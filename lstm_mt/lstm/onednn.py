@@ -7,12 +7,15 @@ can. They are wrapped here, behind a check that this PyTorch build runs them cor
 - `usable`: CPU float32 on a build where the ops work (checked once, on a known answer);
 - `packed`: weights joined side by side in the packed layout, cached while they do not change;
 - `Product`: ``x @ W.T`` (+ bias, or added to another tensor) on oneDNN, else plain PyTorch;
-- `linear`: one product with an already packed weight.
+- `linear`: one product with an already packed weight;
+- `off`: plain PyTorch products for a while (e.g. for torch.utils.flop_counter, which cannot see oneDNN's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +40,18 @@ def usable(weight: Tensor) -> bool:
         except (AttributeError, RuntimeError):
             _WORKS = False
     return _WORKS
+
+
+@contextlib.contextmanager
+def off() -> Iterator[None]:
+    """Within the block, `usable` says no: every product runs as plain PyTorch operations (same arithmetic)."""
+    global _WORKS
+    usable(torch.empty(0))  # decide _WORKS first, so that it is restored as decided
+    previous, _WORKS = _WORKS, False
+    try:
+        yield
+    finally:
+        _WORKS = previous
 
 
 _PACKED_WEIGHTS: dict[tuple[int, ...], tuple[tuple, Tensor]] = {}  # ids -> (packed from what, packed)
