@@ -256,7 +256,9 @@ def variant_backward(
     assert gates is not None and tanh_cs is not None and c_tildes is not None
     norm = _LayerNormBuffers(rule.gain_hh is not None, *cast(list[Tensor], norm_saved))
     steps, batch, H = hs.shape
-    through_hh = Product(weight_hh.t().contiguous(), pack=pack)  # d ↦ d @ W_hh
+    # d ↦ d @ W_hh: packed from a transposed copy for many steps; for one step the transposed view,
+    # which PyTorch's product takes as it is, saves copying W_hh at every decoder step
+    through_hh = Product(weight_hh.t().contiguous(), pack=True) if pack else Product(weight_hh.t())
 
     grad_pre = gates.new_empty(steps, batch, 4 * H)
     buffer = torch.zeros_like if batch_sizes[-1] < batch else torch.empty_like  # padded rows stay zero
