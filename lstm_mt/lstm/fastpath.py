@@ -113,6 +113,7 @@ def cell_step(
 
 
 def _wants_weight_gradient(cell: VariantWeights) -> bool:
+    """Whether this call trains the cell's weights (grad mode on and the weights requiring grad)."""
     return torch.is_grad_enabled() and cell.weight_ih.requires_grad
 
 
