@@ -24,29 +24,35 @@ from torch import Tensor, nn
 
 from lstm_mt.lstm import native
 
-__all__ = ["Dropout", "bernoulli", "dropout"]
+__all__ = ["Dropout", "bernoulli", "dropout", "dropout_mask"]
 
 
 def bernoulli(p: float, shape: tuple[int, ...], like: Tensor) -> Tensor:
     """0/1 of ``shape`` in ``like``'s dtype and device, each 1 with probability p (on CPU: round(p·2¹⁶)/2¹⁶)."""
     if like.device.type != "cpu":
         return torch.rand(shape, dtype=like.dtype, device=like.device).lt_(p)
-    out = torch.empty(shape, dtype=like.dtype)
-    if like.dtype == torch.float32 and native.bernoulli16_fill(out, p, int(_random_int64(1))):
-        return out
-    lanes = _random_int64((math.prod(shape) + 3) // 4).view(torch.int16)[: out.numel()]  # uniform on [−2¹⁵, 2¹⁵)
+    if like.dtype == torch.float32:
+        out = torch.empty(shape)
+        if native.bernoulli16_fill(out, p, int(_random_int64(1))):
+            return out
+    count = math.prod(shape)
+    lanes = _random_int64((count + 3) // 4).view(torch.int16)[:count]  # uniform on [−2¹⁵, 2¹⁵)
     return torch.lt(lanes, round(p * 2**16) - 2**15).view(shape).to(like.dtype)
 
 
+def dropout_mask(p: float, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Bernoulli(1 − p) / (1 − p) of ``shape``: dropout's multiplier, kept units scaled to keep the expectation."""
+    return bernoulli(1 - p, shape, like).div_(1 - p)
+
+
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
-    """``F.dropout(x, p, training)`` with the mask from `bernoulli`: each unit zeroed with probability p,
+    """``F.dropout(x, p, training)`` with the mask from `dropout_mask`: each unit zeroed with probability p,
     the kept ones scaled by 1/(1 − p)."""
     if not training or p == 0:
         return x
     if x.device.type != "cpu" or p >= 1:
         return F.dropout(x, p, training=True)
-    keep = bernoulli(1 - p, tuple(x.shape), x.new_empty(0, dtype=torch.float32))
-    return x * keep.mul_(1 / (1 - p)).to(x.dtype)
+    return x * dropout_mask(p, tuple(x.shape), x.new_empty(0, dtype=torch.float32)).to(x.dtype)
 
 
 class Dropout(nn.Dropout):

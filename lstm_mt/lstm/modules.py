@@ -392,10 +392,8 @@ def _run_direction(
 
 
 def _dropout_mask(p: float, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
-    """Bernoulli(1 − p) / (1 − p) of ``shape`` (None for p = 0): kept units scaled to keep the expectation."""
-    if p == 0:
-        return None
-    return masks.bernoulli(1 - p, shape, like).div_(1 - p)
+    """`masks.dropout_mask` of ``shape``, None for p = 0."""
+    return None if p == 0 else masks.dropout_mask(p, shape, like)
 
 
 def _zoneout_keep(p: float, shape: tuple[int, ...], like: Tensor, training: bool) -> Tensor | float:
