@@ -4,8 +4,8 @@
 search ranks by stay float32 (`Seq2Seq.decode_step`). ``int8``: PyTorch's dynamic
 quantization (``torch.ao.quantization.quantize_dynamic``) of every `nn.Linear`: the
 generator, attention, bridge and attentional layer keep int8 weights and quantize their
-inputs per batch; CPU only. The LSTM layers keep their float32 products: they run through
-the cell's own oneDNN path (`lstm_mt.lstm`), which dynamic quantization does not reach.
+inputs per batch; the LSTM cells' products ``W·[h, x]`` likewise (`lstm_mt.lstm.int8`,
+one scale per row of W), their gates stay float32. CPU only.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lstm_mt.errors import LstmMtError
+from lstm_mt.lstm import int8
 
 __all__ = ["INFERENCE_PRECISIONS", "check_inference_precision", "inference_autocast", "for_inference"]
 
@@ -43,6 +44,7 @@ def for_inference(model: ModelT, precision: str) -> ModelT:
         warnings.filterwarnings("ignore", message=".*deprecated.*", category=UserWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    int8.attach(quantized)
     return cast(ModelT, quantized)
 
 

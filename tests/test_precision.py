@@ -9,6 +9,7 @@ from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
 
 from lstm_mt.data import collate_source, load_split
 from lstm_mt.errors import LstmMtError
+from lstm_mt.lstm import LSTMCell
 from lstm_mt.precision import inference_autocast
 from lstm_mt.translate import Translator
 
@@ -43,10 +44,13 @@ def test_lower_precision_decodes_close_to_fp32(tiny_checkpoint, val_sources, pre
     assert len(translations) == len(val_sources) and all(translations)
 
 
-def test_int8_quantizes_the_linear_layers_of_a_copy(tiny_checkpoint):
+def test_int8_quantizes_the_linear_layers_and_lstm_products_of_a_copy(tiny_checkpoint):
     fp32 = Translator.from_checkpoint(tiny_checkpoint.path)
     int8 = Translator(fp32.model, fp32.tokenizer, precision="int8")
     assert isinstance(int8.model.generator, QuantizedLinear)
+    cells = [m for m in int8.model.modules() if isinstance(m, LSTMCell)]
+    assert cells and all(cell.int8_product is not None for cell in cells), "the LSTM products are int8 too"
+    assert not any(getattr(m, "int8_product", None) for m in fp32.model.modules())
     assert isinstance(fp32.model.generator, torch.nn.Linear), "the caller's model is left as it was"
 
 

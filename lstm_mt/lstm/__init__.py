@@ -8,6 +8,7 @@ Modules, in the order a reader meets them:
     padding.py     lengths, reversal within lengths, PackedSequence round trips
     fastpath.py    the fast path's two entry points: cell_step and run_layer
     inference.py   no-grad CPU float32 route: W·[h, x] as one oneDNN product per step
+    int8.py        that product with int8 weights, for precision=int8 decoding
     autograd.py    training route: autograd Functions with hand-written backward passes
     cuda_graphs.py the layer recurrence on CUDA replayed from CUDA graphs, padded to buckets
     pointwise.py   gates, C and h from the pre-activations (and back), kernel choice

@@ -7,6 +7,8 @@ all inputs first and adding the recurrent product step by step (the training pat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -45,6 +47,7 @@ def run_layer(
     steps, batch, _ = x.shape
     H = cell.weight_hh.shape[1]
     weight, bias = _joint_weights(cell)
+    int8_product = _int8_product(cell)
     hx = x.new_empty(steps + 1, batch, H + x.shape[2])  # row t holds [h_{t-1}, x_t]; h_t goes to row t+1
     hx[:steps, :, H:] = x
     hx[0, :, :H] = h0
@@ -54,7 +57,9 @@ def run_layer(
     c_tilde = x.new_empty(batch, H) if rule is not None and rule.zoneout_c else None
     c_prev = c0
     for t, n in enumerate(batch_sizes):
-        if t == 0 and h0_is_zero:
+        if int8_product is not None:
+            pre = int8_product(hx_rows[t][:n])
+        elif t == 0 and h0_is_zero:
             pre = onednn.linear(x[0], onednn.packed(cell.weight_ih), bias)  # W·[0, x] = W_x·x
         else:
             pre = onednn.linear(hx_rows[t][:n], weight, bias)
@@ -78,10 +83,17 @@ def cell_step(cell: CellWeights, x: Tensor, h_prev: Tensor, c_prev: Tensor) -> t
 
     (A variant cell's step runs as `run_layer` over one step.)
     """
-    pre = onednn.linear(torch.cat([h_prev, x], dim=1), *_joint_weights(cell))
+    rows = torch.cat([h_prev, x], dim=1)
+    int8_product = _int8_product(cell)
+    pre = onednn.linear(rows, *_joint_weights(cell)) if int8_product is None else int8_product(rows)
     c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
     forward_step(pre, c_prev, pre, c, tanh_c, h)
     return h, c
+
+
+def _int8_product(cell: CellWeights) -> Callable[[Tensor], Tensor] | None:
+    """The cell's int8 ``W·[h, x] + b`` where `lstm_mt.lstm.int8.attach` gave it one (``precision=int8``)."""
+    return getattr(cell, "int8_product", None)
 
 
 def _joint_weights(cell: CellWeights) -> tuple[Tensor, Tensor | None]:

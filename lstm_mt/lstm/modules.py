@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import cast
 
 import torch
@@ -34,7 +34,10 @@ class LSTMCell(nn.Module):
     ``ln_bias_c`` [H]) after torch's. With recurrent or input dropout, a training step
     needs the sequence's masks: ``noise = cell.sequence_noise(x)`` once, then
     ``cell(x_t, state, noise)`` at every step.
+    ``int8_product``: ``W·[h, x] + b`` with int8 weights for decoding (`lstm_mt.lstm.int8.attach`).
     """
+
+    int8_product: Callable[[Tensor], Tensor] | None = None
 
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, variant: CellVariant | None = None
