@@ -39,11 +39,21 @@ class EnsembleState(BatchRows):
 
 def mean_log_probs(log_probs: Sequence[Tensor]) -> Tensor:
     """``log(mean_i exp(log_probs[i]))`` elementwise, computed around the largest term so that N
-    copies of one distribution give back exactly that distribution."""
-    stacked = torch.stack(list(log_probs))
-    largest = stacked.max(dim=0).values
-    shift = torch.where(largest.isfinite(), largest, torch.zeros_like(largest))
-    return shift + (stacked - shift).exp().mean(dim=0).log()
+    copies of one distribution give back exactly that distribution.
+
+    Works in the given tensors' memory (each model's own ``[B, V]`` step output, overwritten):
+    one new ``[B, V]`` buffer a step, not one per operation, since fresh pages cost as much as the pass.
+    """
+    if len(log_probs) == 1:
+        return log_probs[0]
+    shift = torch.maximum(log_probs[0], log_probs[1])
+    for other in log_probs[2:]:
+        torch.maximum(shift, other, out=shift)
+    shift.clamp_(min=torch.finfo(shift.dtype).min)  # all -inf (a forbidden token): exp gives 0, log -inf
+    total = log_probs[0].sub_(shift).exp_()
+    for other in log_probs[1:]:
+        total.add_(other.sub_(shift).exp_())
+    return total.div_(len(log_probs)).log_().add_(shift)
 
 
 class Ensemble(nn.Module):
