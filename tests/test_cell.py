@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import use_point_wise
@@ -178,6 +182,17 @@ def test_products_off_onednn_are_seen_by_the_flop_counter():
         lstm(x)[0].sum().backward()
     assert counter.get_total_flops() == 24 * H * B * (T * In + (T - 1) * H)
     assert onednn.usable(torch.zeros(1)) == was
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, str(onednn.PRIMITIVE_CACHE_CAPACITY)), ("5", "5")])
+def test_onednn_primitive_cache_is_bounded_unless_the_user_chose(given, expected):
+    """Importing the products' module bounds oneDNN's primitive cache before any product runs; a set value wins."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if given is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = given
+    code = "import os, lstm_mt.lstm.onednn; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == expected
 
 
 @pytest.mark.parametrize("use_onednn", [True, False])
