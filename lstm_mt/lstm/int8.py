@@ -35,7 +35,6 @@ class Int8Product:
             self._packed: Any = torch.ops.quantized.linear_prepack(
                 quantized, None if bias is None else bias.detach().float()
             )
-        self.shape = tuple(weight.shape)
 
     def __call__(self, rows: Tensor) -> Tensor:
         """``[n, in]`` float32 rows to ``[n, out]`` float32 pre-activations."""
