@@ -46,8 +46,8 @@ def run_layer(
     """
     steps, batch, _ = x.shape
     H = cell.weight_hh.shape[1]
-    weight, bias = _joint_weights(cell)
-    int8_product = _int8_product(cell)
+    joint_product = _joint_product(cell)
+    first_from_x = h0_is_zero and _int8_product(cell) is None  # int8 has no W_x of its own: it multiplies [0, x]
     hx = x.new_empty(steps + 1, batch, H + x.shape[2])  # row t holds [h_{t-1}, x_t]; h_t goes to row t+1
     hx[:steps, :, H:] = x
     hx[0, :, :H] = h0
@@ -57,12 +57,10 @@ def run_layer(
     c_tilde = x.new_empty(batch, H) if rule is not None and rule.zoneout_c else None
     c_prev = c0
     for t, n in enumerate(batch_sizes):
-        if int8_product is not None:
-            pre = int8_product(hx_rows[t][:n])
-        elif t == 0 and h0_is_zero:
-            pre = onednn.linear(x[0], onednn.packed(cell.weight_ih), bias)  # W·[0, x] = W_x·x
+        if t == 0 and first_from_x:
+            pre = onednn.linear(x[0], onednn.packed(cell.weight_ih), cell.combined_bias())  # W·[0, x] = W_x·x
         else:
-            pre = onednn.linear(hx_rows[t][:n], weight, bias)
+            pre = joint_product(hx_rows[t][:n])
         if rule is None:
             forward_step(pre, c_prev[:n], pre, c_rows[t][:n], tanh_c[:n], h_rows[t][:n])
         else:
@@ -83,9 +81,7 @@ def cell_step(cell: CellWeights, x: Tensor, h_prev: Tensor, c_prev: Tensor) -> t
 
     (A variant cell's step runs as `run_layer` over one step.)
     """
-    rows = torch.cat([h_prev, x], dim=1)
-    int8_product = _int8_product(cell)
-    pre = onednn.linear(rows, *_joint_weights(cell)) if int8_product is None else int8_product(rows)
+    pre = _joint_product(cell)(torch.cat([h_prev, x], dim=1))
     c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
     forward_step(pre, c_prev, pre, c, tanh_c, h)
     return h, c
@@ -96,6 +92,11 @@ def _int8_product(cell: CellWeights) -> Callable[[Tensor], Tensor] | None:
     return getattr(cell, "int8_product", None)
 
 
-def _joint_weights(cell: CellWeights) -> tuple[Tensor, Tensor | None]:
-    """``W = [W_h, W_x]`` packed for oneDNN, and ``b``, for products with rows ``[h, x]``."""
-    return onednn.packed(cell.weight_hh, cell.weight_ih), cell.combined_bias()
+def _joint_product(cell: CellWeights) -> Callable[[Tensor], Tensor]:
+    """``W·[h, x] + b`` for joined rows ``[h, x]``: the cell's int8 product where it has one, else
+    one oneDNN product with ``W = [W_h, W_x]`` packed (float32 weights are packed only on this route)."""
+    int8_product = _int8_product(cell)
+    if int8_product is not None:
+        return int8_product
+    weight, bias = onednn.packed(cell.weight_hh, cell.weight_ih), cell.combined_bias()
+    return lambda rows: onednn.linear(rows, weight, bias)
