@@ -2,14 +2,14 @@
 
 At every step of greedy or beam search, `Ensemble.decode_step` steps each model from its
 own state and returns the log of the models' mean next-token probability,
-``log(1/N * sum_i p_i) = logsumexp_i(log p_i) - log N``; the attention it reports is the
-models' mean. Each model encodes the source once and steps once per step, so N models
+``log(1/N * sum_i p_i)``; the attention it reports is the models' mean. Each model encodes the source once and steps once per step, so N models
 cost about N times one. Search sees an ensemble as one model (`lstm_mt.search.SearchModel`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import cast
 
@@ -18,9 +18,9 @@ from torch import Tensor, nn
 
 from lstm_mt.decoder import DecoderState
 from lstm_mt.encoder import BatchRows, EncoderOutput
-from lstm_mt.model import Seq2Seq
+from lstm_mt.model import Seq2Seq, log_probabilities, probabilities
 
-__all__ = ["Ensemble", "EnsembleEncoding", "EnsembleState", "mean_log_probs"]
+__all__ = ["Ensemble", "EnsembleEncoding", "EnsembleState", "log_mean_probabilities"]
 
 
 @dataclasses.dataclass
@@ -37,23 +37,20 @@ class EnsembleState(BatchRows):
     states: tuple[DecoderState, ...]
 
 
-def mean_log_probs(log_probs: Sequence[Tensor]) -> Tensor:
-    """``log(mean_i exp(log_probs[i]))`` elementwise, computed around the largest term so that N
-    copies of one distribution give back exactly that distribution.
+def log_mean_probabilities(logits: Sequence[Tensor]) -> Tensor:
+    """``log(mean_i softmax(logits[i]))`` over the last dimension, in at least float32.
 
-    Works in the given tensors' memory (each model's own ``[B, V]`` step output, overwritten):
-    one new ``[B, V]`` buffer a step, not one per operation, since fresh pages cost as much as the pass.
+    One softmax per model, a sum and one log, in the models' own ``[B, V]`` step outputs (each
+    overwritten): averaging in log space instead (a shift by the largest term, N exponentials, a
+    log) made five more passes over ``[B, V]`` a step, which kept two models above twice one
+    model's time. A probability below float32's range (under 1e-45 in every model) becomes -inf.
     """
-    if len(log_probs) == 1:
-        return log_probs[0]
-    shift = torch.maximum(log_probs[0], log_probs[1])
-    for other in log_probs[2:]:
-        torch.maximum(shift, other, out=shift)
-    shift.clamp_(min=torch.finfo(shift.dtype).min)  # all -inf (a forbidden token): exp gives 0, log -inf
-    total = log_probs[0].sub_(shift).exp_()
-    for other in log_probs[1:]:
-        total.add_(other.sub_(shift).exp_())
-    return total.div_(len(log_probs)).log_().add_(shift)
+    if len(logits) == 1:
+        return log_probabilities(logits[0])
+    total = probabilities(logits[0])
+    for other in logits[1:]:
+        total.add_(probabilities(other))
+    return total.log_().sub_(math.log(len(logits)))
 
 
 class Ensemble(nn.Module):
@@ -85,10 +82,10 @@ class Ensemble(nn.Module):
         """One step of every model: the log of their mean probabilities ``[B, V]``, the new
         states and their mean attention ``[B, S]``."""
         steps = [
-            model.decode_step(prev_tokens, model_state, out)
+            model.step_logits(prev_tokens, model_state, out)
             for model, model_state, out in zip(self.members(), state.states, encoder_out.outputs)
         ]
-        log_probs = mean_log_probs([log_probs for log_probs, _, _ in steps])
+        log_probs = log_mean_probabilities([logits for logits, _, _ in steps])
         attention = torch.stack([attention for _, _, attention in steps]).mean(dim=0)
         return log_probs, EnsembleState(tuple(new_state for _, new_state, _ in steps)), attention
 

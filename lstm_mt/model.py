@@ -9,11 +9,11 @@ same attributes (an OmegaConf node).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lstm_mt.attention import ATTENTION_KINDS, build_attention
@@ -116,8 +116,16 @@ class Seq2Seq(nn.Module):
         self, prev_tokens: Tensor, state: DecoderState, encoder_out: EncoderOutput
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One incremental step: ``(log_probs [B, V], new_state, attention [B, S])``."""
+        logits, state, attention = self.step_logits(prev_tokens, state, encoder_out)
+        return log_probabilities(logits), state, attention
+
+    def step_logits(
+        self, prev_tokens: Tensor, state: DecoderState, encoder_out: EncoderOutput
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """`decode_step` before its log-softmax: ``(logits [B, V], new_state, attention [B, S])``,
+        what an ensemble averages its models' probabilities from."""
         hidden, state, attention = self.decoder.step(prev_tokens, state, encoder_out)
-        return log_probabilities(self.generator(hidden)), state, attention
+        return self.generator(hidden), state, attention
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of distinct parameter values (shared or tied tensors count once)."""
@@ -131,10 +139,20 @@ def log_probabilities(logits: Tensor) -> Tensor:
     Without autograd, float32 logits on CPU are overwritten: a second ``[B, V]`` buffer every
     decoding step costs about as much as the generator's product (fresh pages from the allocator).
     """
+    return _normalized(logits, torch.log_softmax)
+
+
+def probabilities(logits: Tensor) -> Tensor:
+    """``softmax`` over the last dimension in at least float32, in the logits' memory like
+    `log_probabilities`."""
+    return _normalized(logits, torch.softmax)
+
+
+def _normalized(logits: Tensor, normalize: Callable[..., Tensor]) -> Tensor:
     dtype = torch.promote_types(logits.dtype, torch.float32)
     if dtype == logits.dtype and logits.device.type == "cpu" and not torch.is_grad_enabled():
-        return torch.log_softmax(logits, dim=-1, out=logits)
-    return F.log_softmax(logits, dim=-1, dtype=dtype)
+        return normalize(logits, dim=-1, out=logits)
+    return normalize(logits, dim=-1, dtype=dtype)
 
 
 def build_model(cfg: ModelConfig | Any, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = PAD_ID) -> Seq2Seq:

@@ -10,7 +10,7 @@ import yaml
 from conftest import TINY_MODEL
 
 from lstm_mt.decoder import StackedLSTMCells
-from lstm_mt.model import ModelConfig, ModelConfigError, build_model, log_probabilities
+from lstm_mt.model import ModelConfig, ModelConfigError, build_model, log_probabilities, probabilities
 from lstm_mt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 torch.set_num_threads(1)
@@ -105,20 +105,21 @@ def test_bridges():
 
 
 @pytest.mark.parametrize("grad", [False, True])
-def test_log_probabilities_overwrite_the_logits_only_without_autograd(grad):
-    """Bit for bit log_softmax (float32 even for bf16 logits); the logits' own buffer is reused only when
-    nothing can need them for a gradient."""
+@pytest.mark.parametrize(("normalize", "reference"), [(log_probabilities, F.log_softmax), (probabilities, F.softmax)])
+def test_normalized_logits_overwrite_the_logits_only_without_autograd(grad, normalize, reference):
+    """Bit for bit log_softmax / softmax (float32 even for bf16 logits); the logits' own buffer is reused
+    only when nothing can need them for a gradient."""
     logits = torch.randn(7, 300, generator=torch.Generator().manual_seed(0)) * 4
-    expected = F.log_softmax(logits, dim=-1)
+    expected = reference(logits, dim=-1)
     given = logits.clone().requires_grad_(grad)
     with torch.set_grad_enabled(grad):
-        found = log_probabilities(given)
+        found = normalize(given)
     assert torch.equal(found, expected)
     assert (found.data_ptr() == given.data_ptr()) is not grad
     with torch.no_grad():
-        from_bf16 = log_probabilities(logits.bfloat16())
+        from_bf16 = normalize(logits.bfloat16())
     assert from_bf16.dtype == torch.float32
-    assert torch.equal(from_bf16, F.log_softmax(logits.bfloat16(), dim=-1, dtype=torch.float32))
+    assert torch.equal(from_bf16, reference(logits.bfloat16(), dim=-1, dtype=torch.float32))
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "dot", "general"])
