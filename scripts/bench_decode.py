@@ -11,8 +11,10 @@ with random weights and the real 8k joint SentencePiece model of configs/data/mu
 EOS, so every output runs to its length cap (1.5 x source + 10): the slowest case per
 sentence; a trained model stops earlier. Decoding goes through `Translator` (length-sorted
 batches, the same path as `lstm-mt translate`), after an untimed warm-up batch per setting.
-Each row gives sentences/s, output pieces/s (EOS not counted) and that run's sacreBLEU
-against the raw references; the table is Markdown.
+Each row gives sentences/s, output pieces/s (EOS not counted), the decoder rows stepped per
+output piece (one row per live hypothesis and step: what search costs in model work, about 1
+for greedy and at least the beam size for beam search) and that run's sacreBLEU against the raw
+references; the table is Markdown.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -53,14 +57,36 @@ def untrained_base_translator(data: DataConfig, device: str, precision: str = "f
     return Translator(model, tokenizer, device, precision=precision)
 
 
-def time_search(
-    translator: Translator, sentences: list[str], cfg: SearchConfig, max_tokens: int
-) -> tuple[float, int, list[str]]:
-    """Seconds to translate ``sentences``, the output subword tokens (EOS not counted) and the translations."""
-    start = time.perf_counter()
-    results = translator.translate_nbest(sentences, cfg, max_tokens=max_tokens)
-    seconds = time.perf_counter() - start
-    return seconds, sum(len(nbest[0].target_ids) for nbest in results), [nbest[0].text for nbest in results]
+@dataclass
+class SearchRun:
+    """One timed translation of the test sentences."""
+
+    seconds: float
+    pieces: int  # output subword tokens, EOS not counted
+    decoder_rows: int  # rows of all decoder steps: one per live hypothesis and step
+    hypotheses: list[str]
+
+
+def time_search(translator: Translator, sentences: list[str], cfg: SearchConfig, max_tokens: int) -> SearchRun:
+    """Translate ``sentences`` once, timed, counting the rows of every decoder step search takes."""
+    model = translator.model
+    decoder_rows = 0
+
+    def counted_step(prev_tokens: torch.Tensor, state: Any, encoder_out: Any) -> Any:
+        nonlocal decoder_rows
+        decoder_rows += prev_tokens.shape[0]
+        return step(prev_tokens, state, encoder_out)
+
+    step = model.decode_step
+    model.decode_step = counted_step  # type: ignore[method-assign]  # shadows the method until deleted
+    try:
+        start = time.perf_counter()
+        results = translator.translate_nbest(sentences, cfg, max_tokens=max_tokens)
+        seconds = time.perf_counter() - start
+    finally:
+        del model.decode_step
+    pieces = sum(len(nbest[0].target_ids) for nbest in results)
+    return SearchRun(seconds, pieces, decoder_rows, [nbest[0].text for nbest in results])
 
 
 def main() -> None:
@@ -109,11 +135,11 @@ def run(args: argparse.Namespace) -> None:
         f"{SPLIT} {data.src}-{data.tgt}, {len(sentences)} sentences; model: {model}; device {args.device}, "
         f"{torch.get_num_threads()} threads, max_tokens {args.max_tokens}, alpha {args.alpha}, torch {torch.__version__}\n"
     )
-    print("| precision | search | seconds | sentences/s | output pieces/s | sacreBLEU |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| precision | search | seconds | sentences/s | output pieces/s | decoder rows/piece | sacreBLEU |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for precision in args.precisions:
         if precision == "int8" and torch.device(args.device).type != "cpu":
-            print(f"| int8 | (skipped: CPU only, device {args.device}) | | | | |")
+            print(f"| int8 | (skipped: CPU only, device {args.device}) | | | | | |")
             continue
         if args.checkpoint:
             translator = Translator.from_checkpoint(args.checkpoint, args.device, precision=precision)
@@ -122,12 +148,12 @@ def run(args: argparse.Namespace) -> None:
         for beam_size in args.beams:
             cfg = SearchConfig(beam_size=beam_size, alpha=args.alpha)
             translator.translate(sentences[:8], cfg)  # warm-up
-            seconds, pieces, hypotheses = time_search(translator, sentences, cfg, args.max_tokens)
-            bleu = corpus_bleu(hypotheses, references).score
+            timed = time_search(translator, sentences, cfg, args.max_tokens)
+            bleu = corpus_bleu(timed.hypotheses, references).score
             name = "greedy" if beam_size == 1 else f"beam {beam_size}"
             print(
-                f"| {precision} | {name} | {seconds:.1f} | {len(sentences) / seconds:.1f} | {pieces / seconds:.0f} "
-                f"| {bleu:.2f} |",
+                f"| {precision} | {name} | {timed.seconds:.1f} | {len(sentences) / timed.seconds:.1f} "
+                f"| {timed.pieces / timed.seconds:.0f} | {timed.decoder_rows / timed.pieces:.2f} | {bleu:.2f} |",
                 flush=True,
             )
 
