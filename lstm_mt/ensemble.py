@@ -2,8 +2,8 @@
 
 At every step of greedy or beam search, `Ensemble.decode_step` steps each model from its
 own state and returns the log of the models' mean next-token probability,
-``log(1/N * sum_i p_i)``; the attention it reports is the models' mean. Each model encodes the source once and steps once per step, so N models
-cost about N times one. Search sees an ensemble as one model (`lstm_mt.search.SearchModel`).
+``log(1/N * sum_i p_i)``; the attention it reports is the models' mean. Each model encodes
+the source once and steps once per step, so N models cost at most N times one. Search sees an ensemble as one model (`lstm_mt.search.SearchModel`).
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ class EnsembleState(BatchRows):
 def log_mean_probabilities(logits: Sequence[Tensor]) -> Tensor:
     """``log(mean_i softmax(logits[i]))`` over the last dimension, in at least float32.
 
-    One softmax per model, a sum and one log, in the models' own ``[B, V]`` step outputs (each
-    overwritten): averaging in log space instead (a shift by the largest term, N exponentials, a
-    log) made five more passes over ``[B, V]`` a step, which kept two models above twice one
-    model's time. A probability below float32's range (under 1e-45 in every model) becomes -inf.
+    One softmax per model (costing what its log-softmax would), N−1 additions, a log and a shift,
+    in the models' own ``[B, V]`` step outputs (each overwritten). Averaging log-probabilities
+    around their maximum instead took eleven passes over ``[B, V]`` a step and kept two models
+    above twice one model's time. A probability below float32's range (under 1e-45 in every
+    model) becomes -inf.
     """
     if len(logits) == 1:
         return log_probabilities(logits[0])
