@@ -3,7 +3,8 @@
 At every step of greedy or beam search, `Ensemble.decode_step` steps each model from its
 own state and returns the log of the models' mean next-token probability,
 ``log(1/N * sum_i p_i)``; the attention it reports is the models' mean. Each model encodes
-the source once and steps once per step, so N models cost at most N times one. Search sees an ensemble as one model (`lstm_mt.search.SearchModel`).
+the source once and steps once per step, so N models cost at most N times one. Search sees an
+ensemble as one model (`lstm_mt.search.SearchModel`).
 """
 
 from __future__ import annotations
