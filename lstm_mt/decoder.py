@@ -17,11 +17,12 @@ import dataclasses
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lstm_mt.attention import Attention
 from lstm_mt.encoder import PER_SENTENCE, BatchRows, Bridge, EncoderOutput, TokenEmbedding
-from lstm_mt.lstm import LSTMCell, masks
+from lstm_mt.lstm import LSTMCell, cuda_graphs, graphed, masks
 from lstm_mt.lstm.fastpath import StepWeights
 from lstm_mt.lstm.variants import CellNoise, CellVariant
 
@@ -176,14 +177,58 @@ class Decoder(nn.Module):
         Returns h̃ for every position ``[B, T, out_size]`` and the attention ``[B, T, S]``.
         What every step shares is made once for the whole sequence: the embeddings of all
         targets (and their dropout), the cells' dropout masks and their (cast) weights.
+        In training on CUDA the loop after the embeddings is replayed from CUDA graphs (`_graphed`).
         """
+        embedded = self.embedding(tgt_in)
+        memory, mask = encoder_out.memory, encoder_out.mask
+        graphed = self._graphed(embedded, memory, mask, encoder_out.final_hidden, encoder_out.final_cell)
+        if graphed is not None:
+            return graphed
+        return self._teacher_forced(embedded, memory, mask, encoder_out.final_hidden, encoder_out.final_cell)
+
+    def _teacher_forced(
+        self, embedded: Tensor, memory: Tensor, mask: Tensor, final_hidden: Tensor, final_cell: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """`forward` from the targets' embeddings ``[B, T, emb]`` and the encoder's output as tensors."""
+        encoder_out = EncoderOutput(memory, mask, final_hidden, final_cell)
         state = self.init_state(encoder_out)
         noise = self.cells.sequence_noise(state.attentional)  # one mask per sequence, for every step
-        cell_weights = self.cells.step_weights(tgt_in.device.type)
-        embedded = self.embedding(tgt_in)
+        cell_weights = self.cells.step_weights(embedded.device.type)
         outputs, attention = [], []
-        for t in range(tgt_in.shape[1]):
+        for t in range(embedded.shape[1]):
             attentional, state, weights = self._step_embedded(embedded[:, t], state, encoder_out, noise, cell_weights)
             outputs.append(attentional)
             attention.append(weights)
         return torch.stack(outputs, dim=1), torch.stack(attention, dim=1)
+
+    def _graphed(
+        self, embedded: Tensor, memory: Tensor, mask: Tensor, final_hidden: Tensor, final_cell: Tensor
+    ) -> tuple[Tensor, Tensor] | None:
+        """`_teacher_forced` replayed from CUDA graphs (`lstm_mt.lstm.graphed`), the batch, targets and source
+        padded to buckets; None where graphs do not take it (and the caller runs the loop).
+
+        Padding leaves the real rows as they are: rows never mix, padded source positions are masked out
+        and padded target positions come after the real ones. A padded row attends to its first position
+        (zero memory), so that its softmax has something to normalize.
+        """
+        batch, steps, _ = embedded.shape
+        source = memory.shape[1]
+        bucket = cuda_graphs.padded_shape(steps, batch)
+        if not graphed.applies(embedded) or bucket is None or source > cuda_graphs.MAX_STEPS:
+            return None
+        padded_steps, padded_batch = bucket
+        rows = padded_batch - batch
+        padded_mask = F.pad(mask, (0, cuda_graphs.bucket_size(source) - source, 0, rows), value=False)
+        padded_mask[batch:, 0] = True
+        inputs = [
+            F.pad(embedded, (0, 0, 0, padded_steps - steps, 0, rows)),
+            F.pad(memory, (0, 0, 0, cuda_graphs.bucket_size(source) - source, 0, rows)),
+            padded_mask,
+            F.pad(final_hidden, (0, 0, 0, 0, 0, rows)),
+            F.pad(final_cell, (0, 0, 0, 0, 0, rows)),
+        ]
+        key = ("teacher-forced decoder", self.training, graphed.autocast_key(embedded.device.type))
+        outputs = graphed.run(key, self, Decoder._teacher_forced, inputs)
+        if outputs is None:
+            return None
+        return outputs[0][:batch, :steps], outputs[1][:batch, :steps, :source]

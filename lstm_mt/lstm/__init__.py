@@ -11,6 +11,7 @@ Modules, in the order a reader meets them:
     int8.py        that product with int8 weights, for precision=int8 decoding
     autograd.py    training route: autograd Functions with hand-written backward passes
     cuda_graphs.py the layer recurrence on CUDA replayed from CUDA graphs, padded to buckets
+    graphed.py     any differentiable call (the decoder's teacher forcing) replayed from CUDA graphs, both passes
     pointwise.py   gates, C and h from the pre-activations (and back), kernel choice
     onednn.py      oneDNN products and packed-weight cache (PyTorch private ops)
     native.py      the point-wise steps compiled from C (csrc/lstm_cell.c, csrc/lstm_variants.c), CPU float32

@@ -67,9 +67,11 @@ __all__ = [
     "enabled",
     "max_graphs",
     "off",
+    "outside_autograd",
     "padded_shape",
     "run_layer",
     "run_variant_layer",
+    "side_stream",
 ]
 
 log = logging.getLogger(__name__)
@@ -210,7 +212,7 @@ class CapturedGraph:
     def _record(self, fn: Callable[..., tuple[Tensor | None, ...]]) -> tuple[Tensor | None, ...]:
         """Warm up on a side stream, then capture ``fn`` on the statics; returns its (static) outputs."""
         device = self.statics[0].device
-        stream = _side_stream(device)
+        stream = side_stream(device)
         with torch.cuda.device(device):
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):
@@ -605,6 +607,6 @@ def _device_sizes(batch_sizes: tuple[int, ...], steps: int, device: torch.device
 
 
 @cache
-def _side_stream(device: torch.device) -> torch.cuda.Stream:
+def side_stream(device: torch.device) -> torch.cuda.Stream:
     """One stream per device for warm-up and capture (never the default stream, which cannot be captured)."""
     return torch.cuda.Stream(device)
