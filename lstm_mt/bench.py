@@ -10,9 +10,12 @@ fresh process whose allocator returns freed blocks to the system.
     lstm-mt bench --quick         # the headline shape only (H=512, T=30, B=64)
     lstm-mt bench --device cuda   # on a GPU: against cuDNN, fp32 and bf16 autocast
 
-A last table times each cell variant (`lstm_mt.lstm.variants`) against the plain cell on the
-headline shape, in the same run; layer norm also against the same equations written as a
-plain PyTorch loop of `variant_step` under autograd.
+A table times the base model's teacher-forced decoder (attention, input feeding) with our
+cells against the same decoder with `torch.nn.LSTMCell` cells, training step and inference; on
+CUDA the training step with and without CUDA graphs (`lstm_mt.lstm.graphed`) for both. A last
+table times each cell variant (`lstm_mt.lstm.variants`) against the plain cell on the headline
+shape, in the same run; layer norm also against the same equations written as a plain PyTorch
+loop of `variant_step` under autograd.
 
 On CUDA the tables also time our LSTM with its point-wise step in tensor operations
 instead of the fused Triton kernel ("ours, no Triton"), in the same run, so the kernel's
@@ -23,6 +26,7 @@ graphs": the eager loops, `lstm_mt.lstm.cuda_graphs.off`), where graphs are on.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import gc
 import json
@@ -34,12 +38,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
+import yaml
 
+from lstm_mt.configuring import typed_config
+from lstm_mt.decoder import Decoder
+from lstm_mt.encoder import EncoderOutput
 from lstm_mt.errors import LstmMtError
 from lstm_mt.lstm import LSTM, GateRecorder, LSTMCell, cuda_graphs, triton_step
 from lstm_mt.lstm.variants import CellVariant, variant_step
+from lstm_mt.model import ModelConfig, build_model
 from lstm_mt.runtime import check_device
 
 
@@ -66,6 +76,7 @@ SHAPES = [
     Shape(256, 2, True, 50, 32),
     Shape(512, 1, True, 10, 128),
 ]
+BASE_MODEL = Path(__file__).resolve().parent / "configs" / "model" / "base.yaml"
 CUDA_SHAPES = [HEADLINE, Shape(1024, 1, False, 50, 128)]
 DECODER_SHAPES = [HEADLINE, Shape(512, 1, False, 30, 5), Shape(1024, 1, False, 30, 64)]
 
@@ -209,6 +220,93 @@ def bench_decoder_steps(shape: Shape, device: torch.device, repeats: int, precis
     return compared(make, ref, ours, device, repeats)
 
 
+class TorchCell(torch.nn.LSTMCell):
+    """`torch.nn.LSTMCell` where the decoder's `StackedLSTMCells` takes our `LSTMCell`: no masks, no prepared weights."""
+
+    def forward(self, x, state=None, noise=None, weights=None):
+        return super().forward(x, state)
+
+    def step_weights(self, device_type: str) -> None:
+        return None
+
+    def sequence_noise(self, x: torch.Tensor) -> None:
+        return None
+
+
+def decoder_pair(batch: int, steps: int, device: torch.device) -> tuple[Decoder, Decoder, Callable[[], tuple]]:
+    """The base model's decoder (configs/model/base.yaml, 8,000 target pieces) with our cells, a copy with
+    `TorchCell` (cuDNN's point-wise kernel) in their place, and a maker of one batch's inputs (``steps``
+    targets, as many source positions)."""
+    torch.manual_seed(0)
+    config = typed_config(ModelConfig, yaml.safe_load(BASE_MODEL.read_text()), str(BASE_MODEL))
+    ours = cast(Decoder, build_model(config, 8000, 8000).decoder).to(device).train()
+    ref = copy.deepcopy(ours)
+    for index, layer in enumerate(ours.cells.layers):
+        cell = cast(LSTMCell, layer)
+        torch_cell = TorchCell(cell.input_size, cell.hidden_size).to(device)
+        torch_cell.load_state_dict(cell.state_dict())
+        ref.cells.layers[index] = torch_cell
+    memory_size = config.encoder_hidden * (2 if config.bidirectional else 1)
+
+    def batch_inputs() -> tuple:
+        tgt_in = torch.randint(4, 8000, (batch, steps), device=device)
+        memory = torch.randn(batch, steps, memory_size, device=device, requires_grad=True)
+        final = [torch.randn(batch, config.encoder_layers, memory_size, device=device) for _ in range(2)]
+        mask = torch.ones(batch, steps, dtype=torch.bool, device=device)
+        return tgt_in, EncoderOutput(memory, mask, *final)
+
+    return ref, ours, batch_inputs
+
+
+def bench_decoder(batch: int, steps: int, device: torch.device, repeats: int, precision: str) -> dict[str, float]:
+    """The base model's teacher-forced decoder, a training step (forward and backward) and inference, with
+    `TorchCell` ("torch") and with ours; where CUDA graphs run, each training step also without them ("eager")."""
+    ref, ours, batch_inputs = decoder_pair(batch, steps, device)
+    tgt_in, encoder_out = batch_inputs()
+
+    def train(decoder: Decoder) -> Callable[[], None]:
+        def run() -> None:
+            decoder.zero_grad(set_to_none=True)
+            with autocast(device, precision):
+                hidden, _ = decoder(tgt_in, encoder_out)
+            hidden.float().sum().backward()
+
+        return run
+
+    def infer(decoder: Decoder) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad(), autocast(device, precision):
+                decoder.eval()(tgt_in, encoder_out)
+            decoder.train()
+
+        return run
+
+    fns = {"train torch": train(ref), "train ours": train(ours)}
+    if graphs_run(device):
+        fns.update({"train torch eager": without_graphs(train(ref)), "train ours eager": without_graphs(train(ours))})
+    times = interleaved(fns, device, repeats)
+    times.update(interleaved({"infer torch": infer(ref), "infer ours": infer(ours)}, device, repeats))
+    return times
+
+
+def print_decoder(device: torch.device, repeats: int, precisions: list[str], batch: int = 64, steps: int = 30) -> None:
+    """The teacher-forced decoder table: ours against the same decoder with `TorchCell`, graphed and eager."""
+    graphs = graphs_run(device)
+    print(f"\nTeacher-forced decoder (base model: 2 layers H=512, Bahdanau attention, input feeding), B={batch}")
+    print(f"T={steps} S={steps}, ours against the same decoder with torch.nn.LSTMCell cells (ratio ours / torch):\n")
+    eager = " | train torch, no graphs | train ours, no graphs | ratio" if graphs else ""
+    print(f"| precision | train torch | train ours | ratio{eager} | infer torch | infer ours | ratio |")
+    print("|---" * (7 + 3 * graphs) + "|")
+    for precision in precisions:
+        t = bench_decoder(batch, steps, device, repeats, precision)
+        cells = [f"{t['train torch']:.2f}", f"{t['train ours']:.2f}", f"{t['train ours'] / t['train torch']:.2f}×"]
+        if graphs:
+            cells += [f"{t['train torch eager']:.2f}", f"{t['train ours eager']:.2f}"]
+            cells.append(f"{t['train ours eager'] / t['train torch eager']:.2f}×")
+        cells += [f"{t['infer torch']:.2f}", f"{t['infer ours']:.2f}", f"{t['infer ours'] / t['infer torch']:.2f}×"]
+        print(f"| {precision} | {' | '.join(cells)} |", flush=True)
+
+
 def bench_recording(shape: Shape, device: torch.device, repeats: int) -> dict[str, float]:
     """Forward (inference) time with gate recording off, as always, and on (`GateRecorder`)."""
     ours = LSTM(shape.input, shape.hidden, shape.layers, bidirectional=shape.bidirectional).to(device)
@@ -344,6 +442,7 @@ def main(argv: list[str] | None = None) -> None:
             t = bench_decoder_steps(shape, device, args.repeats, precision)
             print(f"| {shape.label()} | {timing_cells(t)} |", flush=True)
 
+    print_decoder(device, args.repeats, precisions, **({"batch": 4, "steps": 5} if args.quick and not cuda else {}))
     print_variants(HEADLINE, device, args.repeats)
 
 

@@ -38,9 +38,21 @@ def test_quick_bench_prints_ratios_and_cpu_peak_memory(monkeypatch, capsys):
     assert [row.split("|")[1].strip() for row in variant_rows] == list(bench.VARIANTS)  # one row per variant
     assert all(len(re.findall(r"\d+\.\d\d×", row)) >= 2 for row in variant_rows)  # train and inference ratios
     assert len(re.findall(r"\d+\.\d\d×", variant_rows[-1])) == 3  # layer norm: also against the PyTorch loop
+    decoder_rows = [line for line in out.splitlines() if line.startswith("| fp32 |")]
+    assert len(decoder_rows) == 1 and len(re.findall(r"\d+\.\d\d×", decoder_rows[0])) == 2  # train, inference
     if sys.platform.startswith("linux"):
         peaks = rows[0].rstrip(" |").split("|")[-2:]
         assert all(re.fullmatch(r"\s*\d+\s*", cell) for cell in peaks), rows[0]  # measured, not n/a; sizes: next test
+
+
+def test_the_decoder_tables_two_decoders_compute_the_same():
+    """The teacher-forced decoder with torch.nn.LSTMCell cells is a copy of ours: same outputs and attention."""
+    ref, ours, batch_inputs = bench.decoder_pair(batch=3, steps=4, device=torch.device("cpu"))
+    tgt_in, encoder_out = batch_inputs()
+    with torch.no_grad():
+        for got, want in zip(ours.eval()(tgt_in, encoder_out), ref.eval()(tgt_in, encoder_out)):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert all(isinstance(cell, torch.nn.LSTMCell) for cell in ref.cells.layers)
 
 
 def test_the_variants_table_times_graphed_variants_also_without_graphs(monkeypatch, capsys):
