@@ -36,6 +36,7 @@ from lstm_mt.checkpoint import save_checkpoint
 from lstm_mt.config import register_configs
 from lstm_mt.data import MIRROR_ENV, CustomConfig, DataConfig, FilePair, collate, load_split, sources
 from lstm_mt.hydra_app import CONFIG_DIR
+from lstm_mt.lstm import cuda_graphs
 from lstm_mt.model import ModelConfig, Seq2Seq, build_model
 from lstm_mt.tokenizer import SubwordConfig, Tokenizer, train_or_load_tokenizer
 from lstm_mt.vocab import PAD_ID
@@ -74,6 +75,24 @@ def toy_pair_lists(count: int = 300) -> tuple[list[str], list[str]]:
     """``count`` deterministic source sentences of 1-6 toy words, and each one's words reversed."""
     src = [" ".join(TOY_WORDS[(i * k) % len(TOY_WORDS)] for k in range(1, 2 + i % 6)) for i in range(count)]
     return src, [" ".join(reversed(sentence.split())) for sentence in src]
+
+
+def graphs_or_stand_in(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, module, stand_in: dict
+) -> torch.device:
+    """The device of a graph test parametrized over ``["cpu", "cuda"]``: CUDA with real graphs (skipped without
+    one; TF32 off), or CPU, where ``module`` takes CPU tensors and its attributes ``stand_in`` (a graph class
+    that replays by running again) replace the real ones."""
+    monkeypatch.delenv(cuda_graphs.ENV, raising=False)
+    if request.param == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device: real graphs are CUDA only (the cpu variant checks the rest)")
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    else:
+        monkeypatch.setattr(module, "DEVICE_TYPES", {"cpu"})
+        for name, value in stand_in.items():
+            monkeypatch.setattr(module, name, value)
+    return torch.device(request.param)
 
 
 @pytest.fixture(scope="session")

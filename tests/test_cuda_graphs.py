@@ -17,7 +17,7 @@ import os
 
 import pytest
 import torch
-from conftest import use_point_wise
+from conftest import graphs_or_stand_in, use_point_wise
 from test_cell import max_diff, outputs_and_grads
 
 from lstm_mt.errors import LstmMtError
@@ -231,15 +231,7 @@ class ReplayedOnCpu(cuda_graphs.CapturedGraph):
 @pytest.fixture(params=["cpu", "cuda"])
 def device(request, monkeypatch) -> torch.device:
     """CUDA with real graphs, or CPU with `ReplayedOnCpu` (the buffers, padding, cache and autograd around a graph)."""
-    monkeypatch.delenv(cuda_graphs.ENV, raising=False)
-    if request.param == "cuda":
-        if not torch.cuda.is_available():
-            pytest.skip("no CUDA device: real graphs are CUDA only (the cpu variant checks the rest)")
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    else:
-        monkeypatch.setattr(cuda_graphs, "DEVICE_TYPES", {"cpu"})
-        monkeypatch.setattr(cuda_graphs, "CapturedGraph", ReplayedOnCpu)
-    return torch.device(request.param)
+    return graphs_or_stand_in(request, monkeypatch, cuda_graphs, {"CapturedGraph": ReplayedOnCpu})
 
 
 def lstm_case(seed: int, steps: int, lengths: list[int], device: torch.device, dtype: torch.dtype = torch.float32):

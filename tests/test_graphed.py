@@ -9,6 +9,7 @@ from functools import partial
 
 import pytest
 import torch
+from conftest import graphs_or_stand_in
 from test_model import VOCAB, padded_batch, tiny_config
 
 from lstm_mt.lstm import cuda_graphs, graphed
@@ -41,17 +42,9 @@ class ReplayedOnCpu(graphed.GraphedFunction):
 @pytest.fixture(params=["cpu", "cuda"])
 def device(request, monkeypatch) -> torch.device:
     """CUDA with real graphs, or CPU with `ReplayedOnCpu`; a fresh cache either way."""
-    monkeypatch.delenv(cuda_graphs.ENV, raising=False)
     monkeypatch.delenv(graphed.ENV, raising=False)
     monkeypatch.setattr(graphed, "_cache", None)
-    if request.param == "cuda":
-        if not torch.cuda.is_available():
-            pytest.skip("no CUDA device: real graphs are CUDA only (the cpu variant checks the rest)")
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    else:
-        monkeypatch.setattr(graphed, "DEVICE_TYPES", {"cpu"})
-        monkeypatch.setattr(graphed, "GraphedFunction", ReplayedOnCpu)
-    return torch.device(request.param)
+    return graphs_or_stand_in(request, monkeypatch, graphed, {"GraphedFunction": ReplayedOnCpu})
 
 
 TOLERANCE = {"cpu": 1e-6, "cuda": 1e-4}  # float32; on CUDA cuBLAS may round a product over more rows differently
