@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The GPU check of CUDA graphs over the layer recurrence (issue 21, lstm_mt/lstm/cuda_graphs.py) in
-# at most $GPU_GRAPHS_BUDGET seconds (default 150): each step has its own timeout, cut to what is
+# at most $GPU_GRAPHS_BUDGET seconds (default 300): each step has its own timeout, cut to what is
 # left of the budget, and the script goes on after a failure. Most important first:
 #   1. the machine: GPUs, python, torch, triton
 #   2. smoke: a 2-layer bidirectional LSTM, plain and with variant cells (layer norm; all variants at once),
 #      padded batches sharing a bucket, training step with graphs on and off: the largest output/gradient
 #      difference and the graphs captured (works without pytest)
-#   3. pytest tests/test_cuda_graphs.py tests/test_triton_step.py: graphed against eager (outputs, every
-#      gradient, padding, bf16, inference, LRU, each variant), the kernels and the LSTM against cuDNN
+#   3. pytest tests/test_graphed.py (the decoder's teacher forcing graphed against its eager loop), then
+#      tests/test_cuda_graphs.py tests/test_triton_step.py (4 processes with pytest-xdist): graphed against
+#      eager (outputs, every gradient, padding, bf16, inference, LRU, each variant), the kernels and the LSTM
+#      against cuDNN
 #   4. the bench's variants table alone (lstm_mt.bench.print_variants, H=512 T=30 B=64, 10 repeats):
 #      each variant graphed and "variant, no graphs" (the eager loops) against the graphed plain cell
 #   5. lstm-mt bench --device cuda --repeats 10: the full-sequence tables have "ours" (graphs on) and
@@ -16,14 +18,14 @@
 #
 #     bash scripts/gpu_graphs_check.sh     # from anywhere; each step's output also goes to $OUT/<step>.txt
 set -u
-BUDGET="${GPU_GRAPHS_BUDGET:-150}"
+BUDGET="${GPU_GRAPHS_BUDGET:-300}"
 source "$(dirname "$0")/gpu_common.sh"
 
 section "1. machine"
 machine 10
 
 section "2. smoke: graphed vs eager training step (2-layer BiLSTM, H=64, padded batches in one bucket; variants)"
-run smoke 25 $PY -c "
+run smoke 60 $PY -c "
 import contextlib, torch
 from lstm_mt.lstm import LSTM, cuda_graphs
 from lstm_mt.lstm.variants import CellVariant
@@ -54,7 +56,9 @@ for name, variant in [('plain', None), ('layer_norm', CellVariant(layer_norm=Tru
 "
 
 section "3. CUDA tests: graphs against the eager loops; Triton kernels and LSTM against cuDNN"
-tests tests 45 -x tests/test_cuda_graphs.py tests/test_triton_step.py  # without pytest, step 2 is the check
+tests graphed_tests 60 -x tests/test_graphed.py
+XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 4")
+tests tests 120 $XDIST tests/test_cuda_graphs.py tests/test_triton_step.py  # without pytest, step 2 is the check
 
 section "4. variants table (H=512 T=30 B=64, 1 layer): graphed variants, and without graphs, against the plain cell"
 run variants 20 $PY -c "
