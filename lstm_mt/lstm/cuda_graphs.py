@@ -27,7 +27,7 @@ Warm-up runs on a side stream before capture, as `torch.cuda.graph` asks (it com
 Triton kernels and makes cuBLAS's handles); where a capture fails, a warning is logged and that
 key runs the eager loop. The same padded functions run without a graph on CPU tensors (tests).
 
-``LSTM_MT_CUDA_GRAPHS=0`` switches graphs off; ``LSTM_MT_CUDA_GRAPHS_MAX`` (default 32) bounds
+``LSTM_MT_CUDA_GRAPHS=0`` switches graphs off; ``LSTM_MT_CUDA_GRAPHS_MAX`` (default 64) bounds
 how many are kept (`GraphCache`: a shape dropped and captured three times then stays eager).
 A variant cell's layer recurrence (`lstm_mt.lstm.variant_autograd`'s loops) is graphed the same
 way (`run_variant_layer`), with its dropout mask and zoneout's 0/1 tensors as graph inputs. Its
@@ -77,7 +77,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ENV, MAX_ENV = "LSTM_MT_CUDA_GRAPHS", "LSTM_MT_CUDA_GRAPHS_MAX"
-DEFAULT_MAX_GRAPHS = 32
+DEFAULT_MAX_GRAPHS = 64  # the base recipe meets 22 training buckets (2 graphs each) and 6 of validation
 MAX_STEPS, MAX_BATCH = 1024, 4096  # larger runs take the eager loop (a graph would hold too much memory)
 CAPTURE_AFTER = 2  # a forward bucket is captured on its second use
 MAX_CAPTURES = 3  # a key dropped from the cache and captured again this often runs eagerly from then on
@@ -104,7 +104,7 @@ def off() -> Iterator[None]:
 
 
 def max_graphs() -> int:
-    """How many graphs are kept: ``LSTM_MT_CUDA_GRAPHS_MAX``, default 32."""
+    """How many graphs are kept: ``LSTM_MT_CUDA_GRAPHS_MAX``, default 64."""
     value = os.environ.get(MAX_ENV, str(DEFAULT_MAX_GRAPHS))
     if not value.isdigit() or int(value) < 1:
         raise LstmMtError(f"{MAX_ENV}={value!r}: must be a whole number of graphs, at least 1")
