@@ -124,9 +124,12 @@ def test_no_graph_without_a_backward_pass_or_with_graphs_off(device, monkeypatch
 # --- the decoder's teacher forcing -----------------------------------------------------
 
 
-def test_graphed_teacher_forcing_equals_the_eager_loop_in_a_padded_bucket(device):
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16], ids=["fp32", "bf16"])
+def test_graphed_teacher_forcing_equals_the_eager_loop_in_a_padded_bucket(device, autocast):
     """Batches whose rows, targets and sources are padded to one bucket: outputs, attention and every
-    gradient (parameters and encoder) as the eager loop's, on the replays too."""
+    gradient (parameters and encoder) as the eager loop's, on the replays too; also under bf16 autocast
+    (casts recorded in the graph; tolerance: bf16's rounding of a product over more rows)."""
+    tolerance = TOLERANCE[device.type] if autocast is None else 2e-2
     torch.manual_seed(0)
     model = build_model(tiny_config(), VOCAB, VOCAB).to(device).train()
     generator = torch.Generator().manual_seed(0)
@@ -141,8 +144,10 @@ def test_graphed_teacher_forcing_equals_the_eager_loop_in_a_padded_bucket(device
         runs = []
         for graphs in (True, False):
             with cuda_graphs.off() if not graphs else torch.enable_grad():
-                encoder_out = model.encode(src, lengths)
-                hidden, attention = model.decoder(tgt_in, encoder_out)
+                with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                    encoder_out = model.encode(src, lengths)
+                    hidden, attention = model.decoder(tgt_in, encoder_out)
+                hidden, attention = hidden.float(), attention.float()
                 torch.manual_seed(seed)
                 weights = torch.randn(hidden.shape, device=device)
                 loss = (hidden * weights).sum() + (attention * attention).sum()
@@ -151,5 +156,5 @@ def test_graphed_teacher_forcing_equals_the_eager_loop_in_a_padded_bucket(device
         for got, want in zip(*runs):
             assert (got is None) == (want is None)
             if got is not None:
-                torch.testing.assert_close(got, want, rtol=TOLERANCE[device.type], atol=TOLERANCE[device.type])
+                torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
     assert graphed.graph_cache().graphs, "a bucket met twice is captured"
