@@ -3,14 +3,11 @@
 `select_device` and `select_precision` turn the ``device`` and ``train.precision`` config
 values into a device and an autocast setting; `Distributed` is this process's place among
 ``torchrun`` ranks, with the few collective operations the loop needs; `StopSignals`
-turns SIGINT/SIGTERM into a flag that the loop checks between updates; `release_free_heap`
-hands the C heap's free pages back to the system after a validation.
+turns SIGINT/SIGTERM into a flag that the loop checks between updates.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
 import os
 import signal
@@ -96,26 +93,6 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def release_free_heap() -> bool:
-    """Return the free pages of the C heap to the system (glibc's ``malloc_trim``); False where there is none.
-
-    Why: CPU tensors come from glibc's heap, and a run's shapes change with every batch and again
-    for validation, so freed tensors leave holes that stay resident and the process's memory keeps
-    growing over a run. Trimming after a validation gives those pages back; later tensors that fit
-    into the holes fault fresh pages in again.
-    """
-    trim = _malloc_trim()
-    return trim is not None and bool(trim(0))
-
-
-@functools.cache
-def _malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL(None).malloc_trim  # glibc only: absent on musl, macOS and Windows
-    except (AttributeError, OSError):
-        return None
 
 
 @dataclass

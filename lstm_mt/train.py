@@ -74,15 +74,7 @@ from lstm_mt.model import ModelConfig, Seq2Seq, build_model
 from lstm_mt.optim import MetricTracker, Schedule, build_optimizer, check_optimizer
 from lstm_mt.profiling import BACKWARD, FORWARD, OPTIMIZER
 from lstm_mt.runlog import METRICS_FILE, MetricsLog
-from lstm_mt.runtime import (
-    Distributed,
-    Precision,
-    StopSignals,
-    check_precision,
-    release_free_heap,
-    select_device,
-    select_precision,
-)
+from lstm_mt.runtime import Distributed, Precision, StopSignals, check_precision, select_device, select_precision
 from lstm_mt.search import greedy_search
 
 log = logging.getLogger(__name__)
@@ -632,7 +624,6 @@ class Trainer:
             " new best" if improved else "",
         )
         self.save(best=improved)
-        release_free_heap()  # validation's and the checkpoint's buffers, of shapes training does not reuse
 
     # --- checkpoints ---
 
