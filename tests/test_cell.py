@@ -572,6 +572,28 @@ def test_cell_to_torch_round_trip_and_same_outputs(bias):
         assert max_diff(list(ours(x, (h, c))), list(theirs(x, (h, c)))) < 1e-12
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_a_step_without_gradients_skips_autograd_and_gives_the_training_step_outputs(monkeypatch, bf16):
+    """A single step under no_grad off the oneDNN route (as on CUDA, and under bf16 autocast) runs the step
+    directly, not through `CellStep` (whose bookkeeping costs a GPU step more than its kernels), with the
+    outputs of a step with gradients."""
+    monkeypatch.setattr(onednn, "usable", lambda weight: False)
+    applied: list[bool] = []
+    apply = autograd.CellStep.apply
+    monkeypatch.setattr(autograd.CellStep, "apply", lambda *a: applied.append(True) or apply(*a))
+    torch.manual_seed(0)
+    cell = LSTMCell(4, 6)
+    x, h, c = torch.randn(3, 4), torch.randn(3, 6), torch.randn(3, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.no_grad():
+            inferred = cell(x, (h, c))
+        assert not applied
+        trained = cell(x, (h, c))
+    assert applied
+    for a, b in zip(inferred, trained):
+        assert torch.equal(a, b.detach())
+
+
 def test_a_layer_without_gradients_keeps_no_gates(monkeypatch):
     """Under no_grad (where the parameters still require grad, which an autograd Function's needs_input_grad
     reports), the layer loop keeps no gates for a backward pass that never comes; with gradients it does.

@@ -1,6 +1,7 @@
 """The LSTM's training path: autograd Functions with hand-written backward passes.
 
-- `CellStep`: one step (the decoder's), its backward in fewer, larger kernels than autograd's;
+- `CellStep`: one step (the decoder's), its backward in fewer, larger kernels than autograd's
+  (`step_forward`, its forward pass, also serves no-grad steps directly);
   with `SequenceWeights`, the weights' gradient for all steps of a sequence as one product;
 - `LayerRecurrence`: a whole layer direction over a length-sorted batch. Forward runs the
   recurrence in a tight loop over preallocated buffers that skips padded positions; backward
@@ -36,11 +37,8 @@ class CellStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h_prev, c_prev, weight_ih, weight_hh, bias, token=None, gradient=None):
-        pre = Product(weight_hh).add_to(Product(weight_ih)(x, bias), h_prev)
         training = any(ctx.needs_input_grad)
-        act = torch.empty_like(pre) if training else pre
-        c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
-        pointwise.forward_step(pre, c_prev, act, c, tanh_c, h)
+        h, c, act, tanh_c = step_forward(x, h_prev, c_prev, weight_ih, weight_hh, bias, keep=training)
         if training:
             ctx.save_for_backward(x, h_prev, c_prev, weight_ih, weight_hh, act, tanh_c)
             ctx.has_bias, ctx.gradient = bias is not None, gradient
@@ -67,6 +65,18 @@ class CellStep(torch.autograd.Function):
             grad_pre.new_zeros(0) if need[6] else None,
             None,
         )
+
+
+def step_forward(
+    x: Tensor, h_prev: Tensor, c_prev: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor | None, keep: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One step: ``(h, c, gates, tanh_c)``; without ``keep`` (no backward pass) the gates overwrite the
+    pre-activations. `CellStep`'s forward pass, and a no-grad step without autograd's bookkeeping."""
+    pre = Product(weight_hh).add_to(Product(weight_ih)(x, bias), h_prev)
+    act = torch.empty_like(pre) if keep else pre
+    c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
+    pointwise.forward_step(pre, c_prev, act, c, tanh_c, h)
+    return h, c, act, tanh_c
 
 
 class WeightGradient:

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from lstm_mt.lstm import cuda_graphs, inference
-from lstm_mt.lstm.autograd import CellStep, SequenceWeights, WeightGradient, layer_recurrence
+from lstm_mt.lstm.autograd import CellStep, SequenceWeights, WeightGradient, layer_recurrence, step_forward
 from lstm_mt.lstm.equations import input_projection
 from lstm_mt.lstm.variant_autograd import BlockNorm, VariantCellStep, VariantRecurrence
 from lstm_mt.lstm.variant_pointwise import VariantPointwise
@@ -105,11 +105,12 @@ def cell_step(
         return hs[0], cs[0]
     if inference.applies(cell, x, h_prev, c_prev):
         return inference.cell_step(cell, x, h_prev, c_prev)
-    weights = _weights_for_now(cell, x, weights)
-    inputs = _autocast_inputs(x, h_prev, c_prev)
+    w = _weights_for_now(cell, x, weights)
+    x, h_prev, c_prev = cast(list[Tensor], _autocast_inputs(x, h_prev, c_prev))
     with _autocast_off(x):
-        w = weights
-        return CellStep.apply(*inputs, w.weight_ih, w.weight_hh, w.bias, w.token, w.gradient)
+        if w.token is None and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, h_prev, c_prev))):
+            return step_forward(x, h_prev, c_prev, w.weight_ih, w.weight_hh, w.bias, keep=False)[:2]  # no autograd
+        return CellStep.apply(x, h_prev, c_prev, w.weight_ih, w.weight_hh, w.bias, w.token, w.gradient)
 
 
 def _wants_weight_gradient(cell: VariantWeights) -> bool:
