@@ -70,9 +70,39 @@ class BahdanauAttention(Attention):
         return self.memory_projection(memory)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        """``vᵀ tanh(W_q·q + keys_j)`` for every position: ``[B, S]``."""
-        projected_query = self.query_projection(query).unsqueeze(1)
-        return self.v((projected_query + keys).tanh_()).squeeze(2)  # in place: one [B, S, hidden] buffer, not two
+        """``vᵀ tanh(W_q·q + keys_j)`` for every position: ``[B, S]`` (`AdditiveScores`)."""
+        return AdditiveScores.apply(self.query_projection(query), keys, self.v.weight[0])
+
+
+class AdditiveScores(torch.autograd.Function):
+    """``(projected_query [B, A], keys [B, S, A], v [A]) -> vᵀ tanh(projected_query + keys_j)`` ``[B, S]``.
+
+    Autograd would keep the ``[B, S, A]`` tanh of every decoder step for the backward pass: at
+    4,096 tokens a batch and A = 512 that is up to 8 MiB a step, the largest activation of a
+    training step. This keeps only the step's projected query (the keys are shared by all steps)
+    and computes the tanh again in the backward pass. Under autocast ``v`` is taken in the
+    others' dtype, as `nn.Linear` would be.
+    """
+
+    @staticmethod
+    def forward(ctx, projected_query: Tensor, keys: Tensor, v: Tensor) -> Tensor:
+        ctx.save_for_backward(projected_query, keys, v)
+        hidden = (projected_query.unsqueeze(1) + keys).tanh_()  # in place: one [B, S, A] buffer, not two
+        return hidden.matmul(v.to(hidden.dtype))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_scores: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        projected_query, keys, v = ctx.saved_tensors
+        hidden = (projected_query.unsqueeze(1) + keys).tanh_()
+        grad_scores = grad_scores.to(hidden.dtype)
+        grad_v = (
+            torch.bmm(grad_scores.unsqueeze(1), hidden).sum((0, 1)).to(v.dtype) if ctx.needs_input_grad[2] else None
+        )
+        # ∂/∂(q + k) = grad · v · (1 − tanh²), written over the recomputed tanh
+        grad_pre = hidden.mul_(hidden).neg_().add_(1).mul_(grad_scores.unsqueeze(2)).mul_(v.to(hidden.dtype))
+        grad_query = grad_pre.sum(1) if ctx.needs_input_grad[0] else None
+        return grad_query, grad_pre if ctx.needs_input_grad[1] else None, grad_v
 
 
 class DotAttention(Attention):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lstm_mt.attention import (
+    AdditiveScores,
     BahdanauAttention,
     DotAttention,
     GeneralAttention,
@@ -135,3 +136,46 @@ def test_factory_rejects_unknown_kinds_and_mismatched_dot_sizes():
     with pytest.raises(ValueError, match="equal query and memory sizes"):
         build_attention("dot", 4, 6, 4)
     assert isinstance(build_attention("general", 4, 6, 4), GeneralAttention)
+
+
+def test_additive_scores_gradients_recomputed_in_backward_are_autograds():
+    """`AdditiveScores` keeps no [B, S, A] tanh for backward; its gradients (float64) are autograd's of the formula."""
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(3, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    keys = torch.randn(3, 4, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    v = torch.randn(5, dtype=torch.float64, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(AdditiveScores.apply, (query, keys, v))
+    weights = torch.randn(3, 4, dtype=torch.float64, generator=generator)
+    ours = torch.autograd.grad((AdditiveScores.apply(query, keys, v) * weights).sum(), [query, keys, v])
+    reference = torch.autograd.grad((((query.unsqueeze(1) + keys).tanh() @ v) * weights).sum(), [query, keys, v])
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_additive_scores_under_bf16_autocast_stay_near_float32():
+    """Under autocast the float32 ``v`` meets bf16 queries and keys: scores and gradients within bf16 rounding."""
+    torch.manual_seed(0)
+    attention = BahdanauAttention(6, 8, 16)
+    query, memory = torch.randn(2, 6), torch.randn(2, 5, 8)
+    results = []
+    for bf16 in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            scores = attention.score(query, attention.project_memory(memory))
+        grads = torch.autograd.grad(scores.float().sum(), list(attention.parameters()))
+        assert all(g.dtype == torch.float32 for g in grads)
+        results.append([scores.float(), *grads])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-2)
+
+
+def test_a_bahdanau_step_keeps_no_new_batch_by_source_by_hidden_tensor_for_backward():
+    """What a step saves for the backward pass: the keys themselves (shared by every step), never a new
+    [B, S, A] tensor such as autograd's tanh output would be."""
+    attention = BahdanauAttention(6, 8, 16)
+    query, memory = torch.randn(2, 6, requires_grad=True), torch.randn(2, 5, 8)
+    keys = attention.project_memory(memory)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        attention.score(query, keys)
+    large = [t for t in saved if t.shape == keys.shape]
+    assert large and all(t.data_ptr() == keys.data_ptr() for t in large)
