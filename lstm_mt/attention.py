@@ -70,8 +70,11 @@ class BahdanauAttention(Attention):
         return self.memory_projection(memory)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        """``vᵀ tanh(W_q·q + keys_j)`` for every position: ``[B, S]`` (`AdditiveScores`)."""
-        return AdditiveScores.apply(self.query_projection(query), keys, self.v.weight[0])
+        """``vᵀ tanh(W_q·q + keys_j)`` for every position: ``[B, S]`` (with gradients through `AdditiveScores`)."""
+        projected_query = self.query_projection(query)
+        if not torch.is_grad_enabled():  # search, where int8 decoding quantizes v: nothing is kept for backward
+            return self.v((projected_query.unsqueeze(1) + keys).tanh_()).squeeze(2)  # in place: one [B, S, A] buffer
+        return AdditiveScores.apply(projected_query, keys, self.v.weight[0])
 
 
 class AdditiveScores(torch.autograd.Function):

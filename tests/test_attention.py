@@ -179,3 +179,8 @@ def test_a_bahdanau_step_keeps_no_new_batch_by_source_by_hidden_tensor_for_backw
         attention.score(query, keys)
     large = [t for t in saved if t.shape == keys.shape]
     assert large and all(t.data_ptr() == keys.data_ptr() for t in large)
+    with torch.no_grad():  # without gradients the formula runs as is (int8 decoding quantizes v): same scores
+        torch.testing.assert_close(
+            attention.score(query, keys),
+            AdditiveScores.apply(query @ attention.query_projection.weight.t(), keys, attention.v.weight[0]),
+        )
