@@ -73,8 +73,13 @@ class BahdanauAttention(Attention):
         """``vᵀ tanh(W_q·q + keys_j)`` for every position: ``[B, S]`` (with gradients through `AdditiveScores`)."""
         projected_query = self.query_projection(query)
         if not torch.is_grad_enabled():  # search, where int8 decoding quantizes v: nothing is kept for backward
-            return self.v((projected_query.unsqueeze(1) + keys).tanh_()).squeeze(2)  # in place: one [B, S, A] buffer
+            return self.v(additive_tanh(projected_query, keys)).squeeze(2)
         return AdditiveScores.apply(projected_query, keys, self.v.weight[0])
+
+
+def additive_tanh(projected_query: Tensor, keys: Tensor) -> Tensor:
+    """``tanh(projected_query + keys_j)`` ``[B, S, A]``, in place: one ``[B, S, A]`` buffer, not two."""
+    return (projected_query.unsqueeze(1) + keys).tanh_()
 
 
 class AdditiveScores(torch.autograd.Function):
@@ -90,14 +95,14 @@ class AdditiveScores(torch.autograd.Function):
     @staticmethod
     def forward(ctx, projected_query: Tensor, keys: Tensor, v: Tensor) -> Tensor:
         ctx.save_for_backward(projected_query, keys, v)
-        hidden = (projected_query.unsqueeze(1) + keys).tanh_()  # in place: one [B, S, A] buffer, not two
+        hidden = additive_tanh(projected_query, keys)
         return hidden.matmul(v.to(hidden.dtype))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_scores: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         projected_query, keys, v = ctx.saved_tensors
-        hidden = (projected_query.unsqueeze(1) + keys).tanh_()
+        hidden = additive_tanh(projected_query, keys)
         grad_scores = grad_scores.to(hidden.dtype)
         grad_v = (
             torch.bmm(grad_scores.unsqueeze(1), hidden).sum((0, 1)).to(v.dtype) if ctx.needs_input_grad[2] else None

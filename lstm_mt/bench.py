@@ -239,14 +239,15 @@ def decoder_pair(batch: int, steps: int, device: torch.device) -> tuple[Decoder,
     targets, as many source positions)."""
     torch.manual_seed(0)
     config = typed_config(ModelConfig, yaml.safe_load(BASE_MODEL.read_text()), str(BASE_MODEL))
-    ours = cast(Decoder, build_model(config, 8000, 8000).decoder).to(device).train()
+    model = build_model(config, 8000, 8000)
+    ours = cast(Decoder, model.decoder).to(device).train()
     ref = copy.deepcopy(ours)
     for index, layer in enumerate(ours.cells.layers):
         cell = cast(LSTMCell, layer)
         torch_cell = TorchCell(cell.input_size, cell.hidden_size).to(device)
         torch_cell.load_state_dict(cell.state_dict())
         ref.cells.layers[index] = torch_cell
-    memory_size = config.encoder_hidden * (2 if config.bidirectional else 1)
+    memory_size = model.encoder.output_size
 
     def batch_inputs() -> tuple:
         tgt_in = torch.randint(4, 8000, (batch, steps), device=device)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from lstm_mt.attention import Attention
 from lstm_mt.encoder import PER_SENTENCE, BatchRows, Bridge, EncoderOutput, TokenEmbedding
 from lstm_mt.lstm import LSTMCell, cuda_graphs, graphed, masks
-from lstm_mt.lstm.fastpath import StepWeights
+from lstm_mt.lstm.fastpath import StepWeights, autocast_dtype
 from lstm_mt.lstm.variants import CellNoise, CellVariant
 
 LayerNoise = list[CellNoise | None]  # per layer: one sequence's dropout masks (variant cells in training)
@@ -217,17 +217,17 @@ class Decoder(nn.Module):
         if not graphed.applies(embedded) or bucket is None or source > cuda_graphs.MAX_STEPS:
             return None
         padded_steps, padded_batch = bucket
-        rows = padded_batch - batch
-        padded_mask = F.pad(mask, (0, cuda_graphs.bucket_size(source) - source, 0, rows), value=False)
+        rows, positions = padded_batch - batch, cuda_graphs.bucket_size(source) - source
+        padded_mask = F.pad(mask, (0, positions, 0, rows), value=False)
         padded_mask[batch:, 0] = True
         inputs = [
             F.pad(embedded, (0, 0, 0, padded_steps - steps, 0, rows)),
-            F.pad(memory, (0, 0, 0, cuda_graphs.bucket_size(source) - source, 0, rows)),
+            F.pad(memory, (0, 0, 0, positions, 0, rows)),
             padded_mask,
             F.pad(final_hidden, (0, 0, 0, 0, 0, rows)),
             F.pad(final_cell, (0, 0, 0, 0, 0, rows)),
         ]
-        key = ("teacher-forced decoder", self.training, graphed.autocast_key(embedded.device.type))
+        key = ("teacher-forced decoder", self.training, autocast_dtype(embedded.device.type))
         outputs = graphed.run(key, self, Decoder._teacher_forced, inputs)
         if outputs is None:
             return None

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lstm_mt.encoder import EncoderOutput
+from lstm_mt.lstm.fastpath import autocast_dtype
 from lstm_mt.model import Seq2Seq
 from lstm_mt.vocab import PAD_ID
 
@@ -65,7 +66,7 @@ def generator_loss(
     keep = (targets != pad_id).flatten()
     rows = hidden.flatten(0, -2)[keep]
     device_type = hidden.device.type
-    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else rows.dtype
+    dtype = autocast_dtype(device_type) or rows.dtype
     with torch.autocast(device_type, enabled=False):
         loss, nll = GeneratorLoss.apply(
             rows, generator.weight, generator.bias, targets.flatten()[keep], smoothing, dtype

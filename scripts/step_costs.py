@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from lstm_mt.bench import sync
 from lstm_mt.lstm import LSTMCell, pointwise, triton_step
 from lstm_mt.lstm.autograd import CellStep
 
@@ -25,13 +26,12 @@ def per_call(fn: Callable[[], object], device: torch.device, calls: int) -> tupl
     """Microseconds per call to issue ``calls`` calls of ``fn``, and until the device has run them."""
     for _ in range(50):
         fn()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
+    sync(device)
     start = time.perf_counter()
     for _ in range(calls):
         fn()
     host = (time.perf_counter() - start) / calls * 1e6
-    sync()
+    sync(device)
     return host, (time.perf_counter() - start) / calls * 1e6
 
 

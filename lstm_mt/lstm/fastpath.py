@@ -70,7 +70,7 @@ def step_weights(cell: VariantWeights, device_type: str) -> StepWeights:
     (The variant routes take the cell's parameters as they are and leave these unused.)
     """
     bias = cell.combined_bias()
-    dtype = _autocast_dtype(device_type)
+    dtype = autocast_dtype(device_type)
     weight_ih, weight_hh, low_bias = (
         None if t is None else t.detach().to(dtype or t.dtype) for t in (cell.weight_ih, cell.weight_hh, bias)
     )
@@ -142,7 +142,7 @@ def _variant_cell_step(
 
 def _prepared_for_now(weights: StepWeights, cell: VariantWeights, device_type: str) -> bool:
     """Whether ``weights`` were prepared under the autocast state and (where gradients are wanted) grad mode of now."""
-    if weights.dtype != _autocast_dtype(device_type):
+    if weights.dtype != autocast_dtype(device_type):
         return False
     return weights.token is not None or not (torch.is_grad_enabled() and cell.weight_ih.requires_grad)
 
@@ -235,14 +235,14 @@ def _one_step(keep: Tensor | float) -> Tensor | float:
     return keep.unsqueeze(0) if isinstance(keep, Tensor) else keep
 
 
-def _autocast_dtype(device_type: str) -> torch.dtype | None:
+def autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype autocast computes in on ``device_type`` now, or None where it is off."""
     return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
 
 
 def _autocast_inputs(first: Tensor, *tensors: Tensor | float | None) -> list[Tensor | float | None]:
     """Under autocast, the recurrence runs wholly in the autocast dtype (as cuDNN's LSTM does)."""
-    dtype = _autocast_dtype(first.device.type)
+    dtype = autocast_dtype(first.device.type)
     if dtype is None:
         return [first, *tensors]
     return [t.to(dtype) if isinstance(t, Tensor) else t for t in (first, *tensors)]

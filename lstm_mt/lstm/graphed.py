@@ -14,7 +14,7 @@ The caller's side of the contract:
   part's results as they are and finite;
 - ``key`` names what the graph is fixed to besides the module, the method, the parameters'
   addresses and the inputs' shapes, dtypes and ``requires_grad`` (which `run` adds): the
-  module's mode, the autocast state (`autocast_key`).
+  module's mode, the autocast state (`fastpath.autocast_dtype`).
 
 A forward replay leaves the saved activations in the graph's memory until its backward replay.
 So a key replays its forward pass only once the previous replay's backward has run or its outputs
@@ -39,8 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from lstm_mt.lstm import cuda_graphs
+from lstm_mt.lstm.fastpath import autocast_dtype
 
-__all__ = ["GraphedFunction", "applies", "autocast_key", "run"]
+__all__ = ["GraphedFunction", "applies", "run"]
 
 DEVICE_TYPES = {"cuda"}  # tests add "cpu" with a stand-in for `GraphedFunction` that replays by running again
 ENV = "LSTM_MT_CUDA_GRAPHS_DECODER"  # 0: no graphed calls (the layers' graphs stay on)
@@ -53,16 +54,11 @@ def applies(*tensors: Tensor) -> bool:
     """Whether a call on these tensors may be graphed: graphs on, a device type in `DEVICE_TYPES`, a backward
     pass wanted, and not inside another capture (which records the eager call)."""
     first = tensors[0]
-    if first.device.type not in DEVICE_TYPES or not cuda_graphs.enabled() or os.environ.get(ENV, "1") == "0":
+    if first.device.type not in DEVICE_TYPES or not torch.is_grad_enabled():
         return False
-    if not torch.is_grad_enabled():
+    if not cuda_graphs.enabled() or os.environ.get(ENV, "1") == "0":
         return False
     return not (first.is_cuda and torch.cuda.is_current_stream_capturing())
-
-
-def autocast_key(device_type: str) -> Hashable:
-    """The autocast state a graph records its casts under: its dtype, or None when autocast is off."""
-    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
 
 
 class _Bound(nn.Module):
@@ -155,8 +151,8 @@ class GraphedFunction:
 def _uncached_autocast(device_type: str) -> torch.autocast:
     """The autocast state of now without its cast cache: a cached cast made during a capture would live in the
     graph's memory, and the eager code after it would read it while replays overwrite it."""
-    dtype = autocast_key(device_type)
-    return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None, cache_enabled=False)  # type: ignore[arg-type]
+    dtype = autocast_dtype(device_type)
+    return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None, cache_enabled=False)
 
 
 _cache: cuda_graphs.GraphCache | None = None
@@ -176,7 +172,7 @@ def run(key: Hashable, module: nn.Module, method: Method, inputs: Sequence[Tenso
     cache, or the key's last forward replay still waiting for its backward pass), and the caller runs it itself.
 
     ``key`` names what the graphs are fixed to besides the module, its parameters and the inputs (added here):
-    say, the module's mode and the autocast state (`autocast_key`).
+    say, the module's mode and the autocast state (`fastpath.autocast_dtype`).
     """
     if not applies(*inputs):
         return None
