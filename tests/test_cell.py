@@ -184,15 +184,62 @@ def test_products_off_onednn_are_seen_by_the_flop_counter():
     assert onednn.usable(torch.zeros(1)) == was
 
 
+@pytest.mark.parametrize("variable", onednn.CACHE_CAPACITY_VARIABLES)
 @pytest.mark.parametrize(("given", "expected"), [(None, str(onednn.PRIMITIVE_CACHE_CAPACITY)), ("5", "5")])
-def test_onednn_primitive_cache_is_bounded_unless_the_user_chose(given, expected):
-    """Importing the products' module bounds oneDNN's primitive cache before any product runs; a set value wins."""
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+def test_onednn_caches_are_bounded_unless_the_user_chose(variable, given, expected):
+    """Importing the products' module bounds oneDNN's and ideep's caches before any product runs; a set value wins."""
+    env = {k: v for k, v in os.environ.items() if k != variable}
     if given is not None:
-        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = given
-    code = "import os, lstm_mt.lstm.onednn; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+        env[variable] = given
+    code = f"import os, lstm_mt.lstm.onednn; print(os.environ['{variable}'])"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == expected
+
+
+_MEMORY_AFTER_MANY_SHAPES = """
+import ctypes, torch
+from lstm_mt.lstm import onednn
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+def in_use():
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
+torch.set_num_threads(1)
+weight, bias = onednn.packed(torch.nn.Parameter(torch.randn(2048, 768))), torch.zeros(2048)
+rows = torch.randn(300, 768)
+onednn.linear(rows[:1], weight, bias)
+before = in_use()
+for n in range(2, 300):
+    onednn.linear(rows[:n], weight, bias)
+print((in_use() - before) / 2**20)
+"""
+
+
+def _memory_after_many_shapes(env: dict[str, str]) -> float:
+    """MiB of glibc heap still in use after products of 298 row counts with one packed weight (a fresh process)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MEMORY_AFTER_MANY_SHAPES], env=env, capture_output=True, text=True, check=True
+    )
+    return float(result.stdout)
+
+
+def test_products_of_many_row_counts_do_not_accumulate_memory():
+    """A recurrence multiplies by every row count its batches shrink to; with the caches bounded the memory they
+    leave behind stays bounded too (ideep's default of 1,024 entries kept ~0.3 MiB for each row count seen)."""
+    if not onednn.usable(torch.zeros(1)):
+        pytest.skip("this PyTorch build has no usable oneDNN linear")
+    if not sys.platform.startswith("linux") or not hasattr(__import__("ctypes").CDLL("libc.so.6"), "mallinfo2"):
+        pytest.skip("needs glibc's mallinfo2")
+    env = {k: v for k, v in os.environ.items() if k not in onednn.CACHE_CAPACITY_VARIABLES}
+    bounded = _memory_after_many_shapes(env)
+    unbounded = _memory_after_many_shapes({**env, "LRU_CACHE_CAPACITY": "1024"})
+    assert unbounded > 40, (
+        f"ideep's cache no longer holds memory per shape ({unbounded:.1f} MiB): this test measures nothing"
+    )
+    assert bounded < 20, f"{bounded:.1f} MiB left in use after 298 row counts"
 
 
 @pytest.mark.parametrize("use_onednn", [True, False])

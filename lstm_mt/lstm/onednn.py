@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 PRIMITIVE_CACHE_CAPACITY = 16
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(PRIMITIVE_CACHE_CAPACITY))
-os.environ.setdefault("LRU_CACHE_CAPACITY", str(PRIMITIVE_CACHE_CAPACITY))
+CACHE_CAPACITY_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")  # oneDNN's, ideep's
+for _variable in CACHE_CAPACITY_VARIABLES:
+    os.environ.setdefault(_variable, str(PRIMITIVE_CACHE_CAPACITY))
 
 _WORKS: bool | None = None  # decided on first use: does this PyTorch build run oneDNN's linear?
 
