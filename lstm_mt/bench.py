@@ -43,6 +43,7 @@ from typing import cast
 import torch
 import yaml
 
+from lstm_mt import memory
 from lstm_mt.configuring import typed_config
 from lstm_mt.decoder import Decoder
 from lstm_mt.encoder import EncoderOutput
@@ -343,12 +344,11 @@ def peak_memory_mb(shape: Shape, device: torch.device, precision: str = "fp32") 
 # glibc: every block of 64 KiB or more gets its own mapping, returned to the system when freed,
 # so the resident set follows the memory actually in use.
 _MMAP_EVERY_BLOCK = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-_CLEAR_REFS = Path("/proc/self/clear_refs")  # writing 5 resets the peak resident set (VmHWM)
 
 
 def peak_cpu_memory_mb(shape: Shape) -> tuple[float, float] | None:
     """Peak resident memory (MB) one training step adds on CPU, torch then ours; None off Linux."""
-    if not _CLEAR_REFS.exists():
+    if not memory.peak_resettable():
         return None
     probe = [sys.executable, "-m", "lstm_mt.bench", "--memory-probe", json.dumps(dataclasses.asdict(shape))]
     env = {**os.environ, **_MMAP_EVERY_BLOCK, "OMP_NUM_THREADS": str(torch.get_num_threads())}
@@ -373,17 +373,13 @@ def _memory_probe(shape: Shape, repeats: int = 3) -> None:
 def _added_peak_mb(fn: Callable[[], None]) -> float:
     """How far ``fn`` raises the resident set above where it started (MB)."""
     gc.collect()
-    _CLEAR_REFS.write_text("5")
-    before = _status_kb("VmRSS")
+    memory.reset_peak_resident()
+    before = memory.resident_mib()
     fn()
-    return (_status_kb("VmHWM") - before) / 1024
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
+    peak = memory.peak_resident_mib()
+    if before is None or peak is None:
+        raise RuntimeError("/proc/self/status has no VmRSS or VmHWM")
+    return peak - before
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,6 @@ run trains the 8k SentencePiece model (cached under ``data/``).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
 import resource
 import subprocess
@@ -51,7 +50,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from lstm_mt import profiling
+from lstm_mt import memory, profiling
 from lstm_mt.config import TrainJobConfig, register_configs
 from lstm_mt.configuring import typed_config
 from lstm_mt.hydra_app import CONFIG_DIR
@@ -117,23 +116,15 @@ def compose_job(overrides: list[str]):
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak RSS
-    except OSError:
-        pass
+    else:
+        memory.reset_peak_resident()
 
 
 def peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = memory.peak_resident_mib()
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def sync(device: torch.device) -> None:
@@ -206,36 +197,13 @@ def validate_and_save(trainer: Trainer, sentences: int) -> None:
 
 def heap_summary() -> str:
     """glibc's view of the heap (mallinfo2): bytes in use, bytes free but kept, bytes in mmapped chunks."""
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [
-            (name, ctypes.c_size_t)
-            for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks")
-            + ("fordblks", "keepcost")
-        ]
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = MallInfo2
-        info = libc.mallinfo2()
-    except (OSError, AttributeError):
+    heap = memory.heap()
+    if heap is None:
         return "heap: mallinfo2 unavailable (not glibc >= 2.33)"
-    mib = 2**20
     return (
-        f"heap (glibc): {info.uordblks / mib:.0f} MiB in use, {info.fordblks / mib:.0f} MiB free but kept, "
-        f"{info.hblkhd / mib:.0f} MiB in {info.hblks} mmapped chunks"
+        f"heap (glibc): {heap.in_use:.0f} MiB in use, {heap.free:.0f} MiB free but kept, "
+        f"{heap.mmapped:.0f} MiB in {heap.mmapped_chunks} mmapped chunks"
     )
-
-
-def current_rss_mib() -> float:
-    """The resident set now (Linux), 0 where it cannot be read."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def print_table(rows: list[Row], device: torch.device) -> None:
@@ -294,7 +262,7 @@ def main(argv: list[str]) -> None:
         if row.profile is not None:
             print_profile(row)
     if device.type == "cpu":
-        print(f"\nafter the last run: RSS {current_rss_mib():.0f} MiB; {heap_summary()}")
+        print(f"\nafter the last run: RSS {memory.resident_mib() or 0:.0f} MiB; {heap_summary()}")
     if args.decode:
         decode_bench = Path(__file__).with_name("bench_decode.py")
         subprocess.run(

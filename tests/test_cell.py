@@ -11,7 +11,7 @@ import torch
 from conftest import use_point_wise
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstm_mt import profiling
+from lstm_mt import memory, profiling
 from lstm_mt.lstm import GATE_NAMES, LSTM, GateRecorder, LSTMCell, autograd, lstm_step, native, onednn, pointwise
 from lstm_mt.lstm.autograd import LayerRecurrence
 
@@ -197,16 +197,12 @@ def test_onednn_caches_are_bounded_unless_the_user_chose(variable, given, expect
 
 
 _MEMORY_AFTER_MANY_SHAPES = """
-import ctypes, torch
+import torch
+from lstm_mt import memory
 from lstm_mt.lstm import onednn
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
 def in_use():
-    info = libc.mallinfo2()
-    return info.uordblks + info.hblkhd
+    heap = memory.heap()
+    return heap.in_use + heap.mmapped
 torch.set_num_threads(1)
 weight, bias = onednn.packed(torch.nn.Parameter(torch.randn(2048, 768))), torch.zeros(2048)
 rows = torch.randn(300, 768)
@@ -214,7 +210,7 @@ onednn.linear(rows[:1], weight, bias)
 before = in_use()
 for n in range(2, 300):
     onednn.linear(rows[:n], weight, bias)
-print((in_use() - before) / 2**20)
+print(in_use() - before)
 """
 
 
@@ -231,7 +227,7 @@ def test_products_of_many_row_counts_do_not_accumulate_memory():
     leave behind stays bounded too (ideep's default of 1,024 entries kept ~0.3 MiB for each row count seen)."""
     if not onednn.usable(torch.zeros(1)):
         pytest.skip("this PyTorch build has no usable oneDNN linear")
-    if not sys.platform.startswith("linux") or not hasattr(__import__("ctypes").CDLL("libc.so.6"), "mallinfo2"):
+    if memory.heap() is None:
         pytest.skip("needs glibc's mallinfo2")
     env = {k: v for k, v in os.environ.items() if k not in onednn.CACHE_CAPACITY_VARIABLES}
     bounded = _memory_after_many_shapes(env)

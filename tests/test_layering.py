@@ -15,7 +15,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lstm_mt"
 
 # Bottom first. A name covers the module and, for a package, everything in it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("lstm_mt", "errors", "vocab", "files", "ranges", "configuring", "hydra_app", "profiling")),
+    (
+        "foundation",
+        ("lstm_mt", "errors", "vocab", "files", "ranges", "configuring", "hydra_app", "profiling", "memory"),
+    ),
     ("lstm", ("lstm", "cell")),
     ("attention", ("attention",)),
     ("encoder/decoder", ("encoder", "decoder")),

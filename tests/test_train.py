@@ -405,3 +405,25 @@ def test_a_nan_validation_is_never_a_new_best():
         tracker = MetricTracker(metric)
         assert not tracker.observe(float("nan")) and tracker.best is None
         assert tracker.observe(1.0) and not tracker.observe(float("nan")) and tracker.best == 1.0
+
+
+@needs_mirror
+def test_memory_trace_writes_a_row_per_update_and_validation(tmp_path, tiny):
+    """scripts/memory_trace.py trains as `lstm-mt train` does (the same metrics file) and adds its own rows:
+    one per update, in order, with the batch's shapes, and one per validation, the peak never below the RSS."""
+    trace, run_dir = tmp_path / "mem.tsv", tmp_path / "run"
+    overrides = [*tiny, "train.max_steps=3", "train.valid_every=2", f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, str(REPO / "scripts" / "memory_trace.py"), "--out", str(trace), "--", *overrides]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    header, *rows = [line.split("\t") for line in trace.read_text().splitlines()]
+    assert header[:4] == ["seconds", "update", "source", "target"] and len(header) == 9
+    assert [row[1] for row in rows] == ["1", "2", "valid", "3", "valid"]
+    assert len(records(run_dir, "valid")) == 2
+    for row in rows:
+        assert len(row) == 9
+        if row[1] != "valid":
+            batch, length = map(int, row[2].split("x"))
+            assert batch >= 1 and length >= 1 and batch * length <= 1024  # train.max_tokens
+        rss, peak = float(row[4]), float(row[5])
+        assert 0 < rss <= peak
