@@ -12,6 +12,8 @@ functions say so with None or False instead of raising.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -71,12 +73,21 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
-def heap() -> HeapInfo | None:
-    """glibc's mallinfo2 now, None where the C library has none (not glibc, or older than 2.33)."""
+@cache
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    """glibc's mallinfo2, looked up once; None where the C library has none (not glibc, or older than 2.33)."""
     try:
-        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+        function = ctypes.CDLL("libc.so.6").mallinfo2
     except (OSError, AttributeError):
         return None
-    mallinfo2.restype = _MallInfo2
+    function.restype = _MallInfo2
+    return function
+
+
+def heap() -> HeapInfo | None:
+    """glibc's mallinfo2 now, None where the C library has none (not glibc, or older than 2.33)."""
+    mallinfo2 = _mallinfo2()
+    if mallinfo2 is None:
+        return None
     info = mallinfo2()
     return HeapInfo(info.uordblks / MIB, info.fordblks / MIB, info.hblkhd / MIB, info.hblks)
