@@ -7,13 +7,15 @@ Modules, in the order a reader meets them:
     recording.py   GateRecorder / GateRecord: every gate of every call, for `lstm-mt inspect`
     padding.py     lengths, reversal within lengths, PackedSequence round trips
     fastpath.py    the fast path's two entry points: cell_step and run_layer
-    inference.py   no-grad CPU float32 route: W·[h, x] as one oneDNN product per step
+    inference.py   no-grad CPU float32 route: a layer in one C call on MKL's products, else W·[h, x] on oneDNN per step
     int8.py        that product with int8 weights, for precision=int8 decoding
     autograd.py    training route: autograd Functions with hand-written backward passes
     cuda_graphs.py the layer recurrence on CUDA replayed from CUDA graphs, padded to buckets
     graphed.py     any differentiable call (the decoder's teacher forcing) replayed from CUDA graphs, both passes
     pointwise.py   gates, C and h from the pre-activations (and back), kernel choice
-    onednn.py      oneDNN products and packed-weight cache (PyTorch private ops)
+    onednn.py      oneDNN products and packed weights (PyTorch private ops)
+    mkl.py         MKL's packed products (the BLAS in PyTorch's x86 wheels), for the inference layer
+    weight_cache.py weights packed for a kernel library, kept until they change
     native.py      the point-wise steps compiled from C (csrc/lstm_cell.c, csrc/lstm_variants.c), CPU float32
     widening.py    the float32 C step for CPU bf16/fp16 tensors: widened in, rounded back out
     masks.py       random 0/1 masks for dropout and zoneout, fast on CPU (compiled hash, else 16-bit lanes)

@@ -1,8 +1,11 @@
-"""The LSTM's inference path on CPU float32: ``W·[h, x] + b`` as one oneDNN product per step.
+"""The LSTM's inference path on CPU float32: a layer in one C call on MKL's products, else one oneDNN product per step.
 
-Without a backward pass to feed, joining ``[h_{t-1}, x_t]`` and multiplying it by the
-packed ``W = [W_h, W_x]``, exactly as the equations write it, is faster than projecting
-all inputs first and adding the recurrent product step by step (the training path).
+Where PyTorch carries MKL (`lstm_mt.lstm.mkl`: its x86 builds) and the C kernels are built, a plain
+cell's layer runs as `lstm_mt.lstm.native.layer_forward`: ``W_x·x`` for all steps in one product,
+then each step's ``W_h·h_{t-1}`` added in place and the step's equations, without returning to
+Python between steps. Elsewhere, and for variant and int8 cells, each step joins ``[h_{t-1}, x_t]``
+and multiplies it by the packed ``W = [W_h, W_x]`` in one oneDNN product, exactly as the equations
+write it: with oneDNN's products that is faster than projecting all inputs first.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lstm_mt.lstm import onednn
+from lstm_mt.lstm import mkl, native, onednn
 from lstm_mt.lstm.equations import CellWeights
 from lstm_mt.lstm.pointwise import forward_step
 from lstm_mt.lstm.variant_pointwise import VariantPointwise
@@ -41,9 +44,17 @@ def run_layer(
 ) -> tuple[Tensor, Tensor]:
     """Every step's ``h`` and ``C`` ``[T, B, H]`` of a length-sorted batch, zero on padding.
 
-    With ``h0_is_zero`` the first step multiplies ``W_x·x_0`` alone. ``h`` is a view into
-    the buffer of joined rows. ``rule``: a variant cell's point-wise step instead of the plain one.
+    With ``h0_is_zero`` the first step multiplies ``W_x·x_0`` alone. On oneDNN's route ``h`` is a
+    view into the buffer of joined rows. ``rule``: a variant cell's point-wise step instead of the plain one.
     """
+    if rule is None and _int8_product(cell) is None and mkl.available():
+        packed = mkl.packed(cell.weight_ih), mkl.packed(cell.weight_hh)
+        h0, c0 = h0.contiguous(), c0.contiguous()
+        layer = native.layer_forward(
+            x.contiguous(), packed, mkl.product_address(), cell.combined_bias(), h0, c0, batch_sizes, h0_is_zero
+        )
+        if layer is not None:
+            return layer
     steps, batch, _ = x.shape
     H = cell.weight_hh.shape[1]
     joint_product = _joint_product(cell)

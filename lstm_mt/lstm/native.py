@@ -4,8 +4,11 @@ Why: after its matrix product, a step of the cell is a dozen small tensor operat
 (sigmoids, tanh, products, sums), each a PyTorch kernel with its own pass over memory and
 its own dispatch cost; on a 2-core CPU they cost a layer 10-20% of its time. The C files
 take the same equations element by element in one pass: ``lstm_cell.c`` the plain cell's
-(`forward`, `backward`), ``lstm_variants.c`` the cell variants' (`variant_forward`,
-`variant_backward`, called by `lstm_mt.lstm.variant_pointwise`), built into one library.
+(`forward`, `backward`; and `layer_forward`, a whole inference layer, its products on MKL),
+``lstm_variants.c`` the cell variants' (`variant_forward`, `variant_backward`, called by
+`lstm_mt.lstm.variant_pointwise`), built into one library. Built with FMAs and, on x86, 512-bit
+vectors where the CPU has them: the point-wise step then takes half the time (2.15 -> 1.03 ms for
+30 steps of 64 x 512 on the Xeon of README).
 
 The kernel is built the first time it is needed, with the C compiler named by ``$CC`` or
 found as ``cc``/``gcc``/``clang``, into ``$LSTM_MT_CACHE`` (default ``~/.cache/lstm_mt``),
@@ -44,6 +47,7 @@ __all__ = [
     "block_norm_forward",
     "column_dot",
     "forward",
+    "layer_forward",
     "usable",
     "variant_backward",
     "variant_forward",
@@ -56,7 +60,9 @@ VARIANT_LAYER_NORM: bool = True  # whether variant_forward/variant_backward take
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = [CSRC / "lstm_cell.c", CSRC / "lstm_variants.c"]
 HEADERS = [CSRC / "fastmath.h"]
-FLAGS = ["-O3", "-march=native", "-std=c11", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-march=native", "-std=c11", "-shared", "-fPIC", "-ffp-contract=fast"]  # ISO C alone forbids FMAs
+if platform.machine().lower() in ("x86_64", "amd64"):
+    FLAGS.append("-mprefer-vector-width=512")  # GCC keeps to 256-bit vectors on AVX-512 CPUs unless told
 OPENMP = "-fopenmp"  # rows in parallel; without it (a compiler lacking OpenMP) the kernel runs on one thread
 _SIGNATURES = {  # argument count of each exported function: (rows, H) then (pointer, stride) pairs
     "lstm_cell_forward": 4,
@@ -177,6 +183,11 @@ def bernoulli16_fill(out: Tensor, p: float, seed: int) -> bool:
 
 
 _PLAIN_ARGUMENTS = {  # the whole-buffer functions: sizes, then pointers to contiguous tensors
+    "lstm_layer_forward": [ctypes.c_void_p]
+    + 4 * [ctypes.c_int64]
+    + 7 * [ctypes.c_void_p]
+    + [ctypes.c_int64]
+    + 3 * [ctypes.c_void_p],
     "lstm_block_norm_forward": 3 * [ctypes.c_int64] + 6 * [ctypes.c_void_p],
     "lstm_block_norm_backward": 3 * [ctypes.c_int64] + 5 * [ctypes.c_void_p],
     "lstm_column_dot": 2 * [ctypes.c_int64] + 3 * [ctypes.c_void_p],
@@ -184,11 +195,47 @@ _PLAIN_ARGUMENTS = {  # the whole-buffer functions: sizes, then pointers to cont
 }
 
 
+def layer_forward(
+    x: Tensor,
+    packed_weights: tuple[Tensor, Tensor],
+    product: int,
+    bias: Tensor | None,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: Sequence[int],
+    h0_is_zero: bool,
+) -> tuple[Tensor, Tensor] | None:
+    """Every step's ``h`` and ``C`` ``[T, B, H]`` of the plain cell over ``x`` ``[T, B, I]``, zero on padding,
+    in one call (``lstm_layer_forward``): the inference recurrence without a Python step.
+
+    ``packed_weights``: ``W_x`` and ``W_h`` packed by `lstm_mt.lstm.mkl`, whose product ``product`` is the
+    address of; ``bias`` ``[4H]`` (or None); ``h0``, ``c0`` ``[B, H]``; ``batch_sizes`` as `run_layer`'s.
+    None, touching nothing, where the kernel does not take the tensors (contiguous CPU float32).
+    """
+    steps, batch, input_size = x.shape
+    hidden = h0.shape[-1]
+    vectors = () if bias is None else (bias,)
+    if h0.shape != (batch, hidden) or c0.shape != h0.shape or len(batch_sizes) != steps:
+        return None
+    if not _contiguous(x, h0, c0, *packed_weights, *vectors) or (bias is not None and bias.shape != (4 * hidden,)):
+        return None
+    pre, hs, cs = (
+        x.new_empty(steps, batch, 4 * hidden),
+        x.new_empty(steps, batch, hidden),
+        x.new_empty(steps, batch, hidden),
+    )
+    sizes = torch.tensor(batch_sizes, dtype=torch.int64)
+    w_ih, w_hh = packed_weights
+    arguments = (steps, batch, input_size, hidden, sizes, x, w_ih, w_hh, bias, h0, c0, int(h0_is_zero), pre, hs, cs)
+    return (hs, cs) if _call_plain("lstm_layer_forward", product, *arguments) else None
+
+
 def _contiguous(*tensors: Tensor) -> bool:
     return all(t.dtype is torch.float32 and t.is_cpu and t.is_contiguous() for t in tensors)
 
 
 def _call_plain(name: str, *args: int | Tensor | None) -> bool:
+    """``name(*args)`` with tensors passed as their data pointers (int64 ones too); False when the library is not built."""
     library = _library()
     if library is None:
         return False

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import weakref
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from lstm_mt.lstm.weight_cache import PackedWeights
 
 PRIMITIVE_CACHE_CAPACITY = 16
 CACHE_CAPACITY_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")  # oneDNN's, ideep's
@@ -69,37 +70,9 @@ def off() -> Iterator[None]:
         _WORKS = previous
 
 
-_PACKED_WEIGHTS: dict[tuple[int, ...], tuple[tuple, Tensor]] = {}  # ids -> (packed from what, packed)
-
-
-def packed(*weights: Tensor) -> Tensor:
-    """The weights, joined side by side (``[W_1, W_2, ...]``), in oneDNN's packed layout.
-
-    Reused until a weight changes: when its storage or its version counter (bumped by
-    every in-place update: optimizer steps, ``load_state_dict``) differs, so inference
-    pays for packing once. Updates through ``weight.data`` bypass the version counter
-    and are not supported while the packed copy is cached.
-    """
-
-    def pack() -> Tensor:
-        joined = weights[0] if len(weights) == 1 else torch.cat(weights, dim=1)
-        return torch.ops.mkldnn._reorder_linear_weight(joined.detach().contiguous(), None)
-
-    if not all(isinstance(w, nn.Parameter) for w in weights):  # temporaries: nothing to reuse
-        return pack()
-    try:
-        source = tuple((w.data_ptr(), w._version, tuple(w.shape)) for w in weights)
-    except RuntimeError:  # inference tensors have no version counter: pack every time
-        return pack()
-    key = tuple(id(w) for w in weights)
-    entry = _PACKED_WEIGHTS.get(key)
-    if entry is None or entry[0] != source:
-        if entry is None:
-            for weight in weights:
-                weakref.finalize(weight, _PACKED_WEIGHTS.pop, key, None)
-        entry = (source, pack())
-        _PACKED_WEIGHTS[key] = entry
-    return entry[1]
+packed = PackedWeights(lambda joined: torch.ops.mkldnn._reorder_linear_weight(joined, None))
+"""``packed(*weights)``: the weights joined side by side (``[W_1, W_2, ...]``) in oneDNN's packed layout,
+reused until a weight changes (see `PackedWeights`), so inference pays for packing once."""
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

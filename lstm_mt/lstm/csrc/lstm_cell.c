@@ -16,13 +16,15 @@
  * the work to the tensor operations.
  */
 #include <stdint.h>
+#include <string.h>
 
 #include "fastmath.h"
 
 /* One step for `rows` sequences. With `gates` and `tanh_c` (not NULL) it also keeps what the
- * backward pass needs: i, f, C̃, o (laid out like `pre`) and tanh(C). */
+ * backward pass needs: i, f, C̃, o (laid out like `pre`) and tanh(C). With `bias` (4H values, not
+ * NULL) the pre-activations are pre + bias. */
 static inline void forward_rows(int64_t rows, int64_t H, const float *pre, int64_t pre_stride,
-                                const float *c_prev, int64_t c_prev_stride, float *c, int64_t c_stride,
+                                const float *bias, const float *c_prev, int64_t c_prev_stride, float *c, int64_t c_stride,
                                 float *h, int64_t h_stride, float *gates, int64_t gates_stride,
                                 float *tanh_c, int64_t tanh_c_stride, const int keep) {
 #pragma omp parallel for if (rows * H >= 4096)
@@ -35,10 +37,14 @@ static inline void forward_rows(int64_t rows, int64_t H, const float *pre, int64
         float *restrict t_r = keep ? tanh_c + r * tanh_c_stride : 0;
 #pragma GCC ivdep
         for (int64_t j = 0; j < H; ++j) {
-            float i = sigmoid(p[j]);
-            float f = sigmoid(p[H + j]);
-            float g = tanh_approx(p[2 * H + j]);  /* C̃ */
-            float o = sigmoid(p[3 * H + j]);
+            float pre_i = p[j], pre_f = p[H + j], pre_g = p[2 * H + j], pre_o = p[3 * H + j];
+            if (bias) {
+                pre_i += bias[j], pre_f += bias[H + j], pre_g += bias[2 * H + j], pre_o += bias[3 * H + j];
+            }
+            float i = sigmoid(pre_i);
+            float f = sigmoid(pre_f);
+            float g = tanh_approx(pre_g);  /* C̃ */
+            float o = sigmoid(pre_o);
             float c_new = f * cp[j] + i * g;
             float tanh_c_new = tanh_approx(c_new);
             c_r[j] = c_new;
@@ -58,7 +64,7 @@ static inline void forward_rows(int64_t rows, int64_t H, const float *pre, int64
 void lstm_cell_forward(int64_t rows, int64_t H, const float *pre, int64_t pre_stride,
                        const float *c_prev, int64_t c_prev_stride, float *c, int64_t c_stride,
                        float *h, int64_t h_stride) {
-    forward_rows(rows, H, pre, pre_stride, c_prev, c_prev_stride, c, c_stride, h, h_stride, 0, 0, 0, 0, 0);
+    forward_rows(rows, H, pre, pre_stride, 0, c_prev, c_prev_stride, c, c_stride, h, h_stride, 0, 0, 0, 0, 0);
 }
 
 /* Training: C and h, and the gates and tanh(C) for `lstm_cell_backward`. */
@@ -66,8 +72,42 @@ void lstm_cell_forward_keep(int64_t rows, int64_t H, const float *pre, int64_t p
                             const float *c_prev, int64_t c_prev_stride, float *c, int64_t c_stride,
                             float *h, int64_t h_stride, float *gates, int64_t gates_stride,
                             float *tanh_c, int64_t tanh_c_stride) {
-    forward_rows(rows, H, pre, pre_stride, c_prev, c_prev_stride, c, c_stride, h, h_stride, gates,
+    forward_rows(rows, H, pre, pre_stride, 0, c_prev, c_prev_stride, c, c_stride, h, h_stride, gates,
                  gates_stride, tanh_c, tanh_c_stride, 1);
+}
+
+/* MKL's cblas_sgemm_compute (lstm_mt/lstm/mkl.py passes its address): C := A·B + beta·C, B packed. */
+typedef void (*packed_product_t)(int layout, int transa, int transb, int m, int n, int k, const float *a,
+                                 int lda, const void *b, int ldb, float beta, float *c, int ldc);
+enum { ROW_MAJOR = 101, NO_TRANSPOSE = 111, PACKED = 151 };
+
+/* Inference over a whole layer, for a length-sorted batch: `batch_sizes[t]` sequences run at step t.
+ *
+ *     pre_t = W_x·x_t (all steps in one product) + W_h·h_{t-1} + b,   then the step's equations
+ *
+ * `x` is [steps, batch, input], `pre` [steps, batch, 4H] room for the pre-activations, `hs` and
+ * `cs` [steps, batch, H] receive every step's h and C, zero past a sequence's end; `h0`, `c0` are
+ * [batch, H]. `w_ih` and `w_hh` are W_x and W_h packed by MKL. With `h0_is_zero` the first step
+ * skips W_h·h0. One call from Python per layer: no per-step dispatch. */
+void lstm_layer_forward(packed_product_t product, int64_t steps, int64_t batch, int64_t input_size,
+                        int64_t H, const int64_t *batch_sizes, const float *x, const void *w_ih,
+                        const void *w_hh, const float *bias, const float *h0, const float *c0,
+                        int64_t h0_is_zero, float *pre, float *hs, float *cs) {
+    const int64_t G = 4 * H;
+    if (steps * batch == 0) return;
+    product(ROW_MAJOR, NO_TRANSPOSE, PACKED, (int)(steps * batch), (int)G, (int)input_size, x,
+            (int)input_size, w_ih, (int)G, 0.0f, pre, (int)G);
+    for (int64_t t = 0; t < steps; ++t) {
+        const int64_t rows = batch_sizes[t];
+        float *pre_t = pre + t * batch * G, *h_t = hs + t * batch * H, *c_t = cs + t * batch * H;
+        const float *h_prev = t ? h_t - batch * H : h0, *c_prev = t ? c_t - batch * H : c0;
+        if (!(t == 0 && h0_is_zero) && rows > 0)
+            product(ROW_MAJOR, NO_TRANSPOSE, PACKED, (int)rows, (int)G, (int)H, h_prev, (int)H, w_hh,
+                    (int)G, 1.0f, pre_t, (int)G);
+        forward_rows(rows, H, pre_t, G, bias, c_prev, H, c_t, H, h_t, H, 0, 0, 0, 0, 0);
+        memset(h_t + rows * H, 0, (size_t)((batch - rows) * H) * sizeof(float));
+        memset(c_t + rows * H, 0, (size_t)((batch - rows) * H) * sizeof(float));
+    }
 }
 
 /* The backward pass of one step. From the step's gates, tanh(C) and C_prev, and the incoming

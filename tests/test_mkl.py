@@ -1,0 +1,91 @@
+"""MKL's packed products (`lstm_mt.lstm.mkl`) and the inference layer that runs on them in one C call."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from lstm_mt.lstm import LSTM, mkl, native
+from lstm_mt.lstm.weight_cache import PackedWeights
+
+needs_mkl = pytest.mark.skipif(not mkl.available(), reason="this PyTorch build exports no MKL packed GEMM")
+
+
+@needs_mkl
+@pytest.mark.parametrize("rows", [1, 3, mkl.PACKED_FOR_ROWS, 100])
+def test_a_packed_weight_multiplies_any_row_count(rows):
+    """One pack serves every row count a recurrence meets; ``beta`` adds the product to what ``out`` holds."""
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(70, 45))
+    x, base = torch.randn(rows, 45), torch.randn(rows, 70)
+    want = x.double() @ weight.detach().double().T
+    assert torch.allclose(mkl.linear(x, mkl.packed(weight), 70).double(), want, atol=1e-4)
+    out = base.clone()
+    mkl.linear(x, mkl.packed(weight), 70, out=out, beta=1.0)
+    assert torch.allclose(out.double(), base.double() + want, atol=1e-4)
+
+
+def test_packed_weights_are_repacked_only_when_a_weight_changes():
+    """Parameters are packed once per change (version counter, storage); temporaries at every call."""
+    packs: list[torch.Tensor] = []
+    packed = PackedWeights(lambda joined: packs.append(joined) or joined.clone())
+    a, b = torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(3, 4))
+    first = packed(a, b)
+    assert torch.equal(first, torch.cat([a, b], 1)) and packed(a, b) is first and len(packs) == 1
+    with torch.no_grad():
+        a.add_(1.0)
+    assert torch.equal(packed(a, b), torch.cat([a, b], 1)) and len(packs) == 2
+    a.data = torch.zeros(3, 2)  # new storage
+    assert torch.equal(packed(a, b)[:, :2], torch.zeros(3, 2)) and len(packs) == 3
+    temporary = torch.randn(3, 2)
+    packed(temporary)
+    packed(temporary)
+    assert len(packs) == 5
+
+
+def layer_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the whole-buffer C functions called from now on."""
+    calls: list[str] = []
+    call = native._call_plain
+    monkeypatch.setattr(native, "_call_plain", lambda name, *args: (calls.append(name), call(name, *args))[1])
+    return calls
+
+
+@needs_mkl
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("given_state", [False, True])
+def test_inference_layer_runs_in_one_c_call_and_matches_torch(monkeypatch, bidirectional, given_state):
+    """No-grad float32: each layer direction is one ``lstm_layer_forward`` call, with torch's numbers on a
+    padded batch (padding zero), with and without an initial state, at a hidden size that fills no vector."""
+    if not native.available():
+        pytest.skip("no C compiler here: the compiled kernel is not built")
+    calls = layer_calls(monkeypatch)
+    torch.manual_seed(1)
+    reference = torch.nn.LSTM(10, 13, 2, bidirectional=bidirectional)
+    ours = LSTM.from_torch(reference)
+    directions = 2 if bidirectional else 1
+    x, lengths = torch.randn(9, 6, 10), torch.tensor([9, 2, 5, 1, 9, 4])
+    state = tuple(torch.randn(2 * directions, 6, 13) for _ in range(2)) if given_state else None
+    with torch.no_grad():
+        packed_out, (expected_h, expected_c) = reference(pack_padded_sequence(x, lengths, enforce_sorted=False), state)
+        expected, _ = pad_packed_sequence(packed_out, total_length=9)
+        actual, (actual_h, actual_c) = ours(x, lengths, state)
+    for got, want in ((actual, expected), (actual_h, expected_h), (actual_c, expected_c)):
+        assert torch.allclose(got, want, atol=2e-6)
+    padding = torch.arange(9).unsqueeze(1) >= lengths
+    assert padding.any() and actual[padding].eq(0).all()
+    assert calls == ["lstm_layer_forward"] * (2 * directions)
+
+
+def test_without_mkl_inference_keeps_onednn_products(monkeypatch):
+    """Where PyTorch carries no MKL the layer runs step by step as before, with the same numbers."""
+    monkeypatch.setattr(mkl, "_library", lambda: None)
+    calls = layer_calls(monkeypatch)
+    torch.manual_seed(2)
+    reference = torch.nn.LSTM(8, 11)
+    ours = LSTM.from_torch(reference)
+    x = torch.randn(6, 4, 8)
+    with torch.no_grad():
+        assert torch.allclose(ours(x)[0], reference(x)[0], atol=2e-6)
+    assert "lstm_layer_forward" not in calls and not mkl.available()
