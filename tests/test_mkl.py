@@ -7,6 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lstm_mt.lstm import LSTM, mkl, native
+from lstm_mt.lstm.variants import CellVariant
 from lstm_mt.lstm.weight_cache import PackedWeights
 
 needs_mkl = pytest.mark.skipif(not mkl.available(), reason="this PyTorch build exports no MKL packed GEMM")
@@ -89,3 +90,38 @@ def test_without_mkl_inference_keeps_onednn_products(monkeypatch):
     with torch.no_grad():
         assert torch.allclose(ours(x)[0], reference(x)[0], atol=2e-6)
     assert "lstm_layer_forward" not in calls and not mkl.available()
+
+
+VARIANTS = {
+    "zoneout": CellVariant(zoneout_c=0.3, zoneout_h=0.2),
+    "peepholes": CellVariant(peepholes=True),
+    "coupled_gates": CellVariant(coupled_gates=True),
+    "all_three": CellVariant(zoneout_c=0.1, zoneout_h=0.4, peepholes=True, coupled_gates=True),
+}
+
+
+@needs_mkl
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_variant_layer_in_evaluation_runs_in_one_c_call_as_its_tensor_operations(monkeypatch, name):
+    """Zoneout (its expectation), peepholes and CIFG in eval mode take the one-call layer too, and give the
+    numbers of the variants' tensor operations (the C kernels off), padding zero."""
+    if not native.available():
+        pytest.skip("no C compiler here: the compiled kernel is not built")
+    torch.manual_seed(3)
+    ours = LSTM(7, 12, 2, bidirectional=True, variant=VARIANTS[name]).eval()
+    with torch.no_grad():
+        for parameter in ours.parameters():  # peephole weights start at zero: make them count
+            parameter.uniform_(-0.5, 0.5)
+    x, lengths = torch.randn(8, 5, 7), torch.tensor([8, 3, 6, 1, 8])
+    state = tuple(torch.randn(4, 5, 12) for _ in range(2))
+    with torch.no_grad(), monkeypatch.context() as tensor_operations:
+        tensor_operations.setattr(native, "_library", lambda: None)
+        expected, (expected_h, expected_c) = ours(x, lengths, state)
+    calls = layer_calls(monkeypatch)
+    with torch.no_grad():
+        actual, (actual_h, actual_c) = ours(x, lengths, state)
+    for got, want in ((actual, expected), (actual_h, expected_h), (actual_c, expected_c)):
+        assert torch.allclose(got, want, atol=2e-6)
+    padding = torch.arange(8).unsqueeze(1) >= lengths
+    assert actual[padding].eq(0).all()
+    assert calls == ["lstm_layer_forward"] * 4

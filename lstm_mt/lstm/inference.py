@@ -47,11 +47,12 @@ def run_layer(
     With ``h0_is_zero`` the first step multiplies ``W_x·x_0`` alone. On oneDNN's route ``h`` is a
     view into the buffer of joined rows. ``rule``: a variant cell's point-wise step instead of the plain one.
     """
-    if rule is None and _int8_product(cell) is None and mkl.available():
+    variant = None if rule is None else rule.layer_variant(h0)
+    if (rule is None or variant is not None) and _int8_product(cell) is None and mkl.available():
         packed = mkl.packed(cell.weight_ih), mkl.packed(cell.weight_hh)
-        h0, c0 = h0.contiguous(), c0.contiguous()
+        h0, c0, bias = h0.contiguous(), c0.contiguous(), cell.combined_bias()
         layer = native.layer_forward(
-            x.contiguous(), packed, mkl.product_address(), cell.combined_bias(), h0, c0, batch_sizes, h0_is_zero
+            x.contiguous(), packed, mkl.product_address(), bias, h0, c0, batch_sizes, h0_is_zero, variant
         )
         if layer is not None:
             return layer

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -47,6 +48,7 @@ __all__ = [
     "block_norm_forward",
     "column_dot",
     "forward",
+    "LayerVariant",
     "layer_forward",
     "usable",
     "variant_backward",
@@ -187,12 +189,28 @@ _PLAIN_ARGUMENTS = {  # the whole-buffer functions: sizes, then pointers to cont
     + 4 * [ctypes.c_int64]
     + 7 * [ctypes.c_void_p]
     + [ctypes.c_int64]
-    + 3 * [ctypes.c_void_p],
+    + 4 * [ctypes.c_void_p],
     "lstm_block_norm_forward": 3 * [ctypes.c_int64] + 6 * [ctypes.c_void_p],
     "lstm_block_norm_backward": 3 * [ctypes.c_int64] + 5 * [ctypes.c_void_p],
     "lstm_column_dot": 2 * [ctypes.c_int64] + 3 * [ctypes.c_void_p],
     "lstm_bernoulli16_fill": [ctypes.c_int64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p],
 }
+
+
+@dataclass(frozen=True)
+class LayerVariant:
+    """A variant cell's constants for `layer_forward` in evaluation: CIFG, peephole weights ``[3H]``
+    (zeros when off), zoneout's probabilities for C and h as ``[1, H]`` rows (zeros when off)."""
+
+    coupled: bool
+    peepholes: Tensor
+    keep_c: Tensor
+    keep_h: Tensor
+
+    def fits(self, hidden: int) -> bool:
+        """Whether the tensors are contiguous CPU float32 of the shapes above for ``hidden`` units."""
+        shapes = ((self.peepholes, (3 * hidden,)), (self.keep_c, (1, hidden)), (self.keep_h, (1, hidden)))
+        return all(t.shape == shape for t, shape in shapes) and _contiguous(self.peepholes, self.keep_c, self.keep_h)
 
 
 def layer_forward(
@@ -204,13 +222,15 @@ def layer_forward(
     c0: Tensor,
     batch_sizes: Sequence[int],
     h0_is_zero: bool,
+    variant: LayerVariant | None = None,
 ) -> tuple[Tensor, Tensor] | None:
-    """Every step's ``h`` and ``C`` ``[T, B, H]`` of the plain cell over ``x`` ``[T, B, I]``, zero on padding,
-    in one call (``lstm_layer_forward``): the inference recurrence without a Python step.
+    """Every step's ``h`` and ``C`` ``[T, B, H]`` over ``x`` ``[T, B, I]``, zero on padding, in one call
+    (``lstm_layer_forward``): the inference recurrence without a Python step.
 
     ``packed_weights``: ``W_x`` and ``W_h`` packed by `lstm_mt.lstm.mkl`, whose product ``product`` is the
-    address of; ``bias`` ``[4H]`` (or None); ``h0``, ``c0`` ``[B, H]``; ``batch_sizes`` as `run_layer`'s.
-    None, touching nothing, where the kernel does not take the tensors (contiguous CPU float32).
+    address of; ``bias`` ``[4H]`` (or None); ``h0``, ``c0`` ``[B, H]``; ``batch_sizes`` as `run_layer`'s;
+    ``variant``: a variant cell's step instead of the plain one. None, touching nothing, where the kernel
+    does not take the tensors (contiguous CPU float32).
     """
     steps, batch, input_size = x.shape
     hidden = h0.shape[-1]
@@ -219,15 +239,24 @@ def layer_forward(
         return None
     if not _contiguous(x, h0, c0, *packed_weights, *vectors) or (bias is not None and bias.shape != (4 * hidden,)):
         return None
+    if variant is not None and not variant.fits(hidden):
+        return None
     pre, hs, cs = (
         x.new_empty(steps, batch, 4 * hidden),
         x.new_empty(steps, batch, hidden),
         x.new_empty(steps, batch, hidden),
     )
     sizes = torch.tensor(batch_sizes, dtype=torch.int64)
+    step = None
+    if variant is not None:
+        step = _VARIANT_ARGUMENTS["lstm_variant_forward"](H=hidden, coupled=int(variant.coupled))
+        step.peepholes, step.keep_c, step.keep_h = (
+            t.data_ptr() for t in (variant.peepholes, variant.keep_c, variant.keep_h)
+        )
     w_ih, w_hh = packed_weights
     arguments = (steps, batch, input_size, hidden, sizes, x, w_ih, w_hh, bias, h0, c0, int(h0_is_zero), pre, hs, cs)
-    return (hs, cs) if _call_plain("lstm_layer_forward", product, *arguments) else None
+    step_pointer = None if step is None else ctypes.addressof(step)
+    return (hs, cs) if _call_plain("lstm_layer_forward", product, *arguments, step_pointer) else None
 
 
 def _contiguous(*tensors: Tensor) -> bool:

@@ -167,6 +167,18 @@ class VariantPointwise:
                 return
         self._tensor_backward(t, step)
 
+    def layer_variant(self, like: Tensor) -> native.LayerVariant | None:
+        """This rule as `native.layer_forward` takes it, for state ``like`` ``[B, H]``: where its zoneout is a
+        probability (evaluation) and it has no layer norm; else None."""
+        if self.gain_hh is not None or self.ln_c is not None:
+            return None
+        if not isinstance(self.keep_c, float) or not isinstance(self.keep_h, float):
+            return None
+        H = like.shape[1]
+        peepholes = self.peephole_weight if self.peephole_weight is not None else self._constant(0.0, 3 * H, like)[0]
+        keep_c, keep_h = self._constant(self.keep_c, H, like), self._constant(self.keep_h, H, like)
+        return native.LayerVariant(self.variant.coupled_gates, peepholes.contiguous(), keep_c, keep_h)
+
     def _keep(self, keep: Tensor | float, t: int, n: int) -> Tensor | float:
         return keep if isinstance(keep, float) else keep[t, :n]
 

@@ -81,6 +81,19 @@ typedef void (*packed_product_t)(int layout, int transa, int transb, int m, int 
                                  int lda, const void *b, int ldb, float beta, float *c, int ldc);
 enum { ROW_MAJOR = 101, NO_TRANSPOSE = 111, PACKED = 151 };
 
+/* A variant cell's step in a layer (lstm_variants.c): `variant` is its variant_forward_t. */
+void lstm_variant_layer_step(void *variant, int64_t rows, float *pre, const float *c_prev, const float *h_prev,
+                             float *c, float *h);
+
+/* pre += bias on each of `rows` rows of width `width`. */
+static void add_bias(int64_t rows, int64_t width, float *pre, const float *bias) {
+#pragma omp parallel for if (rows * width >= 16384)
+    for (int64_t r = 0; r < rows; ++r) {
+        float *restrict p = pre + r * width;
+        for (int64_t j = 0; j < width; ++j) p[j] += bias[j];
+    }
+}
+
 /* Inference over a whole layer, for a length-sorted batch: `batch_sizes[t]` sequences run at step t.
  *
  *     pre_t = W_x·x_t (all steps in one product) + W_h·h_{t-1} + b,   then the step's equations
@@ -88,11 +101,12 @@ enum { ROW_MAJOR = 101, NO_TRANSPOSE = 111, PACKED = 151 };
  * `x` is [steps, batch, input], `pre` [steps, batch, 4H] room for the pre-activations, `hs` and
  * `cs` [steps, batch, H] receive every step's h and C, zero past a sequence's end; `h0`, `c0` are
  * [batch, H]. `w_ih` and `w_hh` are W_x and W_h packed by MKL. With `h0_is_zero` the first step
- * skips W_h·h0. One call from Python per layer: no per-step dispatch. */
+ * skips W_h·h0. With `variant` (a variant_forward_t, see lstm_variant_layer_step) the step is the
+ * variant cell's. One call from Python per layer: no per-step dispatch. */
 void lstm_layer_forward(packed_product_t product, int64_t steps, int64_t batch, int64_t input_size,
                         int64_t H, const int64_t *batch_sizes, const float *x, const void *w_ih,
                         const void *w_hh, const float *bias, const float *h0, const float *c0,
-                        int64_t h0_is_zero, float *pre, float *hs, float *cs) {
+                        int64_t h0_is_zero, float *pre, float *hs, float *cs, void *variant) {
     const int64_t G = 4 * H;
     if (steps * batch == 0) return;
     product(ROW_MAJOR, NO_TRANSPOSE, PACKED, (int)(steps * batch), (int)G, (int)input_size, x,
@@ -104,7 +118,12 @@ void lstm_layer_forward(packed_product_t product, int64_t steps, int64_t batch, 
         if (!(t == 0 && h0_is_zero) && rows > 0)
             product(ROW_MAJOR, NO_TRANSPOSE, PACKED, (int)rows, (int)G, (int)H, h_prev, (int)H, w_hh,
                     (int)G, 1.0f, pre_t, (int)G);
-        forward_rows(rows, H, pre_t, G, bias, c_prev, H, c_t, H, h_t, H, 0, 0, 0, 0, 0);
+        if (variant) {
+            if (bias) add_bias(rows, G, pre_t, bias);
+            lstm_variant_layer_step(variant, rows, pre_t, c_prev, h_prev, c_t, h_t);
+        } else {
+            forward_rows(rows, H, pre_t, G, bias, c_prev, H, c_t, H, h_t, H, 0, 0, 0, 0, 0);
+        }
         memset(h_t + rows * H, 0, (size_t)((batch - rows) * H) * sizeof(float));
         memset(c_t + rows * H, 0, (size_t)((batch - rows) * H) * sizeof(float));
     }

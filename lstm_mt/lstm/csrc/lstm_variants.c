@@ -180,6 +180,24 @@ void lstm_variant_forward(const variant_forward_t *a) {
     }
 }
 
+/* One step of a whole inference layer (lstm_layer_forward in lstm_cell.c): `variant` holds the cell's
+ * constants (coupled, peepholes, zoneout's probabilities as rows of stride 0, no layer norm); the
+ * step's rows, [rows, 4H] for pre and [rows, H] for the rest, are set here. C̃_t goes to C itself:
+ * without gates to keep, each unit takes C̃_t from a register before it writes C. */
+void lstm_variant_layer_step(void *variant, int64_t rows, float *pre, const float *c_prev, const float *h_prev,
+                             float *c, float *h) {
+    variant_forward_t *a = variant;
+    const int64_t H = a->H;
+    a->rows = rows;
+    a->pre = (rows_t){pre, 4 * H};
+    a->c_prev = (rows_t){(float *)c_prev, H};
+    a->h_prev = (rows_t){(float *)h_prev, H};
+    a->c_tilde = (rows_t){c, H};
+    a->c = (rows_t){c, H};
+    a->h = (rows_t){h, H};
+    lstm_variant_forward(a);
+}
+
 /* The row pointers of one step's backward, taken out of the arguments once per row. */
 typedef struct {
     const float *restrict gates, *restrict c_prev, *restrict keep_c, *restrict dc, *restrict peepholes;
