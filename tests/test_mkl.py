@@ -46,7 +46,8 @@ def test_packed_weights_are_repacked_only_when_a_weight_changes():
 
 
 def layer_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the whole-buffer C functions called from now on."""
+    """The names of the whole-buffer C functions called from now on, with MKL's route chosen on any CPU."""
+    monkeypatch.setenv("LSTM_MT_MKL", "1")
     calls: list[str] = []
     call = native._call_plain
     monkeypatch.setattr(native, "_call_plain", lambda name, *args: (calls.append(name), call(name, *args))[1])
@@ -90,6 +91,17 @@ def test_without_mkl_inference_keeps_onednn_products(monkeypatch):
     with torch.no_grad():
         assert torch.allclose(ours(x)[0], reference(x)[0], atol=2e-6)
     assert "lstm_layer_forward" not in calls and not mkl.available()
+
+
+@needs_mkl
+@pytest.mark.parametrize(
+    ("setting", "intel", "expected"), [("", True, True), ("", False, False), ("1", False, True), ("0", True, False)]
+)
+def test_mkl_is_preferred_on_intel_cpus_unless_the_user_says(monkeypatch, setting, intel, expected):
+    """MKL's fast kernels are Intel's: elsewhere oneDNN keeps the products unless ``LSTM_MT_MKL=1``."""
+    monkeypatch.setenv("LSTM_MT_MKL", setting)
+    monkeypatch.setattr(mkl, "_intel_cpu", lambda: intel)
+    assert mkl.preferred() is expected
 
 
 VARIANTS = {

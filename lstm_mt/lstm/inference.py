@@ -1,11 +1,12 @@
-"""The LSTM's inference path on CPU float32: a layer in one C call on MKL's products, else one oneDNN product per step.
+"""The LSTM's inference path on CPU float32: a layer in one C call on MKL's products, else oneDNN's per step.
 
-Where PyTorch carries MKL (`lstm_mt.lstm.mkl`: its x86 builds) and the C kernels are built, a plain
-cell's layer runs as `lstm_mt.lstm.native.layer_forward`: ``W_x·x`` for all steps in one product,
-then each step's ``W_h·h_{t-1}`` added in place and the step's equations, without returning to
-Python between steps. Elsewhere, and for variant and int8 cells, each step joins ``[h_{t-1}, x_t]``
-and multiplies it by the packed ``W = [W_h, W_x]`` in one oneDNN product, exactly as the equations
-write it: with oneDNN's products that is faster than projecting all inputs first.
+Where MKL is preferred (`lstm_mt.lstm.mkl`: in PyTorch's x86 builds, on Intel CPUs) and the C kernels
+are built, a plain cell's layer, or a variant's in evaluation, runs as `lstm_mt.lstm.native.layer_forward`:
+``W_x·x`` for all steps in one product, then each step's ``W_h·h_{t-1}`` added in place and the
+step's equations, without returning to Python between steps. Elsewhere, and for layer-norm, training-mode
+variant and int8 cells, each step joins ``[h_{t-1}, x_t]`` and multiplies it by the packed
+``W = [W_h, W_x]`` in one oneDNN product, exactly as the equations write it: with oneDNN's products
+that is faster than projecting all inputs first.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def run_layer(
     view into the buffer of joined rows. ``rule``: a variant cell's point-wise step instead of the plain one.
     """
     variant = None if rule is None else rule.layer_variant(h0)
-    if (rule is None or variant is not None) and _int8_product(cell) is None and mkl.available():
+    if (rule is None or variant is not None) and _int8_product(cell) is None and mkl.preferred():
         packed = mkl.packed(cell.weight_ih), mkl.packed(cell.weight_hh)
         h0, c0, bias = h0.contiguous(), c0.contiguous(), cell.combined_bias()
         layer = native.layer_forward(

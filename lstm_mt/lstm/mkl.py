@@ -10,12 +10,18 @@ recurrence then runs in C (`lstm_mt.lstm.native.layer_forward`), which calls the
 PyTorch exports these functions where it links MKL (its x86 Linux and Windows wheels); where it
 does not (ARM, macOS) or where they fail a known answer, `available` says no and inference keeps
 oneDNN's products. A packed weight is valid for any row count: the pack is sized by the weight alone.
+
+MKL picks its fastest kernels on Intel CPUs only; on the AMD EPYC of README's first tables its
+products measured 35 % slower than oneDNN's. So `preferred` says yes on Intel CPUs, and
+``LSTM_MT_MKL=1`` (use it on any CPU, e.g. to measure it) or ``LSTM_MT_MKL=0`` (never) decide instead.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import platform
 from functools import cache
 from pathlib import Path
 
@@ -24,7 +30,7 @@ from torch import Tensor
 
 from lstm_mt.lstm.weight_cache import PackedWeights
 
-__all__ = ["available", "linear", "packed", "product_address"]
+__all__ = ["available", "linear", "packed", "preferred", "product_address"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,22 @@ PACKED_FOR_ROWS = 64  # the row count MKL lays a pack out for; 1 would make a st
 def available() -> bool:
     """Whether MKL's packed products are at hand and give a known answer (checked once)."""
     return _library() is not None
+
+
+def preferred() -> bool:
+    """Whether inference should multiply on MKL: `available`, and an Intel CPU unless ``LSTM_MT_MKL`` says."""
+    choice = os.environ.get("LSTM_MT_MKL", "")
+    if choice == "0" or not available():
+        return False
+    return choice == "1" or _intel_cpu()
+
+
+@cache
+def _intel_cpu() -> bool:
+    try:
+        return "GenuineIntel" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "Intel" in platform.processor()
 
 
 def packed_weight(weight: Tensor) -> Tensor:
