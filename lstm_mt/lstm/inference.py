@@ -106,10 +106,15 @@ def _int8_product(cell: CellWeights) -> Callable[[Tensor], Tensor] | None:
 
 
 def _joint_product(cell: CellWeights) -> Callable[[Tensor], Tensor]:
-    """``W·[h, x] + b`` for joined rows ``[h, x]``: the cell's int8 product where it has one, else
-    one oneDNN product with ``W = [W_h, W_x]`` packed (float32 weights are packed only on this route)."""
+    """``W·[h, x] + b`` for joined rows ``[h, x]``: the cell's int8 product where it has one, else one
+    product with ``W = [W_h, W_x]`` packed, on MKL where it is preferred, else on oneDNN (float32 weights
+    are packed only on this route)."""
     int8_product = _int8_product(cell)
     if int8_product is not None:
         return int8_product
-    weight, bias = onednn.packed(cell.weight_hh, cell.weight_ih), cell.combined_bias()
+    bias = cell.combined_bias()
+    if mkl.preferred():
+        joined, width = mkl.packed(cell.weight_hh, cell.weight_ih), 4 * cell.weight_hh.shape[1]
+        return lambda rows: mkl.linear(rows, joined, width, bias)
+    weight = onednn.packed(cell.weight_hh, cell.weight_ih)
     return lambda rows: onednn.linear(rows, weight, bias)

@@ -72,11 +72,14 @@ packed = PackedWeights(packed_weight)
 """``packed(*weights)``: the weights joined side by side in MKL's packed layout, reused until one changes."""
 
 
-def linear(x: Tensor, weight: Tensor, out_features: int, out: Tensor | None = None, beta: float = 0.0) -> Tensor:
-    """``x @ W.T`` (plus ``beta * out``) for contiguous float32 ``x`` ``[M, K]`` and ``weight`` from `packed`."""
-    if out is None:
-        out = x.new_empty(x.shape[0], out_features)
-    _compute(_checked_library(), x, weight, out, beta)
+def linear(x: Tensor, weight: Tensor, out_features: int, bias: Tensor | None = None) -> Tensor:
+    """``x @ W.T + bias`` for contiguous float32 ``x`` ``[M, K]`` and ``weight`` from `packed`."""
+    rows = x.shape[0]
+    if bias is None:
+        out = x.new_empty(rows, out_features)
+    else:
+        out = bias.expand(rows, out_features).clone(memory_format=torch.contiguous_format)  # a copy, even for one row
+    _compute(_checked_library(), x, weight, out, 0.0 if bias is None else 1.0)
     return out
 
 
