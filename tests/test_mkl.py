@@ -8,7 +8,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lstm_mt.lstm import LSTM, mkl, native
 from lstm_mt.lstm.variants import CellVariant
-from lstm_mt.lstm.weight_cache import PackedWeights
 
 needs_mkl = pytest.mark.skipif(not mkl.available(), reason="this PyTorch build exports no MKL packed GEMM")
 
@@ -23,24 +22,6 @@ def test_a_packed_weight_multiplies_any_row_count(rows):
     want = x.double() @ weight.detach().double().T
     assert torch.allclose(mkl.linear(x, mkl.packed(weight), 70).double(), want, atol=1e-4)
     assert torch.allclose(mkl.linear(x, mkl.packed(weight), 70, bias).double(), want + bias.double(), atol=1e-4)
-
-
-def test_packed_weights_are_repacked_only_when_a_weight_changes():
-    """Parameters are packed once per change (version counter, storage); temporaries at every call."""
-    packs: list[torch.Tensor] = []
-    packed = PackedWeights(lambda joined: packs.append(joined) or joined.clone())
-    a, b = torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(3, 4))
-    first = packed(a, b)
-    assert torch.equal(first, torch.cat([a, b], 1)) and packed(a, b) is first and len(packs) == 1
-    with torch.no_grad():
-        a.add_(1.0)
-    assert torch.equal(packed(a, b), torch.cat([a, b], 1)) and len(packs) == 2
-    a.data = torch.zeros(3, 2)  # new storage
-    assert torch.equal(packed(a, b)[:, :2], torch.zeros(3, 2)) and len(packs) == 3
-    temporary = torch.randn(3, 2)
-    packed(temporary)
-    packed(temporary)
-    assert len(packs) == 5
 
 
 def layer_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
