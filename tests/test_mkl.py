@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstm_mt.lstm import LSTM, mkl, native
+from lstm_mt.lstm import LSTM, LSTMCell, mkl, native
 from lstm_mt.lstm.variants import CellVariant
 
 needs_mkl = pytest.mark.skipif(not mkl.available(), reason="this PyTorch build exports no MKL packed GEMM")
@@ -57,6 +57,24 @@ def test_inference_layer_runs_in_one_c_call_and_matches_torch(monkeypatch, bidir
     padding = torch.arange(9).unsqueeze(1) >= lengths
     assert padding.any() and actual[padding].eq(0).all()
     assert calls == ["lstm_layer_forward"] * (2 * directions)
+
+
+@needs_mkl
+def test_the_decoders_inference_step_multiplies_on_mkl_as_torchs_cell(monkeypatch):
+    """A single no-grad step (the decoder's) takes ``W·[h, x] + b`` from MKL's packed product, with torch's numbers."""
+    monkeypatch.setenv("LSTM_MT_MKL", "1")
+    products: list[int] = []
+    linear = mkl.linear
+    monkeypatch.setattr(mkl, "linear", lambda rows, *args: (products.append(rows.shape[0]), linear(rows, *args))[1])
+    torch.manual_seed(4)
+    reference = torch.nn.LSTMCell(10, 12)
+    ours = LSTMCell.from_torch(reference)
+    x, h, c = torch.randn(3, 10), torch.randn(3, 12), torch.randn(3, 12)
+    with torch.no_grad():
+        for _ in range(3):  # several steps: one pack reused
+            (h_ref, c_ref), (h, c) = reference(x, (h, c)), ours(x, (h, c))
+            assert torch.allclose(h, h_ref, atol=2e-6) and torch.allclose(c, c_ref, atol=2e-6)
+    assert products == [3, 3, 3]
 
 
 def test_without_mkl_inference_keeps_onednn_products(monkeypatch):

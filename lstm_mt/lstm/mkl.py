@@ -60,16 +60,9 @@ def _intel_cpu() -> bool:
         return "Intel" in platform.processor()
 
 
-def packed_weight(weight: Tensor) -> Tensor:
-    """``weight`` ``[N, K]`` (float32) in MKL's packed layout, as the ``B = Wᵀ`` of ``x @ W.T``.
-
-    The buffer must stay where it is: MKL's layout depends on its address.
-    """
-    return _pack(_checked_library(), weight.detach().contiguous())
-
-
-packed = PackedWeights(packed_weight)
-"""``packed(*weights)``: the weights joined side by side in MKL's packed layout, reused until one changes."""
+packed = PackedWeights(lambda joined: _pack(_checked_library(), joined))
+"""``packed(*weights)``: the weights joined side by side in MKL's packed layout, as the ``B = Wᵀ`` of
+``x @ W.T``, reused until one changes."""
 
 
 def linear(x: Tensor, weight: Tensor, out_features: int, bias: Tensor | None = None) -> Tensor:
@@ -92,6 +85,8 @@ def product_address() -> int:
 
 
 def _pack(library: ctypes.CDLL, weight: Tensor) -> Tensor:
+    """Contiguous float32 ``weight`` ``[N, K]`` packed; the buffer must stay where it is (MKL's layout
+    depends on its address)."""
     n, k = weight.shape
     m = PACKED_FOR_ROWS
     buffer = torch.empty((library.cblas_sgemm_pack_get_size(B_MATRIX, m, n, k) + 3) // 4)
